@@ -1,0 +1,118 @@
+//! A test guest that misbehaves on request. It starts like the seed server
+//! (sends `HELLO,WORLD`, reads up to 1024 bytes); if what it read is one of
+//! the trigger words below, it attacks the host in that way, otherwise it
+//! logs the bytes and closes like the seed. The sandbox tests run one hostile
+//! connection beside many good ones and check that only the hostile one
+//! suffers.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "server" });
+
+use exports::netplug::protocol::handler::Guest;
+use netplug::protocol::dialer::connect;
+use netplug::protocol::log::{log, Level};
+use netplug::protocol::types::{Connection, ErrorCode};
+use std::hint::black_box;
+
+struct Hostile;
+
+impl Guest for Hostile {
+    fn handle(conn: Connection) -> Result<(), String> {
+        conn.send(b"HELLO,WORLD")
+            .map_err(|e| format!("send failed: {e:?}"))?;
+        let data = conn.recv(1024).map_err(|e| format!("recv failed: {e:?}"))?;
+        let text = String::from_utf8_lossy(&data);
+        let mut words = text.split_whitespace();
+        match words.next().unwrap_or("") {
+            "loop" => spin(),
+            "alloc" => hoard(),
+            "recurse" => {
+                recurse(black_box(1));
+            }
+            "panic" => panic!("hostile guest panics on purpose"),
+            "flood" => flood(&conn),
+            "recv4g" => {
+                // Ask for 4 GiB; report how much the host actually handed over.
+                let got = conn.recv(u32::MAX).map_err(|e| format!("{e:?}"))?;
+                conn.send(format!("recv returned {} bytes\n", got.len()).as_bytes())
+                    .map_err(|e| format!("{e:?}"))?;
+            }
+            "logflood" => loop {
+                log(Level::Info, "flooding the log");
+            },
+            "dial" => {
+                let target = words.next().unwrap_or("127.0.0.1:1");
+                let reply = match connect(target) {
+                    Ok(_) => "dial: connected\n".to_string(),
+                    Err(e) => format!("dial: {}\n", code_name(e)),
+                };
+                conn.send(reply.as_bytes()).map_err(|e| format!("{e:?}"))?;
+            }
+            "dialmany" => {
+                let target = words.next().unwrap_or("127.0.0.1:1");
+                let mut held = Vec::new();
+                let reply = loop {
+                    match connect(target) {
+                        Ok(c) => held.push(c),
+                        Err(e) => break format!("dialmany: {} after {}\n", code_name(e), held.len()),
+                    }
+                    if held.len() >= 100_000 {
+                        break "dialmany: never refused\n".to_string();
+                    }
+                };
+                conn.send(reply.as_bytes()).map_err(|e| format!("{e:?}"))?;
+            }
+            _ => log(
+                Level::Info,
+                &format!("received {} bytes: {}", data.len(), data.escape_ascii()),
+            ),
+        }
+        Ok(())
+    }
+}
+
+fn code_name(e: ErrorCode) -> &'static str {
+    match e {
+        ErrorCode::Closed => "closed",
+        ErrorCode::Reset => "reset",
+        ErrorCode::TimedOut => "timed-out",
+        ErrorCode::Denied => "denied",
+        ErrorCode::Refused => "refused",
+        ErrorCode::QuotaExceeded => "quota-exceeded",
+        ErrorCode::ResourceLimit => "resource-limit",
+        ErrorCode::InvalidArgument => "invalid-argument",
+        ErrorCode::Other => "other",
+    }
+}
+
+/// Computes forever without calling the host.
+fn spin() -> ! {
+    let mut x: u64 = 1;
+    loop {
+        x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
+/// Grows memory a MiB at a time until the allocator fails.
+fn hoard() {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(black_box(vec![1u8; 1 << 20]));
+    }
+}
+
+/// Recurses until the wasm stack is exhausted.
+#[allow(unconditional_recursion)]
+fn recurse(n: u64) -> u64 {
+    let buf = black_box([n; 64]);
+    recurse(black_box(buf[0] + 1)) + buf[63]
+}
+
+/// Sends without end, ignoring every error.
+fn flood(conn: &Connection) -> ! {
+    let chunk = vec![b'x'; 64 * 1024];
+    loop {
+        let _ = conn.send(&chunk);
+    }
+}
+
+export!(Hostile);
