@@ -1,1 +1,132 @@
-fn main(){}
+//! `host`: serves protocol guests (WebAssembly components) over real TCP.
+
+#[macro_use]
+mod logging;
+mod bindings;
+mod cli;
+mod client;
+mod config;
+mod connection;
+mod dial;
+mod guest_log;
+mod inspect;
+mod limits;
+mod outcome;
+mod runtime;
+mod server;
+mod shutdown;
+mod state;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use cli::{Cli, Command};
+use config::RunConfig;
+use runtime::World;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(2);
+            }
+            // One line naming what is wrong; `--help` has the rest.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see `host {} --help`)", subcommand_hint());
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Run(cmd) => {
+            logging::set_max_level(cmd.log_level);
+            RunConfig::from_cli(cmd).and_then(run)
+        }
+        Command::Inspect(cmd) => inspect::run(&cmd.guest),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn subcommand_hint() -> String {
+    std::env::args().nth(1).filter(|a| a == "run" || a == "inspect").unwrap_or_default()
+}
+
+/// `host run`: load the guest, then serve it or run it once by its world.
+fn run(config: RunConfig) -> Result<()> {
+    let engine = runtime::build_engine(&config.limits)?;
+    let component = runtime::load_component(&engine, &config.guest)?;
+    let world = runtime::world_of(&engine, &component, &config.guest)?;
+    runtime::check_imports(&engine, &component, &config.guest)?;
+    let guest_name = config
+        .guest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| config.guest.display().to_string());
+    match world {
+        World::Server if config.listen.is_none() => {
+            bail!("{guest_name} is a server guest: give --port to serve it (0 picks a free port)")
+        }
+        World::Client if config.connect.is_none() => {
+            bail!("{guest_name} is a client guest: give --connect HOST:PORT to run it")
+        }
+        _ => {}
+    }
+    let linker = runtime::build_linker(&engine)?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("cannot link guest {guest_name}"))?;
+    let policy = Arc::new(state::Policy {
+        limits: config.limits.clone(),
+        dial: config.dial,
+        verbose: config.verbose,
+    });
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let _ticker = runtime::EpochTicker::start(&engine);
+    match world {
+        World::Server => {
+            let addr = config.listen.expect("checked above");
+            let service = Arc::new(server::Service {
+                pre: bindings::server::ServerPre::new(pre)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| format!("{guest_name} does not match the server world"))?,
+                policy,
+                guest: guest_name.clone(),
+                stats: Default::default(),
+            });
+            tokio.block_on(async {
+                let listener = server::bind(addr, config.backlog)?;
+                let bound = listener.local_addr().context("cannot read the bound address")?;
+                // Tests and scripts read this line to find the port.
+                println!("listening on {bound}");
+                std::io::stdout().flush().ok();
+                info!("listener", "serving {guest_name} (world server) on {bound}");
+                let shutdown = shutdown::signal()?;
+                server::run(listener, service, shutdown, config.shutdown_timeout).await
+            })
+        }
+        World::Client => {
+            let mut args = vec![config.connect.clone().expect("checked above")];
+            args.extend(config.args);
+            tokio.block_on(client::run(pre, policy, &guest_name, args))
+        }
+    }
+}

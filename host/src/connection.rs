@@ -1,0 +1,267 @@
+//! The `connection` resource: a host-owned TCP stream that a guest reads and
+//! writes through `send`/`recv`, with every wait bounded and every byte
+//! counted against the connection's quotas.
+
+use crate::bindings::server::netplug::protocol::{dialer, log, types};
+use crate::bindings::{ErrorCode, Level as GuestLevel};
+use crate::dial::DialTarget;
+use crate::guest_log::level_of;
+use crate::limits::MAX_RECV;
+use crate::state::GuestState;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wasmtime::component::{Resource, ResourceTableError};
+
+pub struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    bytes_in: u64,
+    bytes_out: u64,
+    write_closed: bool,
+    /// Dialed by the guest (counted against its resource cap), rather than
+    /// accepted by the host.
+    dialed: bool,
+}
+
+impl Connection {
+    pub fn accepted(stream: TcpStream, peer: SocketAddr, local: SocketAddr) -> Self {
+        Connection { stream, peer, local, bytes_in: 0, bytes_out: 0, write_closed: false, dialed: false }
+    }
+}
+
+/// Why a bounded wait ended early.
+enum WaitEnd {
+    Idle,
+    Lifetime,
+}
+
+impl GuestState {
+    /// How long the next wait on the peer may take, and what ends it: the
+    /// idle timeout, or the connection's remaining lifetime if shorter.
+    fn wait_budget(&self) -> (Duration, WaitEnd) {
+        let idle = self.policy.limits.idle_timeout;
+        match self.deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left < idle {
+                    (left, WaitEnd::Lifetime)
+                } else {
+                    (idle, WaitEnd::Idle)
+                }
+            }
+            None => (idle, WaitEnd::Idle),
+        }
+    }
+
+    fn note(&self, level: crate::logging::Level, message: &str) {
+        let log = self.log.lock().unwrap();
+        crate::logging::emit(level, log.source(), message);
+    }
+
+    /// Reports a wait that ran out and returns the code the guest sees.
+    fn timed_out(&self, end: WaitEnd, what: &str) -> ErrorCode {
+        let message = match end {
+            WaitEnd::Idle => format!(
+                "idle timeout ({:?}) waiting to {what}",
+                self.policy.limits.idle_timeout
+            ),
+            WaitEnd::Lifetime => format!(
+                "connection lifetime ({:?}) reached while waiting to {what}",
+                self.policy.limits.max_lifetime.unwrap_or_default()
+            ),
+        };
+        self.note(crate::logging::Level::Warn, &message);
+        ErrorCode::TimedOut
+    }
+}
+
+/// Runs `io` for at most `budget`, returning `None` if the time ran out.
+/// The time spent waiting is the caller's to add to the CPU clock's parked
+/// time: a guest waiting on its peer is not computing.
+async fn bounded<T>(budget: Duration, io: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(budget, io).await.ok()
+}
+
+fn code_for(err: &io::Error) -> ErrorCode {
+    use io::ErrorKind::*;
+    match err.kind() {
+        ConnectionReset | ConnectionAborted => ErrorCode::Reset,
+        BrokenPipe | NotConnected | UnexpectedEof => ErrorCode::Closed,
+        ConnectionRefused => ErrorCode::Refused,
+        TimedOut => ErrorCode::TimedOut,
+        PermissionDenied => ErrorCode::Denied,
+        _ => ErrorCode::Other,
+    }
+}
+
+fn format_addr(addr: SocketAddr) -> String {
+    addr.to_string()
+}
+
+impl types::Host for GuestState {}
+
+impl types::HostConnection for GuestState {
+    async fn send(
+        &mut self,
+        conn: Resource<Connection>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        let (budget, end) = self.wait_budget();
+        let max_out = self.policy.limits.max_bytes_out;
+        let c = self.table.get_mut(&conn)?;
+        if c.write_closed {
+            return Ok(Err(ErrorCode::Closed));
+        }
+        if let Some(max) = max_out {
+            if c.bytes_out + data.len() as u64 > max {
+                self.note(
+                    crate::logging::Level::Warn,
+                    &format!("byte quota: send of {} bytes would pass --max-bytes-out {max}", data.len()),
+                );
+                return Ok(Err(ErrorCode::QuotaExceeded));
+            }
+        }
+        let started = Instant::now();
+        let result = bounded(budget, c.stream.write_all(&data)).await;
+        if let Some(Ok(())) = result {
+            c.bytes_out += data.len() as u64;
+        }
+        self.clock.add_parked(started.elapsed());
+        Ok(match result {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(code_for(&e)),
+            None => Err(self.timed_out(end, "send")),
+        })
+    }
+
+    async fn recv(
+        &mut self,
+        conn: Resource<Connection>,
+        max: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
+        if max == 0 {
+            return Ok(Err(ErrorCode::InvalidArgument));
+        }
+        let (budget, end) = self.wait_budget();
+        let max_in = self.policy.limits.max_bytes_in;
+        let c = self.table.get_mut(&conn)?;
+        let mut want = max.min(MAX_RECV) as u64;
+        if let Some(quota) = max_in {
+            let left = quota.saturating_sub(c.bytes_in);
+            if left == 0 {
+                self.note(
+                    crate::logging::Level::Warn,
+                    &format!("byte quota: --max-bytes-in {quota} received, refusing recv"),
+                );
+                return Ok(Err(ErrorCode::QuotaExceeded));
+            }
+            want = want.min(left);
+        }
+        // Capacity, not length: read_buf fills spare capacity, so the
+        // buffer is never zeroed and never larger than `want`.
+        let mut buf = Vec::with_capacity(want as usize);
+        let started = Instant::now();
+        let result = bounded(budget, c.stream.read_buf(&mut buf)).await;
+        if let Some(Ok(n)) = result {
+            c.bytes_in += n as u64;
+        }
+        self.clock.add_parked(started.elapsed());
+        Ok(match result {
+            Some(Ok(_)) => Ok(buf),
+            Some(Err(e)) => Err(code_for(&e)),
+            None => Err(self.timed_out(end, "recv")),
+        })
+    }
+
+    async fn shutdown(&mut self, conn: Resource<Connection>) -> wasmtime::Result<Result<(), ErrorCode>> {
+        let c = self.table.get_mut(&conn)?;
+        if c.write_closed {
+            return Ok(Ok(()));
+        }
+        c.write_closed = true;
+        Ok(c.stream.shutdown().await.map_err(|e| code_for(&e)))
+    }
+
+    async fn peer_address(&mut self, conn: Resource<Connection>) -> wasmtime::Result<String> {
+        Ok(format_addr(self.table.get(&conn)?.peer))
+    }
+
+    async fn local_address(&mut self, conn: Resource<Connection>) -> wasmtime::Result<String> {
+        Ok(format_addr(self.table.get(&conn)?.local))
+    }
+
+    async fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
+        let c = self.table.delete(conn)?;
+        if c.dialed {
+            self.dialed -= 1;
+        }
+        // Dropping the stream closes the socket.
+        Ok(())
+    }
+}
+
+impl dialer::Host for GuestState {
+    async fn connect(&mut self, address: String) -> wasmtime::Result<Result<Resource<Connection>, ErrorCode>> {
+        let addrs = match self.policy.dial.check(&address) {
+            DialTarget::Allowed(addrs) => addrs,
+            DialTarget::Invalid => return Ok(Err(ErrorCode::InvalidArgument)),
+            DialTarget::Denied => {
+                self.note(
+                    crate::logging::Level::Warn,
+                    &format!("dial to {address} denied: not allowed by --allow-connect"),
+                );
+                return Ok(Err(ErrorCode::Denied));
+            }
+        };
+        // The guest's own connection is one resource; what it dials is capped
+        // below the table's capacity so the cap is hit here, cleanly, before
+        // a socket is opened.
+        if self.dialed + 1 >= self.policy.limits.max_resources {
+            if self.dialed + 1 == self.policy.limits.max_resources {
+                self.note(
+                    crate::logging::Level::Warn,
+                    &format!("resource limit: guest holds {} connections (--max-resources)", self.dialed),
+                );
+            }
+            return Ok(Err(ErrorCode::ResourceLimit));
+        }
+        let (budget, end) = self.wait_budget();
+        let started = Instant::now();
+        let result = bounded(budget, TcpStream::connect(&addrs[..])).await;
+        self.clock.add_parked(started.elapsed());
+        let stream = match result {
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                self.note(crate::logging::Level::Info, &format!("dial to {address} failed: {e}"));
+                return Ok(Err(code_for(&e)));
+            }
+            None => return Ok(Err(self.timed_out(end, "connect"))),
+        };
+        let _ = stream.set_nodelay(true);
+        let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
+            (Ok(p), Ok(l)) => (p, l),
+            (Err(e), _) | (_, Err(e)) => return Ok(Err(code_for(&e))),
+        };
+        let conn = Connection { dialed: true, ..Connection::accepted(stream, peer, local) };
+        match self.table.push(conn) {
+            Ok(res) => {
+                self.dialed += 1;
+                Ok(Ok(res))
+            }
+            Err(ResourceTableError::Full) => Ok(Err(ErrorCode::ResourceLimit)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl log::Host for GuestState {
+    async fn log(&mut self, level: GuestLevel, message: String) -> wasmtime::Result<()> {
+        self.log.lock().unwrap().write(level_of(level), &message);
+        Ok(())
+    }
+}

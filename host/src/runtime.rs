@@ -1,0 +1,188 @@
+//! The wasm side, built once per run: the engine with its instance pool and
+//! epoch ticker, the guest component checked for its world and imports, and
+//! the linker that grants a guest exactly what it may use.
+
+use crate::limits::Limits;
+use crate::state::GuestState;
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// The export that makes a component a server guest.
+pub const HANDLER_EXPORT: &str = "netplug:protocol/handler@0.1.0";
+/// The export that makes a component a client guest.
+pub const RUN_EXPORT: &str = "run";
+
+/// How often the epoch advances; a guest computing without pause is checked
+/// against its CPU budget (and yields) this often.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Core instances, memories and tables one guest component may create. A
+/// Rust guest built by wit-bindgen uses one memory and a few small shim
+/// instances and tables.
+const CORE_INSTANCES_PER_GUEST: u32 = 10;
+const TABLES_PER_GUEST: u32 = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum World {
+    Server,
+    Client,
+}
+
+impl World {
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Server => "server",
+            World::Client => "client",
+        }
+    }
+}
+
+/// The engine: Cranelift, epoch interruption, and a pooling allocator with
+/// one slot per allowed connection (plus one for a client guest's run).
+pub fn build_engine(limits: &Limits) -> Result<Engine> {
+    let slots = limits.max_connections + 1;
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * CORE_INSTANCES_PER_GUEST)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_GUEST)
+        .total_memories(slots)
+        .max_memories_per_component(1)
+        .total_tables(slots * TABLES_PER_GUEST)
+        .max_tables_per_component(TABLES_PER_GUEST)
+        .total_stacks(slots)
+        .max_memory_size(limits.max_memory as usize);
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasm engine")
+}
+
+/// Reads and compiles a guest, naming the file and what is wrong with it.
+pub fn load_component(engine: &Engine, path: &Path) -> Result<Component> {
+    let shown = path.display();
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read guest {shown}"))?;
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        bail!("{shown} is not a WebAssembly file (it does not start with the \\0asm magic bytes)");
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        bail!(
+            "{shown} is a core WebAssembly module, not a component: build the guest for \
+             wasm32-wasip2 (or wrap the module with `wasm-tools component new`)"
+        );
+    }
+    Component::new(engine, &bytes).map_err(anyhow::Error::from).with_context(|| format!("cannot compile guest {shown}"))
+}
+
+/// Tells the worlds apart by the component's exports.
+pub fn world_of(engine: &Engine, component: &Component, path: &Path) -> Result<World> {
+    let ty = component.component_type();
+    let exports: Vec<(String, ComponentItem)> =
+        ty.exports(engine).map(|(name, item)| (name.to_string(), item.ty)).collect();
+    let serves = exports.iter().any(|(n, i)| n == HANDLER_EXPORT && matches!(i, ComponentItem::ComponentInstance(_)));
+    let runs = exports.iter().any(|(n, i)| n == RUN_EXPORT && matches!(i, ComponentItem::ComponentFunc(_)));
+    match (serves, runs) {
+        (true, false) => Ok(World::Server),
+        (false, true) => Ok(World::Client),
+        _ => {
+            let names: Vec<&str> = exports.iter().map(|(n, _)| n.as_str()).collect();
+            bail!(
+                "{} is neither a server nor a client guest: it exports [{}], expected `{HANDLER_EXPORT}` \
+                 (world server) or a `{RUN_EXPORT}` function (world client), but not both",
+                path.display(),
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// Interfaces a guest may import. Rust's std on wasip2 imports the
+/// `wasi:cli`, `wasi:io`, `wasi:clocks` and `wasi:random` ones; with no
+/// environment, arguments, preopens or stdin configured they grant nothing
+/// beyond a clock, randomness and the stdio that goes to the host log.
+const GRANTED: &[&str] = &[
+    "netplug:protocol/",
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+];
+
+/// Whether the host links `name` for guests, and why not when it does not.
+pub fn grant(name: &str) -> Result<(), &'static str> {
+    if GRANTED.iter().any(|prefix| name.starts_with(prefix)) {
+        return Ok(());
+    }
+    Err(if name.starts_with("wasi:sockets/") {
+        "guests get no sockets of their own; connections come from the host (netplug:protocol/dialer)"
+    } else if name.starts_with("wasi:filesystem/") {
+        "guests get no filesystem"
+    } else if name.starts_with("wasi:http/") {
+        "the host does not provide wasi:http; speak HTTP over a netplug connection"
+    } else {
+        "the host does not provide this interface"
+    })
+}
+
+/// Refuses, naming the import, a guest that needs what the host will not
+/// grant.
+pub fn check_imports(engine: &Engine, component: &Component, path: &Path) -> Result<()> {
+    for (name, _) in component.component_type().imports(engine) {
+        if let Err(why) = grant(name) {
+            bail!("{} imports `{name}`, which the host refuses: {why}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// The linker every guest instance is built from: WASI's stdio, clocks and
+/// random (configured empty per store), and the netplug interfaces.
+pub fn build_linker(engine: &Engine) -> Result<Linker<GuestState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("cannot link WASI")?;
+    // The server world imports every netplug interface the client world does.
+    crate::bindings::server::Server::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
+        .map_err(anyhow::Error::from)
+        .context("cannot link the netplug interfaces")?;
+    Ok(linker)
+}
+
+/// Advances the engine's epoch every `EPOCH_TICK` until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: &Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = engine.clone();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn the epoch ticker thread");
+        EpochTicker { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! What one guest instance's store holds, and how a fresh store is made for
+//! each connection.
+
+use crate::dial::DialPolicy;
+use crate::guest_log::{GuestLog, LogStdio, SharedLog};
+use crate::limits::{CpuClock, Limits, MemoryGuard};
+use crate::logging::Level;
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Settings shared by every store of one run, built once.
+pub struct Policy {
+    pub limits: Limits,
+    pub dial: DialPolicy,
+    pub verbose: bool,
+}
+
+/// Where a guest's stdout goes.
+pub enum Stdout {
+    /// Into the host log, like its `log` calls (server guests).
+    Log,
+    /// To the host's own stdout (a client guest run from the command line).
+    Inherit,
+}
+
+pub struct GuestState {
+    wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub memory: MemoryGuard,
+    pub clock: CpuClock,
+    pub policy: Arc<Policy>,
+    pub log: SharedLog,
+    /// When the connection must be closed whatever it is doing.
+    pub deadline: Option<Instant>,
+    /// Connections the guest holds that it dialed itself.
+    pub dialed: u32,
+    /// Set when the epoch callback interrupted the guest for CPU time.
+    pub cpu_exhausted: bool,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Ticks between epoch checks that may interrupt a guest; see `EpochTicker`.
+pub const EPOCH_TICKS_PER_CHECK: u64 = 1;
+
+/// A fresh store for one guest instance: no filesystem, no environment, no
+/// network of its own; stdio into the log; limits from `policy`.
+pub fn new_store(engine: &Engine, policy: &Arc<Policy>, source: String, stdout: Stdout) -> Store<GuestState> {
+    let limits = &policy.limits;
+    let log = GuestLog::new(source, limits.max_log_lines, limits.max_log_bytes);
+    let mut wasi = WasiCtx::builder();
+    match stdout {
+        Stdout::Log => wasi.stdout(LogStdio::new(log.clone(), Level::Info)),
+        Stdout::Inherit => wasi.stdout(wasmtime_wasi::cli::stdout()),
+    };
+    wasi.stderr(LogStdio::new(log.clone(), Level::Warn));
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(limits.max_resources as usize);
+    let state = GuestState {
+        wasi: wasi.build(),
+        table,
+        memory: MemoryGuard { max: limits.max_memory as usize, denied: false },
+        clock: CpuClock::start(),
+        policy: policy.clone(),
+        log,
+        deadline: limits.max_lifetime.map(|d| Instant::now() + d),
+        dialed: 0,
+        cpu_exhausted: false,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.memory);
+    store.set_epoch_deadline(EPOCH_TICKS_PER_CHECK);
+    // Each epoch tick that finds the guest running checks its CPU budget,
+    // then yields to the executor so one busy guest cannot starve the other
+    // connections sharing its thread.
+    store.epoch_deadline_callback(|mut ctx| {
+        let state = ctx.data_mut();
+        if state.clock.guest_time() > state.policy.limits.cpu_timeout {
+            state.cpu_exhausted = true;
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        Ok(UpdateDeadline::Yield(EPOCH_TICKS_PER_CHECK))
+    });
+    store
+}
