@@ -1,0 +1,37 @@
+# Everything a new machine needs, in two commands: `make run` and `make test`.
+
+CARGO       ?= cargo
+WASM_TARGET := wasm32-wasip2
+GUESTS      := target/$(WASM_TARGET)/release
+HOST        := target/release/host
+PORT        ?= 12345
+
+.PHONY: build host guests wasm-target run test bench bench-quick clean
+
+build: guests host
+
+# rustup is the only thing fetched; the target is installed once.
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+guests: wasm-target
+	cd guest && $(CARGO) build --release
+
+host:
+	$(CARGO) build --release -p host
+
+run: build
+	$(HOST) run $(GUESTS)/hello.wasm --port $(PORT)
+
+# Unit tests and end-to-end tests against the real binary, over loopback.
+test: build
+	$(CARGO) test --release -p host
+
+bench: build
+	$(CARGO) run --release -p bench -- --out bench/results
+
+bench-quick: build
+	$(CARGO) run --release -p bench -- --quick --out bench/results/quick
+
+clean:
+	$(CARGO) clean
