@@ -118,6 +118,12 @@ pub struct RunCommand {
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: Level,
 
+    /// Compile the guest afresh and leave the compiled-guest cache alone
+    /// (by default compilations are cached in `$NETPLUG_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/netplug`, else `~/.cache/netplug`).
+    #[arg(long)]
+    pub no_cache: bool,
+
     /// Log traps with the guest's full wasm backtrace.
     #[arg(short, long)]
     pub verbose: bool,

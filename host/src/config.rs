@@ -21,6 +21,8 @@ pub struct RunConfig {
     pub limits: Limits,
     pub shutdown_timeout: Duration,
     pub verbose: bool,
+    /// Where compiled guests are cached; `None` with `--no-cache`.
+    pub cache_dir: Option<PathBuf>,
     pub args: Vec<String>,
 }
 
@@ -78,6 +80,7 @@ impl RunConfig {
             },
             shutdown_timeout: cmd.shutdown_timeout,
             verbose: cmd.verbose,
+            cache_dir: if cmd.no_cache { None } else { crate::cache::default_dir() },
             args: cmd.args,
         })
     }

@@ -21,7 +21,7 @@ pub fn run(path: &Path) -> Result<()> {
         max_log_bytes: 0,
     };
     let engine = runtime::build_engine(&limits)?;
-    let component = runtime::load_component(&engine, path)?;
+    let component = runtime::load_component(&engine, path, None)?;
     let ty = component.component_type();
     let world = runtime::world_of(&engine, &component, path);
     println!("guest: {}", path.display());

@@ -3,6 +3,7 @@
 #[macro_use]
 mod logging;
 mod bindings;
+mod cache;
 mod cli;
 mod client;
 mod config;
@@ -69,7 +70,7 @@ fn subcommand_hint() -> String {
 /// `host run`: load the guest, then serve it or run it once by its world.
 fn run(config: RunConfig) -> Result<()> {
     let engine = runtime::build_engine(&config.limits)?;
-    let component = runtime::load_component(&engine, &config.guest)?;
+    let component = runtime::load_component(&engine, &config.guest, config.cache_dir.as_deref())?;
     let world = runtime::world_of(&engine, &component, &config.guest)?;
     runtime::check_imports(&engine, &component, &config.guest)?;
     let guest_name = config

@@ -66,7 +66,8 @@ pub fn build_engine(limits: &Limits) -> Result<Engine> {
 }
 
 /// Reads and compiles a guest, naming the file and what is wrong with it.
-pub fn load_component(engine: &Engine, path: &Path) -> Result<Component> {
+/// With a cache dir, a previous compilation of the same bytes is reused.
+pub fn load_component(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result<Component> {
     let shown = path.display();
     let bytes = std::fs::read(path).with_context(|| format!("cannot read guest {shown}"))?;
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
@@ -78,7 +79,21 @@ pub fn load_component(engine: &Engine, path: &Path) -> Result<Component> {
              wasm32-wasip2 (or wrap the module with `wasm-tools component new`)"
         );
     }
-    Component::new(engine, &bytes).map_err(anyhow::Error::from).with_context(|| format!("cannot compile guest {shown}"))
+    if let Some(dir) = cache_dir {
+        if let Some(component) = crate::cache::load(dir, engine, &bytes) {
+            return Ok(component);
+        }
+    }
+    let component = Component::new(engine, &bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("cannot compile guest {shown}"))?;
+    if let Some(dir) = cache_dir {
+        // A cache that cannot be written only costs the next start its time.
+        if let Err(e) = crate::cache::store(dir, engine, &bytes, &component) {
+            warn!("cache", "{e:#}");
+        }
+    }
+    Ok(component)
 }
 
 /// Tells the worlds apart by the component's exports.
