@@ -14,11 +14,11 @@ struct Echo;
 impl Guest for Echo {
     fn handle(conn: Connection) -> Result<(), String> {
         loop {
-            let data = conn.recv(CHUNK).map_err(|e| format!("recv failed: {e:?}"))?;
+            let data = conn.recv(CHUNK).map_err(|e| format!("recv failed: {}", e.name()))?;
             if data.is_empty() {
                 return Ok(());
             }
-            conn.send(&data).map_err(|e| format!("send failed: {e:?}"))?;
+            conn.send(&data).map_err(|e| format!("send failed: {}", e.name()))?;
         }
     }
 }

@@ -12,12 +12,12 @@ impl Guest for HelloClient {
         let address = args
             .first()
             .ok_or("no address to connect to (host run ... --connect HOST:PORT)")?;
-        let conn = connect(address).map_err(|e| format!("connect to {address}: {e:?}"))?;
+        let conn = connect(address).map_err(|e| format!("connect to {address}: {}", e.name()))?;
         conn.send(b"this is client...")
-            .map_err(|e| format!("send failed: {e:?}"))?;
+            .map_err(|e| format!("send failed: {}", e.name()))?;
         let data = conn
             .recv(1024)
-            .map_err(|e| format!("recv failed: {e:?}"))?;
+            .map_err(|e| format!("recv failed: {}", e.name()))?;
         println!("{}", data.escape_ascii());
         Ok(())
     }

@@ -12,10 +12,10 @@ struct Hello;
 impl Guest for Hello {
     fn handle(conn: Connection) -> Result<(), String> {
         conn.send(b"HELLO,WORLD")
-            .map_err(|e| format!("send failed: {e:?}"))?;
+            .map_err(|e| format!("send failed: {}", e.name()))?;
         let data = conn
             .recv(1024)
-            .map_err(|e| format!("recv failed: {e:?}"))?;
+            .map_err(|e| format!("recv failed: {}", e.name()))?;
         log(
             Level::Info,
             &format!(

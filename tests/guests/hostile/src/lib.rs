@@ -10,7 +10,7 @@ wit_bindgen::generate!({ path: "../../../wit", world: "server" });
 use exports::netplug::protocol::handler::Guest;
 use netplug::protocol::dialer::connect;
 use netplug::protocol::log::{log, Level};
-use netplug::protocol::types::{Connection, ErrorCode};
+use netplug::protocol::types::Connection;
 use std::hint::black_box;
 
 struct Hostile;
@@ -18,8 +18,8 @@ struct Hostile;
 impl Guest for Hostile {
     fn handle(conn: Connection) -> Result<(), String> {
         conn.send(b"HELLO,WORLD")
-            .map_err(|e| format!("send failed: {e:?}"))?;
-        let data = conn.recv(1024).map_err(|e| format!("recv failed: {e:?}"))?;
+            .map_err(|e| format!("send failed: {}", e.name()))?;
+        let data = conn.recv(1024).map_err(|e| format!("recv failed: {}", e.name()))?;
         let text = String::from_utf8_lossy(&data);
         let mut words = text.split_whitespace();
         match words.next().unwrap_or("") {
@@ -32,9 +32,9 @@ impl Guest for Hostile {
             "flood" => flood(&conn),
             "recv4g" => {
                 // Ask for 4 GiB; report how much the host actually handed over.
-                let got = conn.recv(u32::MAX).map_err(|e| format!("{e:?}"))?;
+                let got = conn.recv(u32::MAX).map_err(|e| format!("{}", e.name()))?;
                 conn.send(format!("recv returned {} bytes\n", got.len()).as_bytes())
-                    .map_err(|e| format!("{e:?}"))?;
+                    .map_err(|e| format!("{}", e.name()))?;
             }
             "logflood" => loop {
                 log(Level::Info, "flooding the log");
@@ -43,9 +43,9 @@ impl Guest for Hostile {
                 let target = words.next().unwrap_or("127.0.0.1:1");
                 let reply = match connect(target) {
                     Ok(_) => "dial: connected\n".to_string(),
-                    Err(e) => format!("dial: {}\n", code_name(e)),
+                    Err(e) => format!("dial: {}\n", e.name()),
                 };
-                conn.send(reply.as_bytes()).map_err(|e| format!("{e:?}"))?;
+                conn.send(reply.as_bytes()).map_err(|e| format!("{}", e.name()))?;
             }
             "dialmany" => {
                 let target = words.next().unwrap_or("127.0.0.1:1");
@@ -53,13 +53,13 @@ impl Guest for Hostile {
                 let reply = loop {
                     match connect(target) {
                         Ok(c) => held.push(c),
-                        Err(e) => break format!("dialmany: {} after {}\n", code_name(e), held.len()),
+                        Err(e) => break format!("dialmany: {} after {}\n", e.name(), held.len()),
                     }
                     if held.len() >= 100_000 {
                         break "dialmany: never refused\n".to_string();
                     }
                 };
-                conn.send(reply.as_bytes()).map_err(|e| format!("{e:?}"))?;
+                conn.send(reply.as_bytes()).map_err(|e| format!("{}", e.name()))?;
             }
             _ => log(
                 Level::Info,
@@ -67,20 +67,6 @@ impl Guest for Hostile {
             ),
         }
         Ok(())
-    }
-}
-
-fn code_name(e: ErrorCode) -> &'static str {
-    match e {
-        ErrorCode::Closed => "closed",
-        ErrorCode::Reset => "reset",
-        ErrorCode::TimedOut => "timed-out",
-        ErrorCode::Denied => "denied",
-        ErrorCode::Refused => "refused",
-        ErrorCode::QuotaExceeded => "quota-exceeded",
-        ErrorCode::ResourceLimit => "resource-limit",
-        ErrorCode::InvalidArgument => "invalid-argument",
-        ErrorCode::Other => "other",
     }
 }
 

@@ -1,0 +1,133 @@
+//! Bad input gets one clear line on stderr naming what is wrong, and a
+//! non-zero exit.
+
+mod support;
+
+use std::path::PathBuf;
+use support::*;
+
+/// Runs `host run` and returns its stderr, asserting a failed exit and a
+/// single line.
+fn refused(args: &[&str]) -> String {
+    let out = run_host(args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "{args:?}: expected one line, got:\n{err}");
+    assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", String::from_utf8_lossy(&out.stdout));
+    err
+}
+
+fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("netplug-bad-input-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn missing_file() {
+    let err = refused(&["run", "/nonexistent/guest.wasm", "--port", "0"]);
+    assert!(err.contains("/nonexistent/guest.wasm"), "{err}");
+    assert!(err.contains("No such file"), "{err}");
+}
+
+#[test]
+fn not_webassembly() {
+    let path = temp_file("notes.wasm", b"this is a text file, not a component\n");
+    let err = refused(&["run", path.to_str().unwrap(), "--port", "0"]);
+    assert!(err.contains("notes.wasm"), "{err}");
+    assert!(err.contains("not a WebAssembly file"), "{err}");
+}
+
+#[test]
+fn core_module_instead_of_a_component() {
+    // The smallest valid core module: magic and version 1.
+    let path = temp_file("core.wasm", b"\0asm\x01\0\0\0");
+    let err = refused(&["run", path.to_str().unwrap(), "--port", "0"]);
+    assert!(err.contains("core.wasm"), "{err}");
+    assert!(err.contains("core WebAssembly module, not a component"), "{err}");
+}
+
+#[test]
+fn component_of_neither_world() {
+    // The smallest valid component: it exports nothing.
+    let path = temp_file("empty.wasm", b"\0asm\x0d\0\x01\0");
+    let err = refused(&["run", path.to_str().unwrap(), "--port", "0"]);
+    assert!(err.contains("empty.wasm is neither a server nor a client guest"), "{err}");
+    assert!(err.contains("netplug:protocol/handler@0.1.0"), "names the expected export: {err}");
+}
+
+#[test]
+fn truncated_component() {
+    let hello = std::fs::read(guest("hello")).unwrap();
+    let path = temp_file("truncated.wasm", &hello[..hello.len() / 2]);
+    let err = refused(&["run", path.to_str().unwrap(), "--port", "0", "--no-cache"]);
+    assert!(err.contains("cannot compile guest"), "{err}");
+    assert!(err.contains("truncated.wasm"), "{err}");
+}
+
+#[test]
+fn address_already_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let hello = guest("hello");
+    let err = refused(&["run", hello.to_str().unwrap(), "--port", &port]);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("in use"), "{err}");
+}
+
+#[test]
+fn unparseable_address() {
+    let hello = guest("hello");
+    let err = refused(&["run", hello.to_str().unwrap(), "--port", "0", "--addr", "not-an-ip"]);
+    assert!(err.contains("--addr `not-an-ip`"), "{err}");
+}
+
+#[test]
+fn unparseable_port() {
+    let hello = guest("hello");
+    for port in ["abc", "70000", "12.5"] {
+        let err = refused(&["run", hello.to_str().unwrap(), "--port", port]);
+        assert!(err.contains("--port"), "{port}: {err}");
+    }
+}
+
+#[test]
+fn unparseable_connect_target() {
+    let client = guest("hello_client");
+    let err = refused(&["run", client.to_str().unwrap(), "--connect", "localhost"]);
+    assert!(err.contains("`localhost`"), "{err}");
+    assert!(err.contains("HOST:PORT"), "{err}");
+}
+
+#[test]
+fn bad_limit_values() {
+    let hello = guest("hello");
+    let err = refused(&["run", hello.to_str().unwrap(), "--port", "0", "--max-memory", "lots"]);
+    assert!(err.contains("--max-memory"), "{err}");
+    let err = refused(&["run", hello.to_str().unwrap(), "--port", "0", "--idle-timeout", "10"]);
+    assert!(err.contains("needs a unit"), "{err}");
+    let err = refused(&["run", hello.to_str().unwrap(), "--port", "0", "--max-connections", "0"]);
+    assert!(err.contains("--max-connections"), "{err}");
+}
+
+#[test]
+fn server_guest_without_a_port_and_client_guest_without_a_target() {
+    let hello = guest("hello");
+    let err = refused(&["run", hello.to_str().unwrap()]);
+    assert!(err.contains("hello.wasm is a server guest: give --port"), "{err}");
+    let client = guest("hello_client");
+    let err = refused(&["run", client.to_str().unwrap()]);
+    assert!(err.contains("hello_client.wasm is a client guest: give --connect"), "{err}");
+}
+
+#[test]
+fn inspect_names_world_imports_and_verdict() {
+    let out = run_host(&["inspect", guest("hello").to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("world: server"), "{text}");
+    assert!(text.contains("netplug:protocol/log@0.1.0: granted"), "{text}");
+    assert!(text.contains("verdict: the host would run this guest"), "{text}");
+}
