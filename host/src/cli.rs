@@ -58,6 +58,12 @@ pub struct RunCommand {
     #[arg(long = "allow-connect", value_name = "HOST:PORT")]
     pub allow_connect: Vec<String>,
 
+    /// Let a guest that imports `wasi:filesystem` or `wasi:sockets` load.
+    /// They are linked with nothing behind them: no preopened directory, no
+    /// address a socket may use. Repeatable.
+    #[arg(long, value_name = "INTERFACE", value_parser = ["wasi:filesystem", "wasi:sockets"])]
+    pub grant: Vec<String>,
+
     /// Connections served at once. When all are busy the host stops accepting
     /// and new connections wait in the listen backlog. The instance pool is
     /// sized to this.

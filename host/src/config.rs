@@ -18,6 +18,8 @@ pub struct RunConfig {
     /// The client guest's target, as given.
     pub connect: Option<String>,
     pub dial: DialPolicy,
+    /// WASI packages the guest may import though they are refused by default.
+    pub grants: Vec<String>,
     pub limits: Limits,
     pub shutdown_timeout: Duration,
     pub verbose: bool,
@@ -66,6 +68,7 @@ impl RunConfig {
             backlog: cmd.backlog,
             connect: cmd.connect,
             dial,
+            grants: cmd.grant,
             limits: Limits {
                 max_connections: cmd.max_connections,
                 max_memory: cmd.max_memory,

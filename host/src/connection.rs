@@ -23,6 +23,10 @@ pub struct Connection {
     bytes_in: u64,
     bytes_out: u64,
     write_closed: bool,
+    /// Set once a wait timed out or the peer reset: the stream's state is
+    /// then unknown (a send may have been cut short), so every later call
+    /// fails at once with the same code instead of waiting again.
+    broken: Option<ErrorCode>,
     /// Dialed by the guest (counted against its resource cap), rather than
     /// accepted by the host.
     dialed: bool,
@@ -30,7 +34,7 @@ pub struct Connection {
 
 impl Connection {
     pub fn accepted(stream: TcpStream, peer: SocketAddr, local: SocketAddr) -> Self {
-        Connection { stream, peer, local, bytes_in: 0, bytes_out: 0, write_closed: false, dialed: false }
+        Connection { stream, peer, local, bytes_in: 0, bytes_out: 0, write_closed: false, broken: None, dialed: false }
     }
 }
 
@@ -63,8 +67,8 @@ impl GuestState {
         crate::logging::emit(level, log.source(), message);
     }
 
-    /// Reports a wait that ran out and returns the code the guest sees.
-    fn timed_out(&self, end: WaitEnd, what: &str) -> ErrorCode {
+    /// Logs a wait that ran out; the guest sees `timed-out`.
+    fn report_timeout(&self, end: WaitEnd, what: &str) {
         let message = match end {
             WaitEnd::Idle => format!(
                 "idle timeout ({:?}) waiting to {what}",
@@ -76,7 +80,6 @@ impl GuestState {
             ),
         };
         self.note(crate::logging::Level::Warn, &message);
-        ErrorCode::TimedOut
     }
 }
 
@@ -114,6 +117,9 @@ impl types::HostConnection for GuestState {
         let (budget, end) = self.wait_budget();
         let max_out = self.policy.limits.max_bytes_out;
         let c = self.table.get_mut(&conn)?;
+        if let Some(code) = c.broken {
+            return Ok(Err(code));
+        }
         if c.write_closed {
             return Ok(Err(ErrorCode::Closed));
         }
@@ -128,15 +134,23 @@ impl types::HostConnection for GuestState {
         }
         let started = Instant::now();
         let result = bounded(budget, c.stream.write_all(&data)).await;
-        if let Some(Ok(())) = result {
-            c.bytes_out += data.len() as u64;
+        let timed_out = result.is_none();
+        let outcome = match result {
+            Some(Ok(())) => {
+                c.bytes_out += data.len() as u64;
+                Ok(())
+            }
+            Some(Err(e)) => Err(code_for(&e)),
+            None => Err(ErrorCode::TimedOut),
+        };
+        if let Err(code) = outcome {
+            c.broken = Some(code);
         }
         self.clock.add_parked(started.elapsed());
-        Ok(match result {
-            Some(Ok(())) => Ok(()),
-            Some(Err(e)) => Err(code_for(&e)),
-            None => Err(self.timed_out(end, "send")),
-        })
+        if timed_out {
+            self.report_timeout(end, "send");
+        }
+        Ok(outcome)
     }
 
     async fn recv(
@@ -150,6 +164,9 @@ impl types::HostConnection for GuestState {
         let (budget, end) = self.wait_budget();
         let max_in = self.policy.limits.max_bytes_in;
         let c = self.table.get_mut(&conn)?;
+        if let Some(code) = c.broken {
+            return Ok(Err(code));
+        }
         let mut want = max.min(MAX_RECV) as u64;
         if let Some(quota) = max_in {
             let left = quota.saturating_sub(c.bytes_in);
@@ -167,15 +184,23 @@ impl types::HostConnection for GuestState {
         let mut buf = Vec::with_capacity(want as usize);
         let started = Instant::now();
         let result = bounded(budget, c.stream.read_buf(&mut buf)).await;
-        if let Some(Ok(n)) = result {
-            c.bytes_in += n as u64;
+        let timed_out = result.is_none();
+        let outcome = match result {
+            Some(Ok(n)) => {
+                c.bytes_in += n as u64;
+                Ok(buf)
+            }
+            Some(Err(e)) => Err(code_for(&e)),
+            None => Err(ErrorCode::TimedOut),
+        };
+        if let Err(code) = outcome {
+            c.broken = Some(code);
         }
         self.clock.add_parked(started.elapsed());
-        Ok(match result {
-            Some(Ok(_)) => Ok(buf),
-            Some(Err(e)) => Err(code_for(&e)),
-            None => Err(self.timed_out(end, "recv")),
-        })
+        if timed_out {
+            self.report_timeout(end, "recv");
+        }
+        Ok(outcome)
     }
 
     async fn shutdown(&mut self, conn: Resource<Connection>) -> wasmtime::Result<Result<(), ErrorCode>> {
@@ -240,7 +265,10 @@ impl dialer::Host for GuestState {
                 self.note(crate::logging::Level::Info, &format!("dial to {address} failed: {e}"));
                 return Ok(Err(code_for(&e)));
             }
-            None => return Ok(Err(self.timed_out(end, "connect"))),
+            None => {
+                self.report_timeout(end, "connect");
+                return Ok(Err(ErrorCode::TimedOut));
+            }
         };
         let _ = stream.set_nodelay(true);
         let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {

@@ -36,7 +36,7 @@ pub fn run(path: &Path) -> Result<()> {
     println!("imports:");
     let mut refused = 0;
     for (name, _) in ty.imports(&engine) {
-        match runtime::grant(name) {
+        match runtime::grant(name, &[]) {
             Ok(()) => println!("  {name}: granted"),
             Err(why) => {
                 refused += 1;

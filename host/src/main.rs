@@ -72,7 +72,7 @@ fn run(config: RunConfig) -> Result<()> {
     let engine = runtime::build_engine(&config.limits)?;
     let component = runtime::load_component(&engine, &config.guest, config.cache_dir.as_deref())?;
     let world = runtime::world_of(&engine, &component, &config.guest)?;
-    runtime::check_imports(&engine, &component, &config.guest)?;
+    runtime::check_imports(&engine, &component, &config.guest, &config.grants)?;
     let guest_name = config
         .guest
         .file_name()

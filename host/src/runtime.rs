@@ -131,14 +131,19 @@ const GRANTED: &[&str] = &[
 ];
 
 /// Whether the host links `name` for guests, and why not when it does not.
-pub fn grant(name: &str) -> Result<(), &'static str> {
+/// `extra` holds the packages granted with `--grant`.
+pub fn grant(name: &str, extra: &[String]) -> Result<(), &'static str> {
     if GRANTED.iter().any(|prefix| name.starts_with(prefix)) {
         return Ok(());
     }
+    if extra.iter().any(|pkg| name.starts_with(pkg.as_str()) && name[pkg.len()..].starts_with('/')) {
+        return Ok(());
+    }
     Err(if name.starts_with("wasi:sockets/") {
-        "guests get no sockets of their own; connections come from the host (netplug:protocol/dialer)"
+        "guests get no sockets of their own; connections come from the host (netplug:protocol/dialer); \
+         --grant wasi:sockets loads it with every address denied"
     } else if name.starts_with("wasi:filesystem/") {
-        "guests get no filesystem"
+        "guests get no filesystem; --grant wasi:filesystem loads it with no directory to open"
     } else if name.starts_with("wasi:http/") {
         "the host does not provide wasi:http; speak HTTP over a netplug connection"
     } else {
@@ -148,9 +153,9 @@ pub fn grant(name: &str) -> Result<(), &'static str> {
 
 /// Refuses, naming the import, a guest that needs what the host will not
 /// grant.
-pub fn check_imports(engine: &Engine, component: &Component, path: &Path) -> Result<()> {
+pub fn check_imports(engine: &Engine, component: &Component, path: &Path, extra: &[String]) -> Result<()> {
     for (name, _) in component.component_type().imports(engine) {
-        if let Err(why) = grant(name) {
+        if let Err(why) = grant(name, extra) {
             bail!("{} imports `{name}`, which the host refuses: {why}", path.display());
         }
     }

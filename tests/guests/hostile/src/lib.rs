@@ -28,6 +28,9 @@ impl Guest for Hostile {
             "recurse" => {
                 recurse(black_box(1));
             }
+            "oob" => {
+                out_of_bounds();
+            }
             "panic" => panic!("hostile guest panics on purpose"),
             "flood" => flood(&conn),
             "recv4g" => {
@@ -86,11 +89,20 @@ fn hoard() {
     }
 }
 
-/// Recurses until the wasm stack is exhausted.
-#[allow(unconditional_recursion)]
+/// Recurses until the wasm call stack is exhausted. The call goes through an
+/// opaque function pointer so it can be neither inlined nor turned into a
+/// loop, and keeps its state in wasm locals so the guest's own shadow stack
+/// in linear memory is not what runs out first.
+#[inline(never)]
 fn recurse(n: u64) -> u64 {
-    let buf = black_box([n; 64]);
-    recurse(black_box(buf[0] + 1)) + buf[63]
+    let next: fn(u64) -> u64 = black_box(recurse);
+    next(n + 1).wrapping_add(n)
+}
+
+/// Reads past the end of linear memory.
+fn out_of_bounds() -> u64 {
+    // SAFETY: none; the point is the trap.
+    unsafe { std::ptr::read_volatile(black_box(0xFFFF_FFF0usize) as *const u64) }
 }
 
 /// Sends without end, ignoring every error.

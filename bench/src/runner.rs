@@ -1,0 +1,395 @@
+//! The orchestrator: runs every row, host+guest and native side by side.
+//!
+//! For each row and each repetition it starts a fresh server pinned to CPU 0
+//! and a fresh load generator pinned to CPU 1, alternating which variant
+//! goes first so slow drift on this shared machine hits both alike, and
+//! reports the median over repetitions.
+
+use crate::report::{Row, Stat};
+use crate::server::{self, Kind, Paths, Server, LOADGEN_CPU};
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long and how often: full vs quick.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub quick: bool,
+    pub reps: usize,
+    pub warmup: f64,
+    pub duration: f64,
+    /// Hard cap on operations per measured window (a second bound next to
+    /// the duration).
+    pub max_ops: u64,
+    pub mem_conns: usize,
+    pub startup_runs: usize,
+}
+
+impl Plan {
+    pub fn new(quick: bool) -> Plan {
+        if quick {
+            Plan { quick, reps: 1, warmup: 0.2, duration: 1.0, max_ops: 1_000_000, mem_conns: 2_000, startup_runs: 3 }
+        } else {
+            Plan { quick, reps: 3, warmup: 0.5, duration: 3.0, max_ops: 5_000_000, mem_conns: 10_000, startup_runs: 7 }
+        }
+    }
+}
+
+/// One load-generator result: the `key=value` pairs of its RESULT line.
+type Sample = HashMap<String, f64>;
+
+pub struct Runner {
+    pub plan: Plan,
+    pub paths: Paths,
+    /// Problems worth telling the reader (errors, unclean shutdowns, logs).
+    pub notes: Vec<String>,
+    /// Whether this host build knows `--no-cache`.
+    pub has_no_cache: bool,
+    seq: usize,
+}
+
+impl Runner {
+    pub fn new(plan: Plan, paths: Paths) -> Result<Runner> {
+        let help = Command::new(&paths.host).args(["run", "--help"]).output().context("running host run --help")?;
+        let has_no_cache = String::from_utf8_lossy(&help.stdout).contains("--no-cache");
+        Ok(Runner { plan, paths, notes: Vec::new(), has_no_cache, seq: 0 })
+    }
+
+    fn tag(&mut self, what: &str, kind: &Kind) -> String {
+        self.seq += 1;
+        format!("{:03}-{what}-{}", self.seq, kind.label())
+    }
+
+    /// Starts `kind`, runs one load-generator pass against it, stops it.
+    fn measure(&mut self, what: &str, kind: &Kind, mode: &str, args: &[String]) -> Result<Sample> {
+        let tag = self.tag(what, kind);
+        let mut srv = Server::start(kind, &self.paths, &tag, Duration::from_secs(120))?;
+        let budget = Duration::from_secs_f64(self.plan.warmup + self.plan.duration) + Duration::from_secs(360);
+        let result = run_loadgen(&self.paths, mode, srv.addr, srv.pid(), args, budget);
+        let clean = srv.stop()?;
+        if !clean {
+            self.notes.push(format!("{tag}: server did not exit cleanly after SIGTERM"));
+        }
+        let sample = result.with_context(|| format!("{tag}: {}", srv.tail_log()))?;
+        if sample.get("errors").copied().unwrap_or(0.0) > 0.0 {
+            self.notes.push(format!(
+                "{tag}: {} client errors (see loadgen stderr above)",
+                sample["errors"]
+            ));
+        }
+        Ok(sample)
+    }
+
+    /// Runs `variants` × `reps`, interleaved, and returns all samples of each.
+    fn interleave(&mut self, what: &str, variants: &[Kind], mode: &str, args: &[String]) -> Vec<Vec<Sample>> {
+        let mut out = vec![Vec::new(); variants.len()];
+        for rep in 0..self.plan.reps {
+            // Rotate the starting variant each repetition.
+            for k in 0..variants.len() {
+                let i = (k + rep) % variants.len();
+                match self.measure(what, &variants[i], mode, args) {
+                    Ok(s) => out[i].push(s),
+                    Err(e) => {
+                        eprintln!("  {what} {}: FAILED: {e:#}", variants[i].label());
+                        self.notes.push(format!("{what} {}: failed: {e:#}", variants[i].label()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn timed_args(&self, conns: usize, extra: &[(&str, String)]) -> Vec<String> {
+        let mut a = vec![
+            "--conns".into(), conns.to_string(),
+            "--warmup".into(), self.plan.warmup.to_string(),
+            "--duration".into(), self.plan.duration.to_string(),
+            "--max-ops".into(), self.plan.max_ops.to_string(),
+        ];
+        for (k, v) in extra {
+            a.push(k.to_string());
+            a.push(v.clone());
+        }
+        a
+    }
+
+    // ------------------------------------------------------------ rows
+
+    /// Row 1 (and 6): seed exchange rate at 1, 32, 256 concurrent.
+    pub fn seed_rows(&mut self) -> (Vec<Row>, Option<Stat>) {
+        let host = Kind::Host { guest: "hello.wasm", extra: vec![] };
+        let native = Kind::Native { mode: "seed" };
+        let mut rows = Vec::new();
+        let mut python = None;
+        for conns in [1usize, 32, 256] {
+            let what = format!("seed-c{conns}");
+            eprintln!("» seed exchange, {conns} concurrent");
+            // Row 6: the seed's own blocking design, beside host and native
+            // in the same interleaved run.
+            let mut variants = vec![host.clone(), native.clone()];
+            if conns == 32 {
+                variants.push(Kind::Python);
+            }
+            let args = self.timed_args(conns, &[]);
+            let samples = self.interleave(&what, &variants, "seed", &args);
+            let mut row = Row::new(&format!("1. seed exchange, {conns} concurrent"), "exch/s", true);
+            row.host = rate_stat(&samples[0]);
+            row.native = rate_stat(&samples[1]);
+            row.cpu_unit = "µs/exch";
+            if conns == 32 {
+                python = rate_stat(&samples[2]);
+            }
+            rows.push(row);
+        }
+        (rows, python)
+    }
+
+    /// Row 2: echo throughput (64 KiB messages) and request/response (64 B).
+    pub fn echo_rows(&mut self) -> Vec<Row> {
+        let host = Kind::Host { guest: "echo.wasm", extra: vec![] };
+        let native = Kind::Native { mode: "echo" };
+        let variants = [host, native];
+        let mut rows = Vec::new();
+        for conns in [1usize, 8] {
+            eprintln!("» echo 64 KiB throughput, {conns} connection(s)");
+            let args = self.timed_args(conns, &[("--size", "65536".into()), ("--window", "4".into())]);
+            let s = self.interleave(&format!("tput-c{conns}"), &variants, "echo-tput", &args);
+            let mut row = Row::new(&format!("2. echo 64 KiB throughput, {conns} conn"), "MiB/s", true);
+            // MiB/s from bytes; CPU per 64 KiB message.
+            row.host = tput_stat(&s[0]);
+            row.native = tput_stat(&s[1]);
+            row.cpu_unit = "µs/64KiB";
+            row.latency = false;
+            rows.push(row);
+        }
+        for conns in [1usize, 8] {
+            eprintln!("» echo 64 B request/response, {conns} connection(s)");
+            let args = self.timed_args(conns, &[("--size", "64".into())]);
+            let s = self.interleave(&format!("rr-c{conns}"), &variants, "echo-rr", &args);
+            let mut row = Row::new(&format!("2. echo 64 B req/resp, {conns} conn"), "rt/s", true);
+            row.host = rate_stat(&s[0]);
+            row.native = rate_stat(&s[1]);
+            row.cpu_unit = "µs/rt";
+            rows.push(row);
+        }
+        rows
+    }
+
+    /// Row 3: resident memory per idle connection, two load rounds.
+    pub fn memory_rows(&mut self) -> (Vec<Row>, Vec<(String, Sample)>) {
+        let n = self.plan.mem_conns;
+        eprintln!("» memory: {n} idle connections, 2 rounds");
+        let host = Kind::Host {
+            guest: "echo.wasm",
+            extra: vec![
+                "--max-connections".into(), n.to_string(),
+                "--idle-timeout".into(), "300s".into(),
+            ],
+        };
+        let native = Kind::Native { mode: "echo" };
+        let args = vec!["--conns".into(), n.to_string(), "--rounds".into(), "2".into()];
+        let mut raw = Vec::new();
+        let mut per_round: [[Option<Stat>; 2]; 2] = Default::default();
+        for (i, kind) in [host, native].iter().enumerate() {
+            match self.measure("memory", kind, "idle", &args) {
+                Ok(s) => {
+                    for r in 0..2 {
+                        let key = format!("r{}_per_conn", r + 1);
+                        if let Some(v) = s.get(&key) {
+                            per_round[i][r] = Some(Stat::single(v / 1024.0));
+                        }
+                        if s.get(&format!("r{}_held", r + 1)) == Some(&0.0) {
+                            self.notes.push(format!(
+                                "memory {} round {}: the server never held all {n} connections (fd count)",
+                                kind.label(), r + 1
+                            ));
+                        }
+                    }
+                    raw.push((kind.label().to_string(), s));
+                }
+                Err(e) => {
+                    eprintln!("  memory {}: FAILED: {e:#}", kind.label());
+                    self.notes.push(format!("memory {}: failed: {e:#}", kind.label()));
+                }
+            }
+        }
+        let mut rows = Vec::new();
+        for r in 0..2 {
+            let mut row = Row::new(&format!("3. memory per idle conn ({n}), round {}", r + 1), "KiB/conn", false);
+            row.host = per_round[0][r].take();
+            row.native = per_round[1][r].take();
+            row.latency = false;
+            rows.push(row);
+        }
+        (rows, raw)
+    }
+
+    /// Row 4: time from spawn to the first successful TCP connect.
+    pub fn startup_rows(&mut self) -> Vec<Row> {
+        eprintln!("» start-up time");
+        let cold_flag = if self.has_no_cache { vec!["--no-cache".to_string()] } else { vec![] };
+        let cold = Kind::Host { guest: "hello.wasm", extra: cold_flag };
+        let warm = Kind::Host { guest: "hello.wasm", extra: vec![] };
+        let native = Kind::Native { mode: "seed" };
+        if !self.has_no_cache {
+            self.notes.push(
+                "this host has no `--no-cache` yet: \"cold\" start-up = default flags with the (private) cache directory emptied before each run"
+                    .into(),
+            );
+        }
+        // Populate the cache once, unmeasured, so "warm" really is warm.
+        let _ = self.startup_once(&warm, false);
+        let mut samples: [Vec<f64>; 3] = Default::default();
+        let kinds = [cold, warm, native];
+        for rep in 0..self.plan.startup_runs {
+            for k in 0..3 {
+                let i = (k + rep) % 3;
+                // Without --no-cache, a cold start is simulated by emptying
+                // the cache (restored by the next warm run).
+                let clear = i == 0 && !self.has_no_cache;
+                match self.startup_once(&kinds[i], clear) {
+                    Ok(ms) => samples[i].push(ms),
+                    Err(e) => self.notes.push(format!("start-up {}: {e:#}", kinds[i].label())),
+                }
+            }
+        }
+        let native_stat = Stat::from_values(&samples[2]);
+        let mut rows = Vec::new();
+        for (i, name) in [(0, "4. start-up, host cold (--no-cache)"), (1, "4. start-up, host warm (cached)")] {
+            let mut row = Row::new(name, "ms", false);
+            row.host = Stat::from_values(&samples[i]);
+            row.native = native_stat.clone();
+            row.latency = false;
+            rows.push(row);
+        }
+        rows
+    }
+
+    /// One start-up: a free port is picked first (the server must be told
+    /// it, since we poll before it can print anything), then the clock runs
+    /// from spawn until a connect succeeds, polling every ~1 ms.
+    fn startup_once(&mut self, kind: &Kind, clear_cache: bool) -> Result<f64> {
+        if clear_cache {
+            let _ = std::fs::remove_dir_all(&self.paths.cache_dir);
+        }
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let tag = self.tag("startup", kind);
+        let log = std::fs::File::create(self.paths.logs.join(format!("{tag}.stderr")))?;
+        let t0 = Instant::now();
+        let mut child = kind
+            .command(&self.paths, port)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let deadline = t0 + Duration::from_secs(120);
+        let result = loop {
+            if let Ok(s) = TcpStream::connect(addr) {
+                // On an unbound port in the ephemeral range, a connect can
+                // succeed by connecting to itself; that's not the server.
+                if s.local_addr()? != s.peer_addr()? {
+                    break Ok(t0.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            if let Some(status) = child.try_wait()? {
+                break Err(anyhow::anyhow!("server exited during start-up: {status}"));
+            }
+            if Instant::now() > deadline {
+                break Err(anyhow::anyhow!("no successful connect within 120 s"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        server::terminate(&mut child, Duration::from_secs(15))?;
+        result
+    }
+}
+
+/// Runs `bench loadgen MODE` pinned to the load generator's CPU and parses
+/// its RESULT line. Killed if it exceeds `budget`.
+fn run_loadgen(
+    paths: &Paths,
+    mode: &str,
+    addr: SocketAddr,
+    pid: u32,
+    args: &[String],
+    budget: Duration,
+) -> Result<Sample> {
+    let mut child = Command::new("taskset")
+        .args(["-c", LOADGEN_CPU])
+        .arg(&paths.bench)
+        .args(["loadgen", mode, "--addr", &addr.to_string(), "--server-pid", &pid.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("spawning loadgen")?;
+    let stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.starts_with("RESULT "))
+    });
+    let end = Instant::now() + budget;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("loadgen ran over its {budget:?} budget and was killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let line = reader.join().ok().flatten();
+    let Some(line) = line else { bail!("loadgen failed ({status}) without a RESULT line") };
+    let mut sample = Sample::new();
+    for kv in line["RESULT ".len()..].split_whitespace() {
+        if let Some((k, v)) = kv.split_once('=') {
+            sample.insert(k.to_string(), v.parse().unwrap_or(f64::NAN));
+        }
+    }
+    Ok(sample)
+}
+
+/// Median across repetitions of ops/s, CPU µs per op, p50, p99.
+fn rate_stat(samples: &[Sample]) -> Option<Stat> {
+    stat_from(samples, |s| s["ops"] / s["secs"], |s| s["ops"])
+}
+
+/// Median MiB/s; CPU per 64 KiB message.
+fn tput_stat(samples: &[Sample]) -> Option<Stat> {
+    stat_from(samples, |s| s["bytes"] / s["secs"] / (1024.0 * 1024.0), |s| s["bytes"] / 65536.0)
+}
+
+fn stat_from(samples: &[Sample], value: impl Fn(&Sample) -> f64, ops: impl Fn(&Sample) -> f64) -> Option<Stat> {
+    if samples.is_empty() {
+        return None;
+    }
+    let med = |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+    Some(Stat {
+        value: med(&|s| value(s)),
+        cpu_us: Some(med(&|s| if ops(s) > 0.0 { s["cpu"] / ops(s) * 1e6 } else { f64::NAN })),
+        p50_us: Some(med(&|s| s["p50_us"])),
+        p99_us: Some(med(&|s| s["p99_us"])),
+        errors: samples.iter().map(|s| s["errors"] as u64).sum(),
+        reps: samples.len(),
+    })
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}

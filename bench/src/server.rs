@@ -1,0 +1,166 @@
+//! Starting and stopping the servers under test.
+//!
+//! Every server is started pinned to CPU 0 with `--port 0`; its address is
+//! taken from its `listening on ADDR` line. `Server` kills it on drop
+//! (SIGTERM, wait, SIGKILL as a last resort), so an error anywhere in the
+//! orchestrator never leaves a server behind.
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Which server to run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    /// `host run GUEST.wasm` with extra flags.
+    Host { guest: &'static str, extra: Vec<String> },
+    /// `bench native seed|echo`.
+    Native { mode: &'static str },
+    /// bench/seed_server.py: the seed's own blocking design.
+    Python,
+}
+
+/// Paths of everything the orchestrator runs.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    pub host: PathBuf,
+    pub guests: PathBuf,
+    pub python_server: PathBuf,
+    pub bench: PathBuf,
+    pub logs: PathBuf,
+    /// Private compiled-component cache, so "warm" and "cold" are ours to
+    /// control and the user's own cache is left alone.
+    pub cache_dir: PathBuf,
+}
+
+/// CPU pinning: server on one core, load generator on the other.
+pub const SERVER_CPU: &str = "0";
+pub const LOADGEN_CPU: &str = "1";
+
+impl Kind {
+    /// The command line, prefixed with `taskset -c CPU`.
+    pub fn command(&self, paths: &Paths, port: u16) -> Command {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", SERVER_CPU]);
+        match self {
+            Kind::Host { guest, extra } => {
+                cmd.arg(&paths.host).arg("run").arg(paths.guests.join(guest));
+                cmd.args(["--port", &port.to_string(), "--addr", "127.0.0.1", "--log-level", "warn"]);
+                cmd.args(extra);
+                cmd.env("NETPLUG_CACHE_DIR", &paths.cache_dir);
+            }
+            Kind::Native { mode } => {
+                cmd.arg(&paths.bench).args(["native", mode, "--port", &port.to_string()]);
+            }
+            Kind::Python => {
+                cmd.arg("python3").arg(&paths.python_server).args(["--port", &port.to_string()]);
+            }
+        }
+        cmd
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Kind::Host { .. } => "host",
+            Kind::Native { .. } => "native",
+            Kind::Python => "python",
+        }
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `kind` on port 0 and waits (at most `limit`) for its
+    /// `listening on` line. stderr goes to a log file under `paths.logs`.
+    pub fn start(kind: &Kind, paths: &Paths, tag: &str, limit: Duration) -> Result<Server> {
+        let log = paths.logs.join(format!("{tag}.stderr"));
+        let stderr = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut child = kind
+            .command(paths, 0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("spawning {} server", kind.label()))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        // Reads the first line, then keeps draining stdout so a chatty
+        // server can never block on a full pipe.
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = tx.send(first);
+            for _ in lines {}
+        });
+        let mut server = Server { child, addr: "127.0.0.1:0".parse()?, log };
+        let line = match rx.recv_timeout(limit) {
+            Ok(Some(Ok(line))) => line,
+            Ok(_) => bail!("{} server exited before listening ({})", kind.label(), server.tail_log()),
+            Err(_) => bail!("{} server did not print `listening on` within {limit:?}", kind.label()),
+        };
+        server.addr = parse_listening(&line)?;
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Last lines of the server's stderr, for error messages.
+    pub fn tail_log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(3)..].join(" | ")
+    }
+
+    /// SIGTERM, then wait up to 15 s (the host drains in-flight connections
+    /// for up to its 10 s shutdown timeout), then SIGKILL. Returns whether
+    /// it exited cleanly by itself.
+    pub fn stop(&mut self) -> Result<bool> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status.success());
+        }
+        terminate(&mut self.child, Duration::from_secs(15))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Sends SIGTERM and waits; SIGKILL after `grace`. Ok(true) if the process
+/// exited with status 0 on its own.
+pub fn terminate(child: &mut Child, grace: Duration) -> Result<bool> {
+    // SAFETY: kill(2) on our own child's pid; the child is not yet reaped
+    // (try_wait returned None), so the pid cannot have been reused.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let end = Instant::now() + grace;
+    while Instant::now() < end {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.success());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(false)
+}
+
+pub fn parse_listening(line: &str) -> Result<SocketAddr> {
+    line.trim()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| anyhow!("unexpected first stdout line {line:?}"))?
+        .parse()
+        .with_context(|| format!("bad address in {line:?}"))
+}
