@@ -139,6 +139,7 @@ where
         .run_until(async {
             tokio::time::sleep(o.warmup).await;
             let cpu0 = proc_stats::cpu_seconds(o.server_pid)?;
+            let own0 = proc_stats::cpu_seconds(std::process::id())?;
             let t0 = Instant::now();
             sh.measuring.store(true, Relaxed);
             let deadline = t0 + o.duration;
@@ -146,6 +147,7 @@ where
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let cpu1 = proc_stats::cpu_seconds(o.server_pid)?;
+            let own1 = proc_stats::cpu_seconds(std::process::id())?;
             let secs = t0.elapsed().as_secs_f64();
             sh.measuring.store(false, Relaxed);
             sh.stop.store(true, Relaxed);
@@ -174,8 +176,9 @@ where
                 eprintln!("loadgen: {errors} errors; first: {e}");
             }
             anyhow::Ok(format!(
-                "ops={ops} secs={secs:.4} bytes={bytes} errors={errors} cpu={:.4} p50_us={:.1} p99_us={:.1}",
+                "ops={ops} secs={secs:.4} bytes={bytes} errors={errors} cpu={:.4} client_cpu={:.4} p50_us={:.1} p99_us={:.1}",
                 cpu1 - cpu0,
+                own1 - own0,
                 pct(0.50),
                 pct(0.99)
             ))
@@ -361,7 +364,18 @@ async fn tput_worker(sh: Arc<Shared>) -> WorkerOut {
             }
         }
     }
+    // Stop cleanly: the writer finishes its message and shuts down its
+    // side; we read the echo to EOF so the server ends the connection
+    // normally instead of failing a send on a socket we dropped.
     credits.close();
+    let drain = async {
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     writer.abort();
     out
 }

@@ -16,18 +16,20 @@ pub struct Stat {
     pub p99_us: Option<f64>,
     /// Client-side errors, summed over repetitions.
     pub errors: u64,
-    pub reps: usize,
+    /// Share of its core the load generator used in the measured window
+    /// (median); near 1.0 means the client, not the server, set the pace.
+    pub client_busy: Option<f64>,
 }
 
 impl Stat {
     pub fn single(value: f64) -> Stat {
-        Stat { value, reps: 1, ..Default::default() }
+        Stat { value, ..Default::default() }
     }
     pub fn from_values(v: &[f64]) -> Option<Stat> {
         if v.is_empty() {
             return None;
         }
-        Some(Stat { value: crate::runner::median(v.to_vec()), reps: v.len(), ..Default::default() })
+        Some(Stat { value: crate::runner::median(v.to_vec()), ..Default::default() })
     }
 }
 

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 /// How long and how often: full vs quick.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    pub quick: bool,
     pub reps: usize,
     pub warmup: f64,
     pub duration: f64,
@@ -31,9 +30,9 @@ pub struct Plan {
 impl Plan {
     pub fn new(quick: bool) -> Plan {
         if quick {
-            Plan { quick, reps: 1, warmup: 0.2, duration: 1.0, max_ops: 1_000_000, mem_conns: 2_000, startup_runs: 3 }
+            Plan { reps: 1, warmup: 0.2, duration: 1.0, max_ops: 1_000_000, mem_conns: 2_000, startup_runs: 3 }
         } else {
-            Plan { quick, reps: 3, warmup: 0.5, duration: 3.0, max_ops: 5_000_000, mem_conns: 10_000, startup_runs: 7 }
+            Plan { reps: 3, warmup: 0.5, duration: 3.0, max_ops: 5_000_000, mem_conns: 10_000, startup_runs: 7 }
         }
     }
 }
@@ -376,7 +375,7 @@ fn stat_from(samples: &[Sample], value: impl Fn(&Sample) -> f64, ops: impl Fn(&S
         p50_us: Some(med(&|s| s["p50_us"])),
         p99_us: Some(med(&|s| s["p99_us"])),
         errors: samples.iter().map(|s| s["errors"] as u64).sum(),
-        reps: samples.len(),
+        client_busy: Some(med(&|s| s.get("client_cpu").copied().unwrap_or(f64::NAN) / s["secs"])),
     })
 }
 
