@@ -140,6 +140,7 @@ where
             tokio::time::sleep(o.warmup).await;
             let cpu0 = proc_stats::cpu_seconds(o.server_pid)?;
             let own0 = proc_stats::cpu_seconds(std::process::id())?;
+            let busy0 = proc_stats::machine_busy_seconds()?;
             let t0 = Instant::now();
             sh.measuring.store(true, Relaxed);
             let deadline = t0 + o.duration;
@@ -148,6 +149,7 @@ where
             }
             let cpu1 = proc_stats::cpu_seconds(o.server_pid)?;
             let own1 = proc_stats::cpu_seconds(std::process::id())?;
+            let busy1 = proc_stats::machine_busy_seconds()?;
             let secs = t0.elapsed().as_secs_f64();
             sh.measuring.store(false, Relaxed);
             sh.stop.store(true, Relaxed);
@@ -176,9 +178,13 @@ where
                 eprintln!("loadgen: {errors} errors; first: {e}");
             }
             anyhow::Ok(format!(
-                "ops={ops} secs={secs:.4} bytes={bytes} errors={errors} cpu={:.4} client_cpu={:.4} p50_us={:.1} p99_us={:.1}",
+                "ops={ops} secs={secs:.4} bytes={bytes} errors={errors} cpu={:.4} client_cpu={:.4} other_cpu={:.4} p50_us={:.1} p99_us={:.1}",
                 cpu1 - cpu0,
                 own1 - own0,
+                // Everything else on the machine: other processes, kernel
+                // threads (some softirq work lands here too, hence the
+                // orchestrator's generous threshold).
+                (busy1 - busy0) - (cpu1 - cpu0) - (own1 - own0),
                 pct(0.50),
                 pct(0.99)
             ))

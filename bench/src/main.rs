@@ -72,7 +72,11 @@ fn orchestrate(args: &[String]) -> Result<()> {
     pin_self_to_cpu(1);
     // 10,000 idle connections need more than the default file limit, in the
     // load generator and in the server; children inherit this.
-    raise_nofile(65_536)?;
+    let nofile = raise_nofile(65_536);
+    if nofile < plan.mem_conns as u64 + 100 {
+        eprintln!("bench: RLIMIT_NOFILE is {nofile}, too low for {} idle connections; lowering", plan.mem_conns);
+        plan.mem_conns = nofile.saturating_sub(100) as usize;
+    }
 
     let paths = find_paths(&out)?;
     std::fs::create_dir_all(&paths.logs)?;
@@ -116,6 +120,7 @@ fn orchestrate(args: &[String]) -> Result<()> {
         cpu_model: cpu_model(),
         mode,
         git: git_description(),
+        host_built: command_line("date", &["-u", "-r", &paths.host.to_string_lossy(), "+%Y-%m-%d %H:%M:%S UTC"]),
         plan: plan_text,
     };
     let md = report::markdown(&header, &rows, &Extras { python, seed32, memory, notes });
@@ -123,6 +128,7 @@ fn orchestrate(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("latest.md"), &md)?;
     std::fs::write(out.join("latest.svg"), &svg)?;
+    std::fs::write(out.join("latest.raw.txt"), runner.raw.join("\n") + "\n")?;
     println!("{md}");
     eprintln!("bench: wrote {} and {}", out.join("latest.md").display(), out.join("latest.svg").display());
     Ok(())
@@ -164,23 +170,28 @@ fn pin_self_to_cpu(cpu: usize) {
     }
 }
 
-fn raise_nofile(want: u64) -> Result<()> {
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
+/// Raises the soft (and if allowed the hard) open-file limit; returns the
+/// soft limit in force afterwards.
+fn raise_nofile(want: u64) -> u64 {
+    // SAFETY: plain getrlimit/setrlimit on local structs.
     unsafe {
         let mut lim: libc::rlimit = std::mem::zeroed();
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
         if lim.rlim_cur >= want {
-            return Ok(());
+            return lim.rlim_cur;
         }
-        // As root the hard limit can be raised; otherwise go as high as it allows.
+        // Raising the hard limit needs CAP_SYS_RESOURCE, which a container
+        // may not grant even to root: then settle for the hard limit.
         let new = libc::rlimit { rlim_cur: want, rlim_max: want.max(lim.rlim_max) };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &new) != 0 {
-            let fallback = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &fallback);
-            eprintln!("bench: could not raise RLIMIT_NOFILE to {want}; using {}", lim.rlim_max);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &new) == 0 {
+            return want;
         }
+        let fallback = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &fallback) == 0 {
+            return lim.rlim_max;
+        }
+        lim.rlim_cur
     }
-    Ok(())
 }
 
 fn cpu_model() -> String {

@@ -50,3 +50,17 @@ pub fn fd_count(pid: u32) -> Result<usize> {
         .with_context(|| format!("listing /proc/{pid}/fd"))?
         .count())
 }
+
+/// Machine-wide busy CPU time in seconds (all CPUs, everything but idle and
+/// iowait), from the first line of /proc/stat. Minus the server's and the
+/// load generator's own time, it tells how much else ran during a window.
+pub fn machine_busy_seconds() -> Result<f64> {
+    let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = text.lines().next().ok_or_else(|| anyhow!("empty /proc/stat"))?;
+    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice]:
+    // guest time is already included in user, so only the first 8 count.
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    Ok((total - idle) / clk_tck())
+}

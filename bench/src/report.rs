@@ -125,10 +125,16 @@ fn latency(s: &Option<Stat>) -> String {
     }
 }
 
+/// Above this share of its core, the load generator is the bottleneck.
+const CLIENT_BOUND: f64 = 0.9;
+
 fn value(s: &Option<Stat>) -> String {
     match s {
         Some(s) => {
             let mut v = num(s.value);
+            if s.client_busy.is_some_and(|b| b >= CLIENT_BOUND) {
+                v.push_str(" *");
+            }
             if s.errors > 0 {
                 let _ = write!(v, " ({} err)", s.errors);
             }
@@ -144,6 +150,8 @@ pub struct Header {
     pub cpu_model: String,
     pub mode: &'static str,
     pub git: String,
+    /// The host binary's modification time: it may be rebuilt between runs.
+    pub host_built: String,
     pub plan: String,
 }
 
@@ -162,7 +170,7 @@ pub fn markdown(h: &Header, rows: &[Row], x: &Extras) -> String {
     let _ = writeln!(s, "# netplug benchmark ({})\n", h.mode);
     let _ = writeln!(s, "- date: {}", h.date);
     let _ = writeln!(s, "- machine: {} CPUs (`nproc`), {}", h.nproc, h.cpu_model);
-    let _ = writeln!(s, "- commit: {}", h.git);
+    let _ = writeln!(s, "- commit: {}; host binary built {}", h.git, h.host_built);
     let _ = writeln!(s, "- mode: {} ({})", h.mode, h.plan);
     let _ = writeln!(s, "- server pinned to CPU 0, load generator to CPU 1; host+guest and native interleaved, median of repetitions");
     let _ = writeln!(s, "- ↑ higher is better, ↓ lower is better; host/native is the literal ratio; CPU = server utime+stime per operation\n");
@@ -193,6 +201,12 @@ pub fn markdown(h: &Header, rows: &[Row], x: &Extras) -> String {
         );
     }
 
+    let _ = writeln!(
+        s,
+        "\n\\* the load generator used ≥{:.0}% of its core in the measured window: the client may have set the pace, so that value is a lower bound of the server's capacity (the CPU/op columns are not affected).",
+        CLIENT_BOUND * 100.0
+    );
+
     // Row 6 in full: the seed's blocking design next to host and native.
     if let Some(seed) = &x.seed32 {
         let _ = writeln!(s, "\n## 6. The seed's own design as the floor (seed exchange, 32 concurrent)\n");
@@ -215,6 +229,7 @@ pub fn markdown(h: &Header, rows: &[Row], x: &Extras) -> String {
         line("host + hello.wasm", &seed.host);
         line("native tokio", &seed.native);
         line("python seed_server.py (blocking, listen(5))", &x.python);
+        let _ = writeln!(s, "\nThe Python server serves one connection at a time behind a listen(5) backlog; clients beyond the backlog have their handshakes dropped and retried by the kernel (1 s, 3 s, …), which shows up as client errors (5 s exchange timeout) rather than in p99.");
     }
 
     if !x.memory.is_empty() {
@@ -236,6 +251,7 @@ pub fn markdown(h: &Header, rows: &[Row], x: &Extras) -> String {
                 g("r2_open_secs")
             );
         }
+        let _ = writeln!(s, "\nThe native echo server allocates its 64 KiB buffer when a connection is accepted; on a fresh heap those pages are not touched until data arrives, but memory reused after round 1 is zeroed (touched) by the allocator, which shows up in round 2.");
         let _ = writeln!(s, "\nPer-connection figures in the main table are (RSS held − RSS before the first round) / connections, for both rounds, so memory kept from round 1 shows up as growth in round 2.");
     }
 

@@ -12,14 +12,13 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use wasmtime::component::{Resource, ResourceTableError};
 
 pub struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
-    local: SocketAddr,
     bytes_in: u64,
     bytes_out: u64,
     write_closed: bool,
@@ -33,8 +32,8 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn accepted(stream: TcpStream, peer: SocketAddr, local: SocketAddr) -> Self {
-        Connection { stream, peer, local, bytes_in: 0, bytes_out: 0, write_closed: false, broken: None, dialed: false }
+    pub fn accepted(stream: TcpStream, peer: SocketAddr) -> Self {
+        Connection { stream, peer, bytes_in: 0, bytes_out: 0, write_closed: false, broken: None, dialed: false }
     }
 }
 
@@ -88,6 +87,23 @@ impl GuestState {
 /// time: a guest waiting on its peer is not computing.
 async fn bounded<T>(budget: Duration, io: impl Future<Output = T>) -> Option<T> {
     tokio::time::timeout(budget, io).await.ok()
+}
+
+/// Waits until the socket is readable, then reads at most `want` bytes.
+/// The buffer is allocated only once there is data, so a connection whose
+/// guest waits in `recv` holds no buffer while it waits.
+async fn read_when_ready(stream: &TcpStream, want: usize) -> io::Result<Vec<u8>> {
+    loop {
+        stream.readable().await?;
+        // Capacity, not length: try_read_buf fills spare capacity, so the
+        // buffer is never zeroed and never larger than `want`.
+        let mut buf = Vec::with_capacity(want);
+        match stream.try_read_buf(&mut buf) {
+            Ok(_) => return Ok(buf),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn code_for(err: &io::Error) -> ErrorCode {
@@ -179,15 +195,12 @@ impl types::HostConnection for GuestState {
             }
             want = want.min(left);
         }
-        // Capacity, not length: read_buf fills spare capacity, so the
-        // buffer is never zeroed and never larger than `want`.
-        let mut buf = Vec::with_capacity(want as usize);
         let started = Instant::now();
-        let result = bounded(budget, c.stream.read_buf(&mut buf)).await;
+        let result = bounded(budget, read_when_ready(&c.stream, want as usize)).await;
         let timed_out = result.is_none();
         let outcome = match result {
-            Some(Ok(n)) => {
-                c.bytes_in += n as u64;
+            Some(Ok(buf)) => {
+                c.bytes_in += buf.len() as u64;
                 Ok(buf)
             }
             Some(Err(e)) => Err(code_for(&e)),
@@ -217,7 +230,10 @@ impl types::HostConnection for GuestState {
     }
 
     async fn local_address(&mut self, conn: Resource<Connection>) -> wasmtime::Result<String> {
-        Ok(format_addr(self.table.get(&conn)?.local))
+        // Asked for rarely, so read from the socket on demand rather than
+        // paid for on every accept.
+        let c = self.table.get(&conn)?;
+        Ok(c.stream.local_addr().map(format_addr).unwrap_or_default())
     }
 
     async fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
@@ -271,11 +287,11 @@ impl dialer::Host for GuestState {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
-            (Ok(p), Ok(l)) => (p, l),
-            (Err(e), _) | (_, Err(e)) => return Ok(Err(code_for(&e))),
+        let peer = match stream.peer_addr() {
+            Ok(peer) => peer,
+            Err(e) => return Ok(Err(code_for(&e))),
         };
-        let conn = Connection { dialed: true, ..Connection::accepted(stream, peer, local) };
+        let conn = Connection { dialed: true, ..Connection::accepted(stream, peer) };
         match self.table.push(conn) {
             Ok(res) => {
                 self.dialed += 1;

@@ -121,7 +121,11 @@ fn run(config: RunConfig) -> Result<()> {
                 std::io::stdout().flush().ok();
                 info!("listener", "serving {guest_name} (world server) on {bound}");
                 let shutdown = shutdown::signal()?;
-                server::run(listener, service, shutdown, config.shutdown_timeout).await
+                // The accept loop runs on a worker, beside the connections it
+                // spawns, rather than on this thread: handing every new
+                // connection across threads costs a wake-up each.
+                let serve = server::run(listener, service, shutdown, config.shutdown_timeout);
+                tokio::spawn(serve).await.context("the accept loop failed")?
             })
         }
         World::Client => {

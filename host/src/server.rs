@@ -112,19 +112,12 @@ pub async fn run(
 /// Runs one connection in a fresh guest instance and logs how it ended.
 async fn serve_connection(service: &Service, stream: TcpStream, peer: SocketAddr) {
     let source = peer.to_string();
-    let local = match stream.local_addr() {
-        Ok(addr) => addr,
-        Err(e) => {
-            warn!(&source, "connection lost before it was served: {e}");
-            return;
-        }
-    };
     // Small protocol messages go out at once rather than waiting on Nagle.
     let _ = stream.set_nodelay(true);
     let mut store = new_store(service.pre.engine(), &service.policy, source.clone(), Stdout::Log);
     let call = async {
         let guest = service.pre.instantiate_async(&mut store).await?;
-        let conn = store.data_mut().table.push(Connection::accepted(stream, peer, local))?;
+        let conn = store.data_mut().table.push(Connection::accepted(stream, peer))?;
         guest.netplug_protocol_handler().call_handle(&mut store, conn).await
     };
     let result = match service.policy.limits.max_lifetime {
