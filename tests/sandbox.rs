@@ -360,3 +360,42 @@ fn load_of_20000_exchanges_leaves_no_descriptors_or_memory_behind() {
     );
     assert!(host.log().iter().all(|l| !l.contains("ERROR")), "no errors logged");
 }
+
+/// Sends `count` and returns the guest's count of connections served by
+/// its instance.
+fn served_count(addr: SocketAddr) -> u32 {
+    let mut s = connect(addr);
+    s.write_all(b"count").unwrap();
+    let reply = String::from_utf8(read_to_end(&mut s)).unwrap();
+    reply
+        .strip_prefix("HELLO,WORLDcount ")
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected reply {reply:?}"))
+}
+
+#[test]
+fn every_connection_gets_a_fresh_instance_by_default() {
+    let host = Host::serve("hostile", &[]);
+    for _ in 0..5 {
+        assert_eq!(served_count(host.addr), 1, "no state survives from one connection to the next");
+    }
+}
+
+#[test]
+fn opt_in_instance_reuse_serves_several_connections_per_instance() {
+    let host = Host::serve("hostile", &["--connections-per-instance", "3"]);
+    let counts: Vec<u32> = (0..6).map(|_| served_count(host.addr)).collect();
+    assert_eq!(counts, [1, 2, 3, 1, 2, 3], "an instance serves 3 connections, then a fresh one takes over");
+    // An instance that traps is never reused.
+    let mut s = connect(host.addr);
+    s.write_all(b"panic").unwrap();
+    assert_eq!(read_to_end(&mut s), b"HELLO,WORLD");
+    assert_eq!(served_count(host.addr), 1);
+    // Nor one that kept a connection: the host closes what it kept. (The
+    // instance that just counted 1 serves `keep`; were it reused after, the
+    // next count would be 2.)
+    let mut s = connect(host.addr);
+    s.write_all(b"keep").unwrap();
+    assert_eq!(read_to_end(&mut s), b"HELLO,WORLD", "the kept connection is closed");
+    assert_eq!(served_count(host.addr), 1);
+}

@@ -90,6 +90,10 @@ fn orchestrate(args: &[String]) -> Result<()> {
     );
     eprintln!("bench: {} mode: {plan_text}", if quick { "quick" } else { "full" });
 
+    // The target directory is shared with ongoing host work: notice if the
+    // host binary is replaced mid-run, which would mix two builds.
+    let host_mtime = || std::fs::metadata(&paths.host).and_then(|m| m.modified()).ok();
+    let host_at_start = host_mtime();
     let mut runner = Runner::new(plan, paths.clone())?;
     let mut rows: Vec<Row> = Vec::new();
     let (seed_rows, python) = runner.seed_rows();
@@ -110,6 +114,9 @@ fn orchestrate(args: &[String]) -> Result<()> {
     // Anything the servers wrote to stderr at warn level is worth a look.
     let mut notes = std::mem::take(&mut runner.notes);
     notes.extend(server_log_notes(&paths.logs));
+    if host_mtime() != host_at_start {
+        notes.push("the host binary was rebuilt during this run: its rows mix two builds, run again".into());
+    }
     notes.push(format!("total bench time {:.0} s", started.elapsed().as_secs_f64()));
     let _ = std::fs::remove_dir_all(&paths.cache_dir);
 

@@ -82,12 +82,20 @@ impl Runner {
     /// build, say) is taken again once, after a pause; the quieter of the
     /// two is kept and, if still noisy, flagged in the notes.
     fn measure(&mut self, what: &str, kind: &Kind, mode: &str, args: &[String]) -> Result<Sample> {
-        let (tag, mut sample, mut said) = self.measure_once(what, kind, mode, args)?;
+        let (mut tag, mut sample, mut said) = self.measure_once(what, kind, mode, args)?;
         if noise(&sample) > NOISY {
             std::thread::sleep(Duration::from_secs(3));
             if let Ok(again) = self.measure_once(what, kind, mode, args) {
-                if noise(&again.1) < noise(&sample) {
-                    (_, sample, said) = again;
+                // Keep the quieter sample; mark the other in the raw file.
+                let dropped = if noise(&again.1) < noise(&sample) {
+                    let first = tag.clone();
+                    (tag, sample, said) = again;
+                    first
+                } else {
+                    again.0
+                };
+                if let Some(line) = self.raw.iter_mut().find(|l| l.starts_with(&format!("{dropped} "))) {
+                    line.push_str(" DISCARDED(noisier-than-retry)");
                 }
             }
         }
@@ -101,7 +109,7 @@ impl Runner {
             self.notes.push(format!(
                 "{tag}: {} client errors; loadgen: {}",
                 sample["errors"],
-                said.first().map(String::as_str).unwrap_or("-")
+                said.first().map(|l| l.trim_start_matches("loadgen: ")).unwrap_or("-")
             ));
         }
         Ok(sample)

@@ -51,7 +51,7 @@ pub fn chart(title: &str, rows: &[Row]) -> String {
                     x(v) - label_w,
                     row_h - 8.0
                 );
-                let _ = writeln!(s, r#"<text x="{:.1}" y="{}">{v:.2}x</text>"#, x(v) + 4.0, y + row_h * 0.65);
+                let _ = writeln!(s, r#"<text x="{:.1}" y="{}" stroke="white" stroke-width="3" paint-order="stroke">{v:.2}x</text>"#, x(v) + 4.0, y + row_h * 0.65);
             }
             None => {
                 let why = r.na.unwrap_or("n/a");

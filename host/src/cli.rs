@@ -70,6 +70,15 @@ pub struct RunCommand {
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_connections: u32,
 
+    /// Connections one guest instance may serve, one after another. 1 (the
+    /// default) gives every connection a fresh instance. Above 1, an
+    /// instance that finished a connection cleanly (no trap, no connection
+    /// kept) serves the next one, which is faster, but whatever the guest
+    /// left in its memory is then visible to the next connection it serves:
+    /// use it only for guests trusted with that.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub connections_per_instance: u32,
+
     /// Linear memory a guest instance may grow to; growth past it fails
     /// inside the guest. Units: B, KiB, MiB, GiB (or K, M, G).
     #[arg(long, default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]

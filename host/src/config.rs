@@ -54,6 +54,9 @@ impl RunConfig {
         if cmd.max_resources == 0 {
             bail!("invalid --max-resources 0: a guest needs at least its own connection");
         }
+        if cmd.connections_per_instance == 0 {
+            bail!("invalid --connections-per-instance 0: expected at least 1");
+        }
         if cmd.backlog == 0 {
             bail!("invalid --backlog 0: expected at least 1");
         }
@@ -80,6 +83,7 @@ impl RunConfig {
                 max_resources: cmd.max_resources,
                 max_log_lines: cmd.max_log_lines,
                 max_log_bytes: cmd.max_log_bytes,
+                connections_per_instance: cmd.connections_per_instance,
             },
             shutdown_timeout: cmd.shutdown_timeout,
             verbose: cmd.verbose,

@@ -238,6 +238,7 @@ impl types::HostConnection for GuestState {
 
     async fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
         let c = self.table.delete(conn)?;
+        self.live_connections -= 1;
         if c.dialed {
             self.dialed -= 1;
         }
@@ -295,6 +296,7 @@ impl dialer::Host for GuestState {
         match self.table.push(conn) {
             Ok(res) => {
                 self.dialed += 1;
+                self.live_connections += 1;
                 Ok(Ok(res))
             }
             Err(ResourceTableError::Full) => Ok(Err(ErrorCode::ResourceLimit)),

@@ -36,6 +36,13 @@ impl GuestLog {
         &self.source
     }
 
+    /// Starts a new connection's budget in place, so that stdio streams the
+    /// guest already holds keep writing to the right place when an instance
+    /// serves another connection.
+    pub fn reset(&mut self, source: String, max_lines: u32, max_bytes: u64) {
+        *self = GuestLog { source, lines_left: max_lines, bytes_left: max_bytes, dropped: 0 };
+    }
+
     /// Writes one guest line if the budget allows; the first line over it
     /// is replaced by a single notice.
     pub fn write(&mut self, level: Level, line: &str) {

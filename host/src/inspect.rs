@@ -19,6 +19,7 @@ pub fn run(path: &Path) -> Result<()> {
         max_resources: 1,
         max_log_lines: 0,
         max_log_bytes: 0,
+        connections_per_instance: 1,
     };
     let engine = runtime::build_engine(&limits)?;
     let component = runtime::load_component(&engine, path, None)?;

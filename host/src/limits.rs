@@ -25,6 +25,20 @@ pub struct Limits {
     pub max_resources: u32,
     pub max_log_lines: u32,
     pub max_log_bytes: u64,
+    /// Connections one instance may serve in turn; 1 means a fresh instance
+    /// for every connection.
+    pub connections_per_instance: u32,
+}
+
+impl Limits {
+    /// Idle instances kept for reuse; each holds a pool slot.
+    pub fn max_idle_instances(&self) -> u32 {
+        if self.connections_per_instance > 1 {
+            self.max_connections.min(256)
+        } else {
+            0
+        }
+    }
 }
 
 /// Enforces the linear-memory cap and remembers that it did, so a trap that

@@ -28,6 +28,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 fn main() -> ExitCode {
+    // wasmtime attaches a Rust backtrace to every internal error when
+    // RUST_BACKTRACE is set, and some are routine (a pool slot still waiting
+    // to be decommitted): capturing one costs more than a whole connection.
+    // Guest faults are reported with wasm backtraces (`--verbose`) instead.
+    // Set before any thread starts; an explicit RUST_LIB_BACKTRACE wins.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -105,14 +113,10 @@ fn run(config: RunConfig) -> Result<()> {
     match world {
         World::Server => {
             let addr = config.listen.expect("checked above");
-            let service = Arc::new(server::Service {
-                pre: bindings::server::ServerPre::new(pre)
-                    .map_err(anyhow::Error::from)
-                    .with_context(|| format!("{guest_name} does not match the server world"))?,
-                policy,
-                guest: guest_name.clone(),
-                stats: Default::default(),
-            });
+            let pre = bindings::server::ServerPre::new(pre)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("{guest_name} does not match the server world"))?;
+            let service = Arc::new(server::Service::new(pre, policy, guest_name.clone()));
             tokio.block_on(async {
                 let listener = server::bind(addr, config.backlog)?;
                 let bound = listener.local_addr().context("cannot read the bound address")?;

@@ -1,16 +1,7 @@
-//! How one guest run ended, in words for the log.
+//! Why a guest run failed, in words for the log.
 
 use crate::state::GuestState;
 use wasmtime::Trap;
-
-pub enum Outcome {
-    /// The guest returned `ok`.
-    Done,
-    /// The guest returned `err(reason)`.
-    GuestError(String),
-    /// The guest trapped, was interrupted, or the host failed to run it.
-    Fault(String),
-}
 
 /// Names why a guest call failed: the limit it hit, or the kind of trap.
 pub fn describe_fault(err: &wasmtime::Error, state: &GuestState) -> String {

@@ -29,7 +29,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 const CORE_INSTANCES_PER_GUEST: u32 = 10;
 const TABLES_PER_GUEST: u32 = 4;
 
-/// Freed instance slots returned to the kernel per `madvise` batch.
+/// Freed instance slots returned to the kernel per `madvise` batch. A slot
+/// waiting in a batch cannot be reused, so small pools use smaller batches.
 const DECOMMIT_BATCH: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,9 +49,10 @@ impl World {
 }
 
 /// The engine: Cranelift, epoch interruption, and a pooling allocator with
-/// one slot per allowed connection (plus one for a client guest's run).
+/// one slot per allowed connection, per idle instance kept for reuse, and
+/// one for a client guest's run.
 pub fn build_engine(limits: &Limits) -> Result<Engine> {
-    let slots = limits.max_connections + 1;
+    let slots = limits.max_connections + limits.max_idle_instances() + 1;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(slots)
         .total_core_instances(slots * CORE_INSTANCES_PER_GUEST)
@@ -67,7 +69,7 @@ pub fn build_engine(limits: &Limits) -> Result<Engine> {
         // kept range with memset on every free: a Rust guest's dirty pages
         // sit past its 1 MiB shadow stack, so that costs more than the page
         // faults it saves.)
-        .decommit_batch_size(DECOMMIT_BATCH);
+        .decommit_batch_size(DECOMMIT_BATCH.min((slots as usize / 4).max(1)));
     let mut config = Config::new();
     config
         .epoch_interruption(true)

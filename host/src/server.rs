@@ -1,19 +1,20 @@
 //! Serving a server guest: the listener, the accept loop, and the handler
 //! that runs one fresh guest instance per connection.
 
-use crate::bindings::server::ServerPre;
+use crate::bindings::server::{Server, ServerPre};
 use crate::connection::Connection;
-use crate::outcome::{describe_fault, print_backtrace, Outcome};
-use crate::state::{new_store, GuestState, Policy, Stdout};
+use crate::outcome::{describe_fault, print_backtrace};
+use crate::state::{new_store, GuestState, Policy, Stdout, EPOCH_TICKS_PER_CHECK};
 use anyhow::{Context, Result};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use wasmtime::Store;
 
 /// Everything a connection handler needs, built once per run.
 pub struct Service {
@@ -22,6 +23,45 @@ pub struct Service {
     /// The guest's file name, for log lines.
     pub guest: String,
     pub stats: Stats,
+    /// Instances that finished a connection cleanly and may serve another
+    /// (only with `--connections-per-instance` above 1).
+    idle: Mutex<Vec<Instance>>,
+}
+
+/// A guest instance and its store.
+struct Instance {
+    store: Store<GuestState>,
+    guest: Server,
+    /// Connections it has served.
+    served: u32,
+}
+
+impl Service {
+    pub fn new(pre: ServerPre<GuestState>, policy: Arc<Policy>, guest: String) -> Self {
+        Service { pre, policy, guest, stats: Stats::default(), idle: Mutex::new(Vec::new()) }
+    }
+
+    fn take_idle(&self) -> Option<Instance> {
+        if self.policy.limits.connections_per_instance <= 1 {
+            return None;
+        }
+        self.idle.lock().unwrap().pop()
+    }
+
+    /// Keeps an instance for the next connection if reuse is on, it has
+    /// connections left, it kept no connection resource and there is room;
+    /// otherwise drops it (freeing its pool slot).
+    fn put_back(&self, instance: Instance) {
+        let limits = &self.policy.limits;
+        let state = instance.store.data();
+        if instance.served >= limits.connections_per_instance || state.live_connections > 0 || state.cpu_exhausted {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < limits.max_idle_instances() as usize {
+            idle.push(instance);
+        }
+    }
 }
 
 /// Connection counts, reported at shutdown.
@@ -109,51 +149,75 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs one connection in a fresh guest instance and logs how it ended.
+/// Runs one connection in a guest instance (a fresh one unless instance
+/// reuse is on) and logs how it ended.
 async fn serve_connection(service: &Service, stream: TcpStream, peer: SocketAddr) {
     let source = peer.to_string();
     // Small protocol messages go out at once rather than waiting on Nagle.
     let _ = stream.set_nodelay(true);
-    let mut store = new_store(service.pre.engine(), &service.policy, source.clone(), Stdout::Log);
+    let (mut store, reused, served) = match service.take_idle() {
+        Some(Instance { mut store, guest, served }) => {
+            store.data_mut().reset_for_connection(source.clone());
+            store.set_epoch_deadline(EPOCH_TICKS_PER_CHECK);
+            (store, Some(guest), served)
+        }
+        None => (new_store(service.pre.engine(), &service.policy, source.clone(), Stdout::Log), None, 0),
+    };
     let call = async {
-        let guest = service.pre.instantiate_async(&mut store).await?;
+        let guest = match reused {
+            Some(guest) => guest,
+            None => service.pre.instantiate_async(&mut store).await?,
+        };
         let conn = store.data_mut().table.push(Connection::accepted(stream, peer))?;
-        guest.netplug_protocol_handler().call_handle(&mut store, conn).await
+        store.data_mut().live_connections += 1;
+        let result = guest.netplug_protocol_handler().call_handle(&mut store, conn).await?;
+        Ok::<_, wasmtime::Error>((result, guest))
     };
     let result = match service.policy.limits.max_lifetime {
         // Also bounds a guest parked in a WASI call, which epochs cannot
         // interrupt; dropping the call drops the instance and its socket.
-        Some(lifetime) => tokio::time::timeout(lifetime, call).await.unwrap_or_else(|_| {
-            Err(wasmtime::Error::msg(format!(
-                "connection lifetime reached (--max-lifetime {lifetime:?})"
-            )))
-        }),
-        None => call.await,
-    };
-    let outcome = match result {
-        Ok(Ok(())) => Outcome::Done,
-        Ok(Err(reason)) => Outcome::GuestError(reason),
-        Err(err) => {
-            let reason = describe_fault(&err, store.data());
-            if service.policy.verbose {
-                print_backtrace(&source, &err);
-            }
-            Outcome::Fault(reason)
-        }
+        Some(lifetime) => match tokio::time::timeout(lifetime, call).await {
+            Ok(result) => result.map_err(Fault::Trap),
+            Err(_) => Err(Fault::Lifetime(lifetime)),
+        },
+        None => call.await.map_err(Fault::Trap),
     };
     let stats = &service.stats;
-    match outcome {
-        Outcome::Done => {
-            stats.completed.fetch_add(1, Ordering::Relaxed);
-            debug!(&source, "closed");
+    match result {
+        Ok((result, guest)) => {
+            match result {
+                Ok(()) => {
+                    stats.completed.fetch_add(1, Ordering::Relaxed);
+                    debug!(&source, "closed");
+                }
+                Err(reason) => {
+                    stats.guest_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(&source, "guest {} returned an error: {reason}", service.guest);
+                }
+            }
+            // The instance ended cleanly, so it may serve again.
+            service.put_back(Instance { store, guest, served: served + 1 });
         }
-        Outcome::GuestError(reason) => {
-            stats.guest_errors.fetch_add(1, Ordering::Relaxed);
-            warn!(&source, "guest {} returned an error: {reason}", service.guest);
-        }
-        Outcome::Fault(reason) => {
+        Err(fault) => {
             stats.faults.fetch_add(1, Ordering::Relaxed);
+            let reason = match &fault {
+                Fault::Trap(err) => {
+                    if service.policy.verbose {
+                        print_backtrace(&source, err);
+                    }
+                    describe_fault(err, store.data())
+                }
+                Fault::Lifetime(lifetime) => {
+                    format!("connection lifetime reached (--max-lifetime {lifetime:?})")
+                }
+            };
             error!(&source, "guest {} closed: {reason}", service.guest);
         }
     }
+}
+
+/// Why a connection's guest call did not return.
+enum Fault {
+    Trap(wasmtime::Error),
+    Lifetime(Duration),
 }

@@ -37,8 +37,24 @@ pub struct GuestState {
     pub deadline: Option<Instant>,
     /// Connections the guest holds that it dialed itself.
     pub dialed: u32,
+    /// Connection resources alive in this store; an instance is reused only
+    /// if it let go of all of them.
+    pub live_connections: u32,
     /// Set when the epoch callback interrupted the guest for CPU time.
     pub cpu_exhausted: bool,
+}
+
+impl GuestState {
+    /// Readies a store whose instance served a connection to serve another:
+    /// a fresh log budget, CPU budget and lifetime. Memory is the instance's
+    /// own and stays as the guest left it (that is what reuse gives up).
+    pub fn reset_for_connection(&mut self, source: String) {
+        let limits = &self.policy.limits;
+        self.log.lock().unwrap().reset(source, limits.max_log_lines, limits.max_log_bytes);
+        self.clock = CpuClock::start();
+        self.deadline = limits.max_lifetime.map(|d| Instant::now() + d);
+        self.cpu_exhausted = false;
+    }
 }
 
 impl WasiView for GuestState {
@@ -72,6 +88,7 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, source: String, stdout: 
         log,
         deadline: limits.max_lifetime.map(|d| Instant::now() + d),
         dialed: 0,
+        live_connections: 0,
         cpu_exhausted: false,
     };
     let mut store = Store::new(engine, state);

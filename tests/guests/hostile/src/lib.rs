@@ -11,7 +11,15 @@ use exports::netplug::protocol::handler::Guest;
 use netplug::protocol::dialer::connect;
 use netplug::protocol::log::{log, Level};
 use netplug::protocol::types::Connection;
+use std::cell::RefCell;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static SERVED: AtomicU32 = AtomicU32::new(0);
+
+thread_local! {
+    static KEPT: RefCell<Vec<Connection>> = const { RefCell::new(Vec::new()) };
+}
 
 struct Hostile;
 
@@ -38,6 +46,18 @@ impl Guest for Hostile {
                 let got = conn.recv(u32::MAX).map_err(|e| format!("{}", e.name()))?;
                 conn.send(format!("recv returned {} bytes\n", got.len()).as_bytes())
                     .map_err(|e| format!("{}", e.name()))?;
+            }
+            "count" => {
+                // Connections this instance has served: 1 unless the host
+                // reuses instances.
+                let n = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+                conn.send(format!("count {n}\n").as_bytes())
+                    .map_err(|e| e.name().to_string())?;
+            }
+            "keep" => {
+                // Hides the connection in a static, as if to use it later.
+                KEPT.with(|k| k.borrow_mut().push(conn));
+                return Ok(());
             }
             "logflood" => loop {
                 log(Level::Info, "flooding the log");
