@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use wasmtime::component::{Resource, ResourceTableError};
+use wasmtime::component::{Linker, Resource, ResourceTableError, WasmList};
+use wasmtime::StoreContextMut;
 
 pub struct Connection {
     stream: TcpStream,
@@ -303,6 +304,91 @@ impl dialer::Host for GuestState {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Replaces the generated `send` binding with one that writes straight from
+/// the guest's linear memory to the socket. The generated one first copies
+/// the guest's list into a host `Vec`; for bulk transfers that copy is a
+/// measurable part of the host's cost.
+pub fn link_direct_send(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.instance(TYPES_INSTANCE)?.func_wrap_async(
+        "[method]connection.send",
+        |mut store: StoreContextMut<'_, GuestState>, (conn, data): (Resource<Connection>, WasmList<u8>)| {
+            Box::new(async move { send_from_guest(&mut store, conn, data).await.map(|r| (r,)) })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The instance name of the `types` interface in the component model.
+const TYPES_INSTANCE: &str = "netplug:protocol/types@0.1.0";
+
+/// `connection.send` on bytes still in guest memory: the same checks, limits
+/// and bookkeeping as the generated binding's `send`, without the copy.
+async fn send_from_guest(
+    store: &mut StoreContextMut<'_, GuestState>,
+    conn: Resource<Connection>,
+    data: WasmList<u8>,
+) -> wasmtime::Result<Result<(), ErrorCode>> {
+    let len = data.len();
+    let (budget, end) = store.data().wait_budget();
+    {
+        let state = store.data_mut();
+        let max_out = state.policy.limits.max_bytes_out;
+        let c = state.table.get_mut(&conn)?;
+        if let Some(code) = c.broken {
+            return Ok(Err(code));
+        }
+        if c.write_closed {
+            return Ok(Err(ErrorCode::Closed));
+        }
+        if let Some(max) = max_out {
+            if c.bytes_out + len as u64 > max {
+                state.note(
+                    crate::logging::Level::Warn,
+                    &format!("byte quota: send of {len} bytes would pass --max-bytes-out {max}"),
+                );
+                return Ok(Err(ErrorCode::QuotaExceeded));
+            }
+        }
+    }
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut sent = 0;
+    let outcome = loop {
+        if sent == len {
+            break Ok(());
+        }
+        let written = {
+            let c = store.data().table.get(&conn)?;
+            c.stream.try_write(&data.as_le_slice(&*store)[sent..])
+        };
+        match written {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let c = store.data().table.get(&conn)?;
+                match tokio::time::timeout_at(deadline, c.stream.writable()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Err(code_for(&e)),
+                    Err(_) => break Err(ErrorCode::TimedOut),
+                }
+            }
+            Err(e) => break Err(code_for(&e)),
+        }
+    };
+    let state = store.data_mut();
+    let c = state.table.get_mut(&conn)?;
+    c.bytes_out += sent as u64;
+    if let Err(code) = outcome {
+        c.broken = Some(code);
+    }
+    state.clock.add_parked(started.elapsed());
+    if outcome == Err(ErrorCode::TimedOut) {
+        state.report_timeout(end, "send");
+    }
+    Ok(outcome)
 }
 
 impl log::Host for GuestState {

@@ -183,6 +183,9 @@ pub fn build_linker(engine: &Engine) -> Result<Linker<GuestState>> {
     crate::bindings::server::Server::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
         .map_err(anyhow::Error::from)
         .context("cannot link the netplug interfaces")?;
+    crate::connection::link_direct_send(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("cannot link connection.send")?;
     Ok(linker)
 }
 
