@@ -23,10 +23,15 @@ fn hostile_beside_good(host: &Host, trigger: &'static [u8], read_reply: bool) ->
         let reply = if read_reply {
             read_to_end(&mut s)
         } else {
-            // A peer that never reads: wait for the host to close the
-            // connection, without draining what the guest sends.
-            let mut one = [0u8; 1];
-            let _ = s.peek(&mut one);
+            // A peer that never reads: once the guest is past its first
+            // recv (more than HELLO,WORLD is queued), wait for the host to
+            // close the connection, without draining what the guest sends.
+            let mut head = [0u8; 64];
+            let start = Instant::now();
+            while s.peek(&mut head).unwrap_or(0) <= 11 {
+                assert!(start.elapsed() < PATIENCE, "the guest never started sending");
+                std::thread::sleep(Duration::from_millis(10));
+            }
             wait_closed_without_reading(&s);
             Vec::new()
         };
@@ -319,12 +324,15 @@ fn guests_needing_filesystem_or_sockets_are_refused() {
 fn load_of_20000_exchanges_leaves_no_descriptors_or_memory_behind() {
     let host = Host::serve("hello", &["--log-level", "warn"]);
     let addr = host.addr;
-    // Warm up so lazily built runtime state is counted in the baseline.
-    assert_eq!(concurrent_seed_exchanges(addr, 100), 100);
+    let clients = 500;
+    // Warm up at the same concurrency: instance pool slots keep the pages
+    // their guests dirtied, so resident memory settles at the highest
+    // concurrency seen. What must not happen is growth from one load to the
+    // next.
+    assert_eq!(concurrent_seed_exchanges(addr, clients), clients);
     std::thread::sleep(Duration::from_millis(300));
     let fds_before = fd_count(host.pid());
     let rss_before = rss_kib(host.pid());
-    let clients = 500;
     let per_client = 40;
     let deadline = Instant::now() + Duration::from_secs(240);
     let handles: Vec<_> = (0..clients)
@@ -355,7 +363,7 @@ fn load_of_20000_exchanges_leaves_no_descriptors_or_memory_behind() {
     assert_eq!(fd_count(host.pid()), fds_before, "no file descriptors left behind");
     let rss_after = rss_kib(host.pid());
     assert!(
-        rss_after < rss_before + rss_before / 2 + 16 * 1024,
+        rss_after < rss_before + rss_before / 10 + 8 * 1024,
         "resident memory back near the start: {rss_before} KiB before, {rss_after} KiB after"
     );
     assert!(host.log().iter().all(|l| !l.contains("ERROR")), "no errors logged");

@@ -168,7 +168,12 @@ impl Runner {
     pub fn seed_rows(&mut self) -> (Vec<Row>, Option<Stat>) {
         let host = Kind::Host { guest: "hello.wasm", extra: vec![] };
         let native = Kind::Native { mode: "seed" };
+        let reuse = Kind::Host {
+            guest: "hello.wasm",
+            extra: vec!["--connections-per-instance".into(), "1000".into()],
+        };
         let mut rows = Vec::new();
+        let mut reuse_rows = Vec::new();
         let mut python = None;
         for conns in [1usize, 32, 256] {
             let what = format!("seed-c{conns}");
@@ -179,6 +184,9 @@ impl Runner {
             if conns == 32 {
                 variants.push(Kind::Python);
             }
+            // The opt-in instance reuse mode, in the same interleaved run.
+            let reuse_index = variants.len();
+            variants.push(reuse.clone());
             let args = self.timed_args(conns, &[]);
             let samples = self.interleave(&what, &variants, "seed", &args);
             let mut row = Row::new(&format!("1. seed exchange, {conns} concurrent"), "exch/s", true);
@@ -189,7 +197,17 @@ impl Runner {
                 python = rate_stat(&samples[2]);
             }
             rows.push(row);
+            let mut row = Row::new(
+                &format!("1r. seed exchange, {conns} concurrent, opt-in reuse (--connections-per-instance 1000)"),
+                "exch/s",
+                true,
+            );
+            row.host = rate_stat(&samples[reuse_index]);
+            row.native = rate_stat(&samples[1]);
+            row.cpu_unit = "µs/exch";
+            reuse_rows.push(row);
         }
+        rows.extend(reuse_rows);
         (rows, python)
     }
 
