@@ -407,3 +407,36 @@ fn opt_in_instance_reuse_serves_several_connections_per_instance() {
     assert_eq!(read_to_end(&mut s), b"HELLO,WORLD", "the kept connection is closed");
     assert_eq!(served_count(host.addr), 1);
 }
+
+#[test]
+fn busy_bulk_connections_are_not_charged_for_each_others_time() {
+    // Eight echo connections moving 64 MiB each share one executor: each
+    // waits on the others far longer than its own guest computes (a few ms
+    // of copying), and none of that waiting may count against its CPU
+    // budget, here 100ms.
+    let host = Host::serve("echo", &["--cpu-timeout", "100ms"]);
+    let addr = host.addr;
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = connect(addr);
+                let mut reader = s.try_clone().unwrap();
+                let total = 64 << 20;
+                let sender = std::thread::spawn(move || {
+                    let chunk = vec![b'e'; 64 * 1024];
+                    for _ in 0..total / chunk.len() {
+                        s.write_all(&chunk).unwrap();
+                    }
+                    s.shutdown(std::net::Shutdown::Write).unwrap();
+                });
+                let echoed = read_to_end(&mut reader).len();
+                sender.join().unwrap();
+                echoed
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 64 << 20, "every byte echoed");
+    }
+    assert!(!host.log().iter().any(|l| l.contains("CPU time limit")), "no connection interrupted");
+}

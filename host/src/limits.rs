@@ -1,6 +1,10 @@
 //! Per-connection limits: what one guest instance may use, and the small
 //! types that enforce them inside a store.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The most bytes one `recv` hands to a guest, whatever it asks for: the host
@@ -76,16 +80,22 @@ impl wasmtime::ResourceLimiter for MemoryGuard {
 }
 
 /// Measures a guest's own execution time: wall time since the instance
-/// started, minus the time it spent parked in host calls that wait on the
-/// network. The epoch callback compares it with `--cpu-timeout`.
+/// started, minus the time it spent in host calls that wait on the network
+/// and the time it stood aside after an epoch yield while other connections
+/// ran. What is left is time the guest was computing (or in a WASI call,
+/// such as a sleep, which therefore counts against it). The epoch callback
+/// compares it with `--cpu-timeout`.
 pub struct CpuClock {
     started: Instant,
     parked: Duration,
+    /// Nanoseconds spent yielded; written by the yield future, which cannot
+    /// reach the store.
+    yielded: Arc<AtomicU64>,
 }
 
 impl CpuClock {
     pub fn start() -> Self {
-        CpuClock { started: Instant::now(), parked: Duration::ZERO }
+        CpuClock { started: Instant::now(), parked: Duration::ZERO, yielded: Arc::default() }
     }
 
     pub fn add_parked(&mut self, waited: Duration) {
@@ -93,7 +103,19 @@ impl CpuClock {
     }
 
     pub fn guest_time(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.parked)
+        let yielded = Duration::from_nanos(self.yielded.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(self.parked + yielded)
+    }
+
+    /// A future that lets the executor run other tasks once and records how
+    /// long that took, for the epoch callback to return as its yield.
+    pub fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let yielded = self.yielded.clone();
+        Box::pin(async move {
+            let from = Instant::now();
+            tokio::task::yield_now().await;
+            yielded.fetch_add(from.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        })
     }
 }
 

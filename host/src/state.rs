@@ -103,7 +103,7 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, source: String, stdout: 
             state.cpu_exhausted = true;
             return Ok(UpdateDeadline::Interrupt);
         }
-        Ok(UpdateDeadline::Yield(EPOCH_TICKS_PER_CHECK))
+        Ok(UpdateDeadline::YieldCustom(EPOCH_TICKS_PER_CHECK, state.clock.yield_now()))
     });
     store
 }
