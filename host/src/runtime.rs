@@ -54,10 +54,10 @@ impl World {
 }
 
 /// The engine: Cranelift, epoch interruption, and a pooling allocator with
-/// one slot per allowed connection, per idle instance kept for reuse, and
-/// one for a client guest's run.
+/// one slot per allowed connection, per idle instance kept for reuse, per
+/// spare instance, and one for a client guest's run.
 pub fn build_engine(limits: &Limits) -> Result<Engine> {
-    let slots = limits.max_connections + limits.max_idle_instances() + 1;
+    let slots = limits.max_connections + limits.max_idle_instances() + crate::server::SPARE_INSTANCES + 1;
     let pagemap = PoolingAllocationConfig::is_pagemap_scan_available();
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(slots)

@@ -26,7 +26,14 @@ pub struct Service {
     /// Instances that finished a connection cleanly and may serve another
     /// (only with `--connections-per-instance` above 1).
     idle: Mutex<Vec<Instance>>,
+    /// Fresh instances, never used, made ahead of time so that a new
+    /// connection does not wait for instantiation.
+    spares: Mutex<Vec<Instance>>,
 }
+
+/// Fresh instances kept ready. Each serves exactly one connection like any
+/// other fresh instance; it is only made before the connection arrives.
+pub const SPARE_INSTANCES: u32 = 2;
 
 /// A guest instance and its store.
 struct Instance {
@@ -38,14 +45,41 @@ struct Instance {
 
 impl Service {
     pub fn new(pre: ServerPre<GuestState>, policy: Arc<Policy>, guest: String) -> Self {
-        Service { pre, policy, guest, stats: Stats::default(), idle: Mutex::new(Vec::new()) }
+        Service {
+            pre,
+            policy,
+            guest,
+            stats: Stats::default(),
+            idle: Mutex::new(Vec::new()),
+            spares: Mutex::new(Vec::new()),
+        }
     }
 
-    fn take_idle(&self) -> Option<Instance> {
-        if self.policy.limits.connections_per_instance <= 1 {
-            return None;
+    /// An instance ready to serve: one kept for reuse (if reuse is on), else
+    /// a fresh spare; `None` if the caller must instantiate.
+    fn take_ready(&self) -> Option<Instance> {
+        if self.policy.limits.connections_per_instance > 1 {
+            if let Some(instance) = self.idle.lock().unwrap().pop() {
+                return Some(instance);
+            }
         }
-        self.idle.lock().unwrap().pop()
+        self.spares.lock().unwrap().pop()
+    }
+
+    /// Instantiates fresh spares up to `SPARE_INSTANCES`. Called once a
+    /// connection is over, off its client's path.
+    async fn refill_spares(&self) {
+        while self.spares.lock().unwrap().len() < SPARE_INSTANCES as usize {
+            let mut store = new_store(self.pre.engine(), &self.policy, "spare".to_string(), Stdout::Log);
+            match self.pre.instantiate_async(&mut store).await {
+                Ok(guest) => self.spares.lock().unwrap().push(Instance { store, guest, served: 0 }),
+                Err(e) => {
+                    // Instantiation will be retried, and reported, inline.
+                    debug!("listener", "could not make a spare instance: {e}");
+                    return;
+                }
+            }
+        }
     }
 
     /// Keeps an instance for the next connection if reuse is on, it has
@@ -155,7 +189,7 @@ async fn serve_connection(service: &Service, stream: TcpStream, peer: SocketAddr
     let source = peer.to_string();
     // Small protocol messages go out at once rather than waiting on Nagle.
     let _ = stream.set_nodelay(true);
-    let (mut store, reused, served) = match service.take_idle() {
+    let (mut store, reused, served) = match service.take_ready() {
         Some(Instance { mut store, guest, served }) => {
             store.data_mut().reset_for_connection(source.clone());
             store.set_epoch_deadline(EPOCH_TICKS_PER_CHECK);
@@ -212,8 +246,11 @@ async fn serve_connection(service: &Service, stream: TcpStream, peer: SocketAddr
                 }
             };
             error!(&source, "guest {} closed: {reason}", service.guest);
+            // Free the slot and whatever the guest held before refilling.
+            drop(store);
         }
     }
+    service.refill_spares().await;
 }
 
 /// Why a connection's guest call did not return.
