@@ -45,6 +45,7 @@ impl Host {
     }
 
     pub fn serve_path(guest: &Path, extra: &[&str]) -> Host {
+        raise_fd_limit();
         let mut child = Command::new(host_bin())
             .arg("run")
             .arg(guest)
@@ -130,6 +131,23 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Tests run in parallel threads of one process, and the load tests hold
+/// hundreds of sockets each: lift the soft open-file limit to the hard one
+/// (the host child inherits it too).
+fn raise_fd_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: plain libc calls on a local struct.
+        unsafe {
+            let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+    });
 }
 
 pub fn signal(pid: u32, name: &str) {
