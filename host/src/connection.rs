@@ -67,6 +67,50 @@ impl GuestState {
         crate::logging::emit(level, log.source(), message);
     }
 
+    /// Why a send of `len` bytes must not start, if it must not: the
+    /// connection is broken or shut for writing, or the bytes would pass the
+    /// out quota (a send is all or nothing against the quota).
+    fn send_refusal(&self, conn: &Resource<Connection>, len: usize) -> wasmtime::Result<Option<ErrorCode>> {
+        let c = self.table.get(conn)?;
+        if let Some(code) = c.broken {
+            return Ok(Some(code));
+        }
+        if c.write_closed {
+            return Ok(Some(ErrorCode::Closed));
+        }
+        if let Some(max) = self.policy.limits.max_bytes_out {
+            if c.bytes_out + len as u64 > max {
+                self.note(
+                    crate::logging::Level::Warn,
+                    &format!("byte quota: send of {len} bytes would pass --max-bytes-out {max}"),
+                );
+                return Ok(Some(ErrorCode::QuotaExceeded));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Bookkeeping after a wait on the peer that began at `started`: the
+    /// wait is not guest CPU time, a failure breaks the connection, and a
+    /// timeout is logged.
+    fn after_wait(
+        &mut self,
+        conn: &Resource<Connection>,
+        failure: Option<ErrorCode>,
+        started: Instant,
+        end: WaitEnd,
+        what: &str,
+    ) -> wasmtime::Result<()> {
+        self.clock.add_parked(started.elapsed());
+        if let Some(code) = failure {
+            self.table.get_mut(conn)?.broken = Some(code);
+            if code == ErrorCode::TimedOut {
+                self.report_timeout(end, what);
+            }
+        }
+        Ok(())
+    }
+
     /// Logs a wait that ran out; the guest sees `timed-out`.
     fn report_timeout(&self, end: WaitEnd, what: &str) {
         let message = match end {
@@ -126,33 +170,20 @@ fn format_addr(addr: SocketAddr) -> String {
 impl types::Host for GuestState {}
 
 impl types::HostConnection for GuestState {
+    // Linked for completeness only: `link_direct_send` shadows it with a
+    // version that reads the bytes in place from guest memory.
     async fn send(
         &mut self,
         conn: Resource<Connection>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        let (budget, end) = self.wait_budget();
-        let max_out = self.policy.limits.max_bytes_out;
-        let c = self.table.get_mut(&conn)?;
-        if let Some(code) = c.broken {
+        if let Some(code) = self.send_refusal(&conn, data.len())? {
             return Ok(Err(code));
         }
-        if c.write_closed {
-            return Ok(Err(ErrorCode::Closed));
-        }
-        if let Some(max) = max_out {
-            if c.bytes_out + data.len() as u64 > max {
-                self.note(
-                    crate::logging::Level::Warn,
-                    &format!("byte quota: send of {} bytes would pass --max-bytes-out {max}", data.len()),
-                );
-                return Ok(Err(ErrorCode::QuotaExceeded));
-            }
-        }
+        let (budget, end) = self.wait_budget();
         let started = Instant::now();
-        let result = bounded(budget, c.stream.write_all(&data)).await;
-        let timed_out = result.is_none();
-        let outcome = match result {
+        let c = self.table.get_mut(&conn)?;
+        let outcome = match bounded(budget, c.stream.write_all(&data)).await {
             Some(Ok(())) => {
                 c.bytes_out += data.len() as u64;
                 Ok(())
@@ -160,13 +191,7 @@ impl types::HostConnection for GuestState {
             Some(Err(e)) => Err(code_for(&e)),
             None => Err(ErrorCode::TimedOut),
         };
-        if let Err(code) = outcome {
-            c.broken = Some(code);
-        }
-        self.clock.add_parked(started.elapsed());
-        if timed_out {
-            self.report_timeout(end, "send");
-        }
+        self.after_wait(&conn, outcome.err(), started, end, "send")?;
         Ok(outcome)
     }
 
@@ -197,9 +222,7 @@ impl types::HostConnection for GuestState {
             want = want.min(left);
         }
         let started = Instant::now();
-        let result = bounded(budget, read_when_ready(&c.stream, want as usize)).await;
-        let timed_out = result.is_none();
-        let outcome = match result {
+        let outcome = match bounded(budget, read_when_ready(&c.stream, want as usize)).await {
             Some(Ok(buf)) => {
                 c.bytes_in += buf.len() as u64;
                 Ok(buf)
@@ -207,13 +230,7 @@ impl types::HostConnection for GuestState {
             Some(Err(e)) => Err(code_for(&e)),
             None => Err(ErrorCode::TimedOut),
         };
-        if let Err(code) = outcome {
-            c.broken = Some(code);
-        }
-        self.clock.add_parked(started.elapsed());
-        if timed_out {
-            self.report_timeout(end, "recv");
-        }
+        self.after_wait(&conn, outcome.as_ref().err().copied(), started, end, "recv")?;
         Ok(outcome)
     }
 
@@ -333,27 +350,10 @@ async fn send_from_guest(
     data: WasmList<u8>,
 ) -> wasmtime::Result<Result<(), ErrorCode>> {
     let len = data.len();
-    let (budget, end) = store.data().wait_budget();
-    {
-        let state = store.data_mut();
-        let max_out = state.policy.limits.max_bytes_out;
-        let c = state.table.get_mut(&conn)?;
-        if let Some(code) = c.broken {
-            return Ok(Err(code));
-        }
-        if c.write_closed {
-            return Ok(Err(ErrorCode::Closed));
-        }
-        if let Some(max) = max_out {
-            if c.bytes_out + len as u64 > max {
-                state.note(
-                    crate::logging::Level::Warn,
-                    &format!("byte quota: send of {len} bytes would pass --max-bytes-out {max}"),
-                );
-                return Ok(Err(ErrorCode::QuotaExceeded));
-            }
-        }
+    if let Some(code) = store.data().send_refusal(&conn, len)? {
+        return Ok(Err(code));
     }
+    let (budget, end) = store.data().wait_budget();
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + budget;
     let mut sent = 0;
@@ -379,15 +379,8 @@ async fn send_from_guest(
         }
     };
     let state = store.data_mut();
-    let c = state.table.get_mut(&conn)?;
-    c.bytes_out += sent as u64;
-    if let Err(code) = outcome {
-        c.broken = Some(code);
-    }
-    state.clock.add_parked(started.elapsed());
-    if outcome == Err(ErrorCode::TimedOut) {
-        state.report_timeout(end, "send");
-    }
+    state.table.get_mut(&conn)?.bytes_out += sent as u64;
+    state.after_wait(&conn, outcome.err(), started, end, "send")?;
     Ok(outcome)
 }
 
