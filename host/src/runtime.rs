@@ -24,13 +24,14 @@ pub const RUN_EXPORT: &str = "run";
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Core instances, memories and tables one guest component may create. A
-/// Rust guest built by wit-bindgen uses one memory and a few small shim
-/// instances and tables.
-const CORE_INSTANCES_PER_GUEST: u32 = 10;
+/// Rust guest built by wit-bindgen instantiates 3 core modules (its own, and
+/// wit-component's shim and fixup modules) with one memory and a shim
+/// table; the rest is headroom.
+const CORE_INSTANCES_PER_GUEST: u32 = 16;
 const TABLES_PER_GUEST: u32 = 4;
 
 /// Dirty bytes of a freed linear memory (and table) reset in place rather
-/// than returned to the kernel. A seed-exchange guest dirties about 40 KiB.
+/// than returned to the kernel. A seed-exchange guest dirties a few pages.
 const KEEP_RESIDENT: usize = 256 << 10;
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
@@ -69,8 +70,6 @@ pub fn build_engine(limits: &Limits) -> Result<Engine> {
         .max_tables_per_component(TABLES_PER_GUEST)
         .total_stacks(slots)
         .max_memory_size(limits.max_memory as usize)
-                // What is still returned to the kernel goes in batches, saving a
-        // madvise call and a TLB flush per connection.
         // A freed slot is reset by rewriting only the pages its last
         // instance dirtied (found with the PAGEMAP_SCAN ioctl, Linux 6.7+),
         // up to KEEP_RESIDENT bytes, instead of returning them all to the
@@ -86,6 +85,8 @@ pub fn build_engine(limits: &Limits) -> Result<Engine> {
         // high concurrency does not fall back to cold slots that need a fresh
         // mmap of the image.
         .max_unused_warm_slots(slots)
+        // What is still returned to the kernel goes in batches, saving a
+        // madvise call and a TLB flush per connection.
         .decommit_batch_size(DECOMMIT_BATCH.min((slots as usize / 4).max(1)));
     let mut config = Config::new();
     config

@@ -28,7 +28,15 @@ pub struct Service {
     idle: Mutex<Vec<Instance>>,
     /// Fresh instances, never used, made ahead of time so that a new
     /// connection does not wait for instantiation.
-    spares: Mutex<Vec<Instance>>,
+    spares: Mutex<Spares>,
+}
+
+#[derive(Default)]
+struct Spares {
+    ready: Vec<Instance>,
+    /// Being instantiated now; counted so that concurrent refills never
+    /// make more than `SPARE_INSTANCES`, which the pool is sized for.
+    making: u32,
 }
 
 /// Fresh instances kept ready. Each serves exactly one connection like any
@@ -51,7 +59,7 @@ impl Service {
             guest,
             stats: Stats::default(),
             idle: Mutex::new(Vec::new()),
-            spares: Mutex::new(Vec::new()),
+            spares: Mutex::new(Spares::default()),
         }
     }
 
@@ -63,16 +71,26 @@ impl Service {
                 return Some(instance);
             }
         }
-        self.spares.lock().unwrap().pop()
+        self.spares.lock().unwrap().ready.pop()
     }
 
     /// Instantiates fresh spares up to `SPARE_INSTANCES`. Called once a
     /// connection is over, off its client's path.
     async fn refill_spares(&self) {
-        while self.spares.lock().unwrap().len() < SPARE_INSTANCES as usize {
+        loop {
+            {
+                let mut spares = self.spares.lock().unwrap();
+                if spares.ready.len() as u32 + spares.making >= SPARE_INSTANCES {
+                    return;
+                }
+                spares.making += 1;
+            }
             let mut store = new_store(self.pre.engine(), &self.policy, "spare".to_string(), Stdout::Log);
-            match self.pre.instantiate_async(&mut store).await {
-                Ok(guest) => self.spares.lock().unwrap().push(Instance { store, guest, served: 0 }),
+            let made = self.pre.instantiate_async(&mut store).await;
+            let mut spares = self.spares.lock().unwrap();
+            spares.making -= 1;
+            match made {
+                Ok(guest) => spares.ready.push(Instance { store, guest, served: 0 }),
                 Err(e) => {
                     // Instantiation will be retried, and reported, inline.
                     debug!("listener", "could not make a spare instance: {e}");
