@@ -47,6 +47,21 @@ fn python_server(count: usize) -> (std::process::Child, BufReader<std::process::
 }
 
 #[test]
+fn netcat_gets_hello() {
+    let host = Host::serve("hello", &[]);
+    let mut nc = Command::new("nc")
+        .args(["-N", "-w", "10", "127.0.0.1", &host.addr.port().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run nc (Debian package netcat-openbsd; .ci/run installs it)");
+    nc.stdin.take().unwrap().write_all(b"this is client...").unwrap();
+    let out = nc.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO,WORLD");
+    host.wait_for_log("with nc's data", |l| l.contains("sent 17 bytes: this is client..."));
+}
+
+#[test]
 fn hello_client_guest_talks_to_the_python_seed_server() {
     let (mut server, mut server_out, port) = python_server(1);
     let target = format!("127.0.0.1:{port}");
