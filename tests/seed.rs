@@ -47,6 +47,15 @@ fn python_server(count: usize) -> (std::process::Child, BufReader<std::process::
 }
 
 #[test]
+fn serves_on_ipv6_loopback() {
+    let host = Host::serve("hello", &["--addr", "::1"]);
+    assert_eq!(host.addr.ip().to_string(), "::1");
+    let (reply, local) = seed_exchange(host.addr);
+    assert_eq!(reply, b"HELLO,WORLD");
+    host.wait_for_log("naming the IPv6 peer", |l| l.contains(&format!("[{local}]")));
+}
+
+#[test]
 fn netcat_gets_hello() {
     let host = Host::serve("hello", &[]);
     let mut nc = Command::new("nc")
