@@ -54,6 +54,7 @@ impl GuestState {
         self.clock = CpuClock::start();
         self.deadline = limits.max_lifetime.map(|d| Instant::now() + d);
         self.cpu_exhausted = false;
+        self.memory.denied = false;
     }
 }
 
