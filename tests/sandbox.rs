@@ -70,6 +70,17 @@ fn infinite_loop_is_interrupted_by_the_cpu_limit() {
 }
 
 #[test]
+fn sleeping_in_a_wasi_call_is_stopped_by_the_cpu_limit() {
+    let host = Host::serve("hostile", &["--cpu-timeout", "500ms"]);
+    let (reply, took) = hostile_beside_good(&host, b"sleep", true);
+    assert_eq!(reply, b"HELLO,WORLD");
+    assert!(took < PATIENCE, "closed long before the hour-long sleep");
+    host.wait_for_log("naming the limit", |l| {
+        l.contains("CPU time limit reached (--cpu-timeout 500ms) while blocked in a WASI call")
+    });
+}
+
+#[test]
 fn memory_bomb_hits_the_memory_limit() {
     let host = Host::serve("hostile", &["--max-memory", "8MiB"]);
     let (reply, _) = hostile_beside_good(&host, b"alloc", true);

@@ -101,7 +101,7 @@ impl GuestState {
         end: WaitEnd,
         what: &str,
     ) -> wasmtime::Result<()> {
-        self.clock.add_parked(started.elapsed());
+        self.clock.end_wait(started);
         if let Some(code) = failure {
             self.table.get_mut(conn)?.broken = Some(code);
             if code == ErrorCode::TimedOut {
@@ -128,8 +128,8 @@ impl GuestState {
 }
 
 /// Runs `io` for at most `budget`, returning `None` if the time ran out.
-/// The time spent waiting is the caller's to add to the CPU clock's parked
-/// time: a guest waiting on its peer is not computing.
+/// The caller brackets the wait with the CPU clock's `begin_wait` and
+/// `end_wait`: a guest waiting on its peer is not computing.
 async fn bounded<T>(budget: Duration, io: impl Future<Output = T>) -> Option<T> {
     tokio::time::timeout(budget, io).await.ok()
 }
@@ -181,7 +181,7 @@ impl types::HostConnection for GuestState {
             return Ok(Err(code));
         }
         let (budget, end) = self.wait_budget();
-        let started = Instant::now();
+        let started = self.clock.begin_wait();
         let c = self.table.get_mut(&conn)?;
         let outcome = match bounded(budget, c.stream.write_all(&data)).await {
             Some(Ok(())) => {
@@ -221,7 +221,7 @@ impl types::HostConnection for GuestState {
             }
             want = want.min(left);
         }
-        let started = Instant::now();
+        let started = self.clock.begin_wait();
         let outcome = match bounded(budget, read_when_ready(&c.stream, want as usize)).await {
             Some(Ok(buf)) => {
                 c.bytes_in += buf.len() as u64;
@@ -291,9 +291,9 @@ impl dialer::Host for GuestState {
             return Ok(Err(ErrorCode::ResourceLimit));
         }
         let (budget, end) = self.wait_budget();
-        let started = Instant::now();
+        let started = self.clock.begin_wait();
         let result = bounded(budget, TcpStream::connect(&addrs[..])).await;
-        self.clock.add_parked(started.elapsed());
+        self.clock.end_wait(started);
         let stream = match result {
             Some(Ok(stream)) => stream,
             Some(Err(e)) => {
@@ -354,7 +354,7 @@ async fn send_from_guest(
         return Ok(Err(code));
     }
     let (budget, end) = store.data().wait_budget();
-    let started = Instant::now();
+    let started = store.data().clock.begin_wait();
     let deadline = tokio::time::Instant::now() + budget;
     let mut sent = 0;
     let outcome = loop {

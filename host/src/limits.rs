@@ -82,40 +82,99 @@ impl wasmtime::ResourceLimiter for MemoryGuard {
 /// Measures a guest's own execution time: wall time since the instance
 /// started, minus the time it spent in host calls that wait on the network
 /// and the time it stood aside after an epoch yield while other connections
-/// ran. What is left is time the guest was computing (or in a WASI call,
-/// such as a sleep, which therefore counts against it). The epoch callback
-/// compares it with `--cpu-timeout`.
+/// ran. What is left is time the guest was computing, or blocked in a WASI
+/// call such as a sleep, which therefore counts against it too.
+///
+/// Two things enforce `--cpu-timeout` with it: the epoch callback, while the
+/// guest computes, and `watch`, while it is blocked in WASI (epochs cannot
+/// interrupt a guest parked in a host call).
 pub struct CpuClock {
-    started: Instant,
-    parked: Duration,
-    /// Nanoseconds spent yielded; written by the yield future, which cannot
-    /// reach the store.
-    yielded: Arc<AtomicU64>,
+    shared: Arc<ClockState>,
 }
+
+struct ClockState {
+    started: Instant,
+    /// Nanoseconds not charged to the guest: finished waits and yields.
+    excluded_ns: AtomicU64,
+    /// When the wait on the peer now in progress began, as nanoseconds since
+    /// `started` plus one; 0 when there is none.
+    waiting_since: AtomicU64,
+}
+
+impl ClockState {
+    fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    fn guest_time(&self) -> Duration {
+        let now = self.now_ns();
+        let waiting = match self.waiting_since.load(Ordering::Relaxed) {
+            0 => 0,
+            since => now.saturating_sub(since - 1),
+        };
+        let excluded = self.excluded_ns.load(Ordering::Relaxed) + waiting;
+        Duration::from_nanos(now.saturating_sub(excluded))
+    }
+}
+
+/// Slack after the budget before `watch` acts, so that a computing guest is
+/// caught by the epoch callback's precise interrupt first.
+const WATCH_SLACK: Duration = Duration::from_millis(20);
 
 impl CpuClock {
     pub fn start() -> Self {
-        CpuClock { started: Instant::now(), parked: Duration::ZERO, yielded: Arc::default() }
+        CpuClock {
+            shared: Arc::new(ClockState {
+                started: Instant::now(),
+                excluded_ns: AtomicU64::new(0),
+                waiting_since: AtomicU64::new(0),
+            }),
+        }
     }
 
-    pub fn add_parked(&mut self, waited: Duration) {
-        self.parked += waited;
+    /// Marks the start of a wait on the peer, which is not charged.
+    pub fn begin_wait(&self) -> Instant {
+        let state = &self.shared;
+        state.waiting_since.store(state.now_ns() + 1, Ordering::Relaxed);
+        Instant::now()
+    }
+
+    /// Ends the wait that `begin_wait` started.
+    pub fn end_wait(&self, began: Instant) {
+        let state = &self.shared;
+        state.excluded_ns.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        state.waiting_since.store(0, Ordering::Relaxed);
     }
 
     pub fn guest_time(&self) -> Duration {
-        let yielded = Duration::from_nanos(self.yielded.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(self.parked + yielded)
+        self.shared.guest_time()
     }
 
     /// A future that lets the executor run other tasks once and records how
     /// long that took, for the epoch callback to return as its yield.
     pub fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let yielded = self.yielded.clone();
+        let state = self.shared.clone();
         Box::pin(async move {
             let from = Instant::now();
             tokio::task::yield_now().await;
-            yielded.fetch_add(from.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            state.excluded_ns.fetch_add(from.elapsed().as_nanos() as u64, Ordering::Relaxed);
         })
+    }
+
+    /// Resolves once the guest has used more than `budget`. Meant to race
+    /// the guest call: it wakes only when the budget could have run out,
+    /// so an idle connection costs one timer firing per `budget`.
+    pub fn watch(&self, budget: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let state = self.shared.clone();
+        async move {
+            loop {
+                let used = state.guest_time();
+                if used > budget + WATCH_SLACK {
+                    return;
+                }
+                tokio::time::sleep(budget + WATCH_SLACK - used + Duration::from_millis(1)).await;
+            }
+        }
     }
 }
 

@@ -215,6 +215,8 @@ async fn serve_connection(service: &Service, stream: TcpStream, peer: SocketAddr
         }
         None => (new_store(service.pre.engine(), &service.policy, source.clone(), Stdout::Log), None, 0),
     };
+    let limits = &service.policy.limits;
+    let watch = store.data().clock.watch(limits.cpu_timeout);
     let call = async {
         let guest = match reused {
             Some(guest) => guest,
@@ -225,14 +227,20 @@ async fn serve_connection(service: &Service, stream: TcpStream, peer: SocketAddr
         let result = guest.netplug_protocol_handler().call_handle(&mut store, conn).await?;
         Ok::<_, wasmtime::Error>((result, guest))
     };
-    let result = match service.policy.limits.max_lifetime {
-        // Also bounds a guest parked in a WASI call, which epochs cannot
-        // interrupt; dropping the call drops the instance and its socket.
-        Some(lifetime) => match tokio::time::timeout(lifetime, call).await {
-            Ok(result) => result.map_err(Fault::Trap),
-            Err(_) => Err(Fault::Lifetime(lifetime)),
-        },
-        None => call.await.map_err(Fault::Trap),
+    // Epochs interrupt a guest that computes; a guest blocked in a WASI call
+    // (a sleep) is caught by the watch instead, and the lifetime bounds
+    // everything. Dropping the call drops the instance and its socket.
+    let lifetime = async {
+        match limits.max_lifetime {
+            Some(lifetime) => tokio::time::sleep(lifetime).await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        biased;
+        result = call => result.map_err(Fault::Trap),
+        () = watch => Err(Fault::BlockedPastCpu(limits.cpu_timeout)),
+        () = lifetime => Err(Fault::Lifetime(limits.max_lifetime.unwrap_or_default())),
     };
     let stats = &service.stats;
     match result {
@@ -262,6 +270,9 @@ async fn serve_connection(service: &Service, stream: TcpStream, peer: SocketAddr
                 Fault::Lifetime(lifetime) => {
                     format!("connection lifetime reached (--max-lifetime {lifetime:?})")
                 }
+                Fault::BlockedPastCpu(budget) => {
+                    format!("CPU time limit reached (--cpu-timeout {budget:?}) while blocked in a WASI call")
+                }
             };
             error!(&source, "guest {} closed: {reason}", service.guest);
             // Free the slot and whatever the guest held before refilling.
@@ -275,4 +286,6 @@ async fn serve_connection(service: &Service, stream: TcpStream, peer: SocketAddr
 enum Fault {
     Trap(wasmtime::Error),
     Lifetime(Duration),
+    /// Its CPU budget ran out while it was blocked in a WASI call.
+    BlockedPastCpu(Duration),
 }

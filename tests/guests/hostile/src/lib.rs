@@ -59,6 +59,10 @@ impl Guest for Hostile {
                 KEPT.with(|k| k.borrow_mut().push(conn));
                 return Ok(());
             }
+            "sleep" => {
+                // Blocks in a WASI call, where epochs cannot interrupt it.
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
             "logflood" => loop {
                 log(Level::Info, "flooding the log");
             },
