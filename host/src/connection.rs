@@ -23,9 +23,10 @@ pub struct Connection {
     bytes_in: u64,
     bytes_out: u64,
     write_closed: bool,
-    /// Set once a wait timed out or the peer reset: the stream's state is
-    /// then unknown (a send may have been cut short), so every later call
-    /// fails at once with the same code instead of waiting again.
+    /// Set once a send or recv failed (timed out, reset, closed...): the
+    /// stream's state is then unknown (a send may have been cut short), so
+    /// every later call fails at once with the same code instead of waiting
+    /// again.
     broken: Option<ErrorCode>,
     /// Dialed by the guest (counted against its resource cap), rather than
     /// accepted by the host.
