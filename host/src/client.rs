@@ -13,26 +13,15 @@ use wasmtime::component::InstancePre;
 pub async fn run(pre: InstancePre<GuestState>, policy: Arc<Policy>, guest: &str, args: Vec<String>) -> Result<()> {
     let pre = ClientPre::new(pre)?;
     let mut store = new_store(pre.engine(), &policy, guest.to_string(), Stdout::Inherit);
-    let limits = &policy.limits;
-    let watch = store.data().clock.watch(limits.cpu_timeout);
+    let stop = store.data().stop_signal();
     let call = async {
         let client = pre.instantiate_async(&mut store).await?;
         client.call_run(&mut store, &args).await
     };
-    let lifetime = async {
-        match limits.max_lifetime {
-            Some(lifetime) => tokio::time::sleep(lifetime).await,
-            None => std::future::pending().await,
-        }
-    };
     let result = tokio::select! {
         biased;
         result = call => result,
-        () = watch => bail!(
-            "guest {guest} stopped: CPU time limit reached (--cpu-timeout {:?}) while blocked in a WASI call",
-            limits.cpu_timeout
-        ),
-        () = lifetime => bail!("guest {guest} ran past --max-lifetime {:?}", limits.max_lifetime.unwrap_or_default()),
+        stop = stop => bail!("guest {guest} stopped: {stop}"),
     };
     match result {
         Ok(Ok(())) => Ok(()),

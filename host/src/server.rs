@@ -4,7 +4,7 @@
 use crate::bindings::server::{Server, ServerPre};
 use crate::connection::Connection;
 use crate::outcome::{describe_fault, print_backtrace};
-use crate::state::{new_store, GuestState, Policy, Stdout, EPOCH_TICKS_PER_CHECK};
+use crate::state::{new_store, GuestState, Policy, Stdout, Stop, EPOCH_TICKS_PER_CHECK};
 use anyhow::{Context, Result};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -215,8 +215,7 @@ async fn serve_connection(service: &Service, stream: TcpStream, peer: SocketAddr
         }
         None => (new_store(service.pre.engine(), &service.policy, source.clone(), Stdout::Log), None, 0),
     };
-    let limits = &service.policy.limits;
-    let watch = store.data().clock.watch(limits.cpu_timeout);
+    let stop = store.data().stop_signal();
     let call = async {
         let guest = match reused {
             Some(guest) => guest,
@@ -227,20 +226,10 @@ async fn serve_connection(service: &Service, stream: TcpStream, peer: SocketAddr
         let result = guest.netplug_protocol_handler().call_handle(&mut store, conn).await?;
         Ok::<_, wasmtime::Error>((result, guest))
     };
-    // Epochs interrupt a guest that computes; a guest blocked in a WASI call
-    // (a sleep) is caught by the watch instead, and the lifetime bounds
-    // everything. Dropping the call drops the instance and its socket.
-    let lifetime = async {
-        match limits.max_lifetime {
-            Some(lifetime) => tokio::time::sleep(lifetime).await,
-            None => std::future::pending().await,
-        }
-    };
     let result = tokio::select! {
         biased;
         result = call => result.map_err(Fault::Trap),
-        () = watch => Err(Fault::BlockedPastCpu(limits.cpu_timeout)),
-        () = lifetime => Err(Fault::Lifetime(limits.max_lifetime.unwrap_or_default())),
+        stop = stop => Err(Fault::Stopped(stop)),
     };
     let stats = &service.stats;
     match result {
@@ -267,12 +256,7 @@ async fn serve_connection(service: &Service, stream: TcpStream, peer: SocketAddr
                     }
                     describe_fault(err, store.data())
                 }
-                Fault::Lifetime(lifetime) => {
-                    format!("connection lifetime reached (--max-lifetime {lifetime:?})")
-                }
-                Fault::BlockedPastCpu(budget) => {
-                    format!("CPU time limit reached (--cpu-timeout {budget:?}) while blocked in a WASI call")
-                }
+                Fault::Stopped(stop) => stop.to_string(),
             };
             error!(&source, "guest {} closed: {reason}", service.guest);
             // Free the slot and whatever the guest held before refilling.
@@ -285,7 +269,5 @@ async fn serve_connection(service: &Service, stream: TcpStream, peer: SocketAddr
 /// Why a connection's guest call did not return.
 enum Fault {
     Trap(wasmtime::Error),
-    Lifetime(Duration),
-    /// Its CPU budget ran out while it was blocked in a WASI call.
-    BlockedPastCpu(Duration),
+    Stopped(Stop),
 }

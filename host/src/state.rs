@@ -5,8 +5,9 @@ use crate::dial::DialPolicy;
 use crate::guest_log::{GuestLog, LogStdio, SharedLog};
 use crate::limits::{CpuClock, Limits, MemoryGuard};
 use crate::logging::Level;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -55,6 +56,50 @@ impl GuestState {
         self.deadline = limits.max_lifetime.map(|d| Instant::now() + d);
         self.cpu_exhausted = false;
         self.memory.denied = false;
+    }
+}
+
+/// Why the host stops a guest call that neither returned nor trapped.
+pub enum Stop {
+    /// Its CPU budget ran out while it was blocked in a WASI call (a sleep),
+    /// where epochs cannot interrupt it.
+    BlockedPastCpu(Duration),
+    /// The connection reached `--max-lifetime`.
+    Lifetime(Duration),
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::BlockedPastCpu(budget) => {
+                write!(f, "CPU time limit reached (--cpu-timeout {budget:?}) while blocked in a WASI call")
+            }
+            Stop::Lifetime(lifetime) => write!(f, "connection lifetime reached (--max-lifetime {lifetime:?})"),
+        }
+    }
+}
+
+impl GuestState {
+    /// Resolves when the guest must be stopped whatever it is doing; raced
+    /// against the guest call, whose dropping drops the instance. Epochs
+    /// interrupt a guest that computes; this covers one blocked in WASI, and
+    /// the lifetime bounds everything.
+    pub fn stop_signal(&self) -> impl Future<Output = Stop> + Send + 'static {
+        let limits = &self.policy.limits;
+        let (budget, lifetime) = (limits.cpu_timeout, limits.max_lifetime);
+        let watch = self.clock.watch(budget);
+        async move {
+            let lifetime_ends = async {
+                match lifetime {
+                    Some(lifetime) => tokio::time::sleep(lifetime).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = watch => Stop::BlockedPastCpu(budget),
+                () = lifetime_ends => Stop::Lifetime(lifetime.unwrap_or_default()),
+            }
+        }
     }
 }
 
