@@ -178,15 +178,20 @@ impl CpuClock {
     }
 }
 
-/// Parses a size such as `16MiB`, `64K`, `1G` or `4096` (bytes).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+/// Splits `64KiB` into 64 and `KiB` (the unit trimmed, possibly empty);
+/// `None` without leading digits.
+fn split_number(text: &str) -> Option<(u64, &str)> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (examples: 4096, 64KiB, 16MiB, 1GiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    Some((digits.parse().ok()?, unit.trim()))
+}
+
+/// Parses a size such as `16MiB`, `64K`, `1G` or `4096` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (n, unit) = split_number(text)
+        .ok_or_else(|| format!("`{text}` is not a size (examples: 4096, 64KiB, 16MiB, 1GiB)"))?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
@@ -210,13 +215,9 @@ pub fn parse_optional_size(text: &str) -> Result<MaybeLimit<u64>, String> {
 
 /// Parses a duration such as `500ms`, `1s`, `2m` or `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (examples: 500ms, 1s, 2m)"))?;
-    let d = match unit.trim() {
+    let (n, unit) = split_number(text)
+        .ok_or_else(|| format!("`{text}` is not a duration (examples: 500ms, 1s, 2m)"))?;
+    let d = match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),

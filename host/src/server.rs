@@ -106,7 +106,7 @@ impl Service {
     fn put_back(&self, instance: Instance) {
         let limits = &self.policy.limits;
         let state = instance.store.data();
-        if instance.served >= limits.connections_per_instance || state.live_connections > 0 || state.cpu_exhausted {
+        if instance.served >= limits.connections_per_instance || state.live_connections > 0 {
             return;
         }
         let mut idle = self.idle.lock().unwrap();
