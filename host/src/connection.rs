@@ -14,14 +14,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use wasmtime::component::{Linker, Resource, ResourceTableError, WasmList};
-use wasmtime::StoreContextMut;
+use wasmtime::component::{Resource, ResourceTableError};
 
 pub struct Connection {
-    stream: TcpStream,
+    pub(crate) stream: TcpStream,
     peer: SocketAddr,
-    bytes_in: u64,
-    bytes_out: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
     write_closed: bool,
     /// Set once a send or recv failed (timed out, reset, closed...): the
     /// stream's state is then unknown (a send may have been cut short), so
@@ -40,7 +39,7 @@ impl Connection {
 }
 
 /// Why a bounded wait ended early.
-enum WaitEnd {
+pub(crate) enum WaitEnd {
     Idle,
     Lifetime,
 }
@@ -48,7 +47,7 @@ enum WaitEnd {
 impl GuestState {
     /// How long the next wait on the peer may take, and what ends it: the
     /// idle timeout, or the connection's remaining lifetime if shorter.
-    fn wait_budget(&self) -> (Duration, WaitEnd) {
+    pub(crate) fn wait_budget(&self) -> (Duration, WaitEnd) {
         let idle = self.policy.limits.idle_timeout;
         match self.deadline {
             Some(deadline) => {
@@ -71,7 +70,7 @@ impl GuestState {
     /// Why a send of `len` bytes must not start, if it must not: the
     /// connection is broken or shut for writing, or the bytes would pass the
     /// out quota (a send is all or nothing against the quota).
-    fn send_refusal(&self, conn: &Resource<Connection>, len: usize) -> wasmtime::Result<Option<ErrorCode>> {
+    pub(crate) fn send_refusal(&self, conn: &Resource<Connection>, len: usize) -> wasmtime::Result<Option<ErrorCode>> {
         let c = self.table.get(conn)?;
         if let Some(code) = c.broken {
             return Ok(Some(code));
@@ -94,7 +93,7 @@ impl GuestState {
     /// Bookkeeping after a wait on the peer that began at `started`: the
     /// wait is not guest CPU time, a failure breaks the connection, and a
     /// timeout is logged.
-    fn after_wait(
+    pub(crate) fn after_wait(
         &mut self,
         conn: &Resource<Connection>,
         failure: Option<ErrorCode>,
@@ -110,6 +109,48 @@ impl GuestState {
             }
         }
         Ok(())
+    }
+
+    /// `connection.recv` up to its first bytes: the checks and quota, the
+    /// bounded wait for data, the bookkeeping. What else the socket holds is
+    /// read by the caller (see `Received`).
+    pub(crate) async fn recv_head(
+        &mut self,
+        conn: &Resource<Connection>,
+        max: u32,
+    ) -> wasmtime::Result<Result<Received, ErrorCode>> {
+        if max == 0 {
+            return Ok(Err(ErrorCode::InvalidArgument));
+        }
+        let (budget, end) = self.wait_budget();
+        let max_in = self.policy.limits.max_bytes_in;
+        let c = self.table.get_mut(conn)?;
+        if let Some(code) = c.broken {
+            return Ok(Err(code));
+        }
+        let mut want = max.min(MAX_RECV) as u64;
+        if let Some(quota) = max_in {
+            let left = quota.saturating_sub(c.bytes_in);
+            if left == 0 {
+                self.note(
+                    crate::logging::Level::Warn,
+                    &format!("byte quota: --max-bytes-in {quota} received, refusing recv"),
+                );
+                return Ok(Err(ErrorCode::QuotaExceeded));
+            }
+            want = want.min(left);
+        }
+        let started = self.clock.begin_wait();
+        let outcome = match bounded(budget, read_when_ready(&c.stream, want as usize)).await {
+            Some(Ok(received)) => {
+                c.bytes_in += received.head.len() as u64;
+                Ok(received)
+            }
+            Some(Err(e)) => Err(code_for(&e)),
+            None => Err(ErrorCode::TimedOut),
+        };
+        self.after_wait(conn, outcome.as_ref().err().copied(), started, end, "recv")?;
+        Ok(outcome)
     }
 
     /// Logs a wait that ran out; the guest sees `timed-out`.
@@ -135,24 +176,59 @@ async fn bounded<T>(budget: Duration, io: impl Future<Output = T>) -> Option<T> 
     tokio::time::timeout(budget, io).await.ok()
 }
 
-/// Waits until the socket is readable, then reads at most `want` bytes.
-/// The buffer is allocated only once there is data, so a connection whose
-/// guest waits in `recv` holds no buffer while it waits.
-async fn read_when_ready(stream: &TcpStream, want: usize) -> io::Result<Vec<u8>> {
+/// How many bytes `recv` first reads into a host buffer. Small messages
+/// (a request line, a greeting) fit whole; of a bulk read only this much is
+/// copied twice, the rest goes from the socket straight into guest memory.
+const HEAD_READ: usize = 4096;
+
+/// The bytes a `recv` returns: the first ones, read once the socket was
+/// readable, and possibly more still queued in the socket. `direct_io` reads
+/// the rest straight into guest memory while the result is lowered, so bulk
+/// data is copied once (kernel to guest) rather than twice.
+pub struct Received {
+    pub head: Vec<u8>,
+    /// Up to this many more bytes may follow from the socket. Non-zero only
+    /// when `head` filled its whole buffer and the guest asked for more.
+    pub more: usize,
+}
+
+impl Received {
+    /// Reads what may follow `head` into `head` itself, on the host side.
+    fn read_rest_into_head(mut self, c: &mut Connection) -> Vec<u8> {
+        if self.more > 0 {
+            let filled = self.head.len();
+            self.head.resize(filled + self.more, 0);
+            // Whatever is not queued now is left for the next recv.
+            let n = c.stream.try_read(&mut self.head[filled..]).unwrap_or(0);
+            self.head.truncate(filled + n);
+            c.bytes_in += n as u64;
+        }
+        self.head
+    }
+}
+
+/// Waits until the socket is readable, then reads the first bytes of at most
+/// `want`. The buffer is allocated only once there is data, so a connection
+/// whose guest waits in `recv` holds no buffer while it waits.
+async fn read_when_ready(stream: &TcpStream, want: usize) -> io::Result<Received> {
+    let first = want.min(HEAD_READ);
     loop {
         stream.readable().await?;
         // Capacity, not length: try_read_buf fills spare capacity, so the
-        // buffer is never zeroed and never larger than `want`.
-        let mut buf = Vec::with_capacity(want);
-        match stream.try_read_buf(&mut buf) {
-            Ok(_) => return Ok(buf),
+        // buffer is never zeroed and never larger than asked.
+        let mut head = Vec::with_capacity(first);
+        match stream.try_read_buf(&mut head) {
+            Ok(n) => {
+                let more = if n == first { want - first } else { 0 };
+                return Ok(Received { head, more });
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
     }
 }
 
-fn code_for(err: &io::Error) -> ErrorCode {
+pub(crate) fn code_for(err: &io::Error) -> ErrorCode {
     use io::ErrorKind::*;
     match err.kind() {
         ConnectionReset | ConnectionAborted => ErrorCode::Reset,
@@ -196,43 +272,12 @@ impl types::HostConnection for GuestState {
         Ok(outcome)
     }
 
-    async fn recv(
-        &mut self,
-        conn: Resource<Connection>,
-        max: u32,
-    ) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
-        if max == 0 {
-            return Ok(Err(ErrorCode::InvalidArgument));
-        }
-        let (budget, end) = self.wait_budget();
-        let max_in = self.policy.limits.max_bytes_in;
-        let c = self.table.get_mut(&conn)?;
-        if let Some(code) = c.broken {
-            return Ok(Err(code));
-        }
-        let mut want = max.min(MAX_RECV) as u64;
-        if let Some(quota) = max_in {
-            let left = quota.saturating_sub(c.bytes_in);
-            if left == 0 {
-                self.note(
-                    crate::logging::Level::Warn,
-                    &format!("byte quota: --max-bytes-in {quota} received, refusing recv"),
-                );
-                return Ok(Err(ErrorCode::QuotaExceeded));
-            }
-            want = want.min(left);
-        }
-        let started = self.clock.begin_wait();
-        let outcome = match bounded(budget, read_when_ready(&c.stream, want as usize)).await {
-            Some(Ok(buf)) => {
-                c.bytes_in += buf.len() as u64;
-                Ok(buf)
-            }
-            Some(Err(e)) => Err(code_for(&e)),
-            None => Err(ErrorCode::TimedOut),
-        };
-        self.after_wait(&conn, outcome.as_ref().err().copied(), started, end, "recv")?;
-        Ok(outcome)
+    // Linked for completeness only, like `send`: `direct_io` shadows it.
+    async fn recv(&mut self, conn: Resource<Connection>, max: u32) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
+        Ok(match self.recv_head(&conn, max).await? {
+            Ok(received) => Ok(received.read_rest_into_head(self.table.get_mut(&conn)?)),
+            Err(code) => Err(code),
+        })
     }
 
     async fn shutdown(&mut self, conn: Resource<Connection>) -> wasmtime::Result<Result<(), ErrorCode>> {
@@ -322,67 +367,6 @@ impl dialer::Host for GuestState {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-/// Replaces the generated `send` binding with one that writes straight from
-/// the guest's linear memory to the socket. The generated one first copies
-/// the guest's list into a host `Vec`; for bulk transfers that copy is a
-/// measurable part of the host's cost.
-pub fn link_direct_send(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
-    linker.allow_shadowing(true);
-    linker.instance(TYPES_INSTANCE)?.func_wrap_async(
-        "[method]connection.send",
-        |mut store: StoreContextMut<'_, GuestState>, (conn, data): (Resource<Connection>, WasmList<u8>)| {
-            Box::new(async move { send_from_guest(&mut store, conn, data).await.map(|r| (r,)) })
-        },
-    )?;
-    linker.allow_shadowing(false);
-    Ok(())
-}
-
-/// The instance name of the `types` interface in the component model.
-const TYPES_INSTANCE: &str = "netplug:protocol/types@0.1.0";
-
-/// `connection.send` on bytes still in guest memory: the same checks, limits
-/// and bookkeeping as the generated binding's `send`, without the copy.
-async fn send_from_guest(
-    store: &mut StoreContextMut<'_, GuestState>,
-    conn: Resource<Connection>,
-    data: WasmList<u8>,
-) -> wasmtime::Result<Result<(), ErrorCode>> {
-    let len = data.len();
-    if let Some(code) = store.data().send_refusal(&conn, len)? {
-        return Ok(Err(code));
-    }
-    let (budget, end) = store.data().wait_budget();
-    let started = store.data().clock.begin_wait();
-    let deadline = tokio::time::Instant::now() + budget;
-    let mut sent = 0;
-    let outcome = loop {
-        if sent == len {
-            break Ok(());
-        }
-        let written = {
-            let c = store.data().table.get(&conn)?;
-            c.stream.try_write(&data.as_le_slice(&*store)[sent..])
-        };
-        match written {
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let c = store.data().table.get(&conn)?;
-                match tokio::time::timeout_at(deadline, c.stream.writable()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => break Err(code_for(&e)),
-                    Err(_) => break Err(ErrorCode::TimedOut),
-                }
-            }
-            Err(e) => break Err(code_for(&e)),
-        }
-    };
-    let state = store.data_mut();
-    state.table.get_mut(&conn)?.bytes_out += sent as u64;
-    state.after_wait(&conn, outcome.err(), started, end, "send")?;
-    Ok(outcome)
 }
 
 impl log::Host for GuestState {

@@ -9,6 +9,7 @@ mod client;
 mod config;
 mod connection;
 mod dial;
+mod direct_io;
 mod guest_log;
 mod inspect;
 mod limits;

@@ -201,9 +201,9 @@ pub fn build_linker(engine: &Engine) -> Result<Linker<GuestState>> {
     crate::bindings::server::Server::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
         .map_err(anyhow::Error::from)
         .context("cannot link the netplug interfaces")?;
-    crate::connection::link_direct_send(&mut linker)
+    crate::direct_io::link(&mut linker)
         .map_err(anyhow::Error::from)
-        .context("cannot link connection.send")?;
+        .context("cannot link connection.send and connection.recv")?;
     Ok(linker)
 }
 
