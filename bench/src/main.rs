@@ -1,11 +1,13 @@
 //! `bench`: the project's benchmark suite, in one binary.
 //!
 //! - `bench [--quick] [--out DIR] ...`  the orchestrator (default)
-//! - `bench native seed|echo ...`       the native tokio baseline server
+//! - `bench native seed|echo|http ...`  the native tokio (and hyper) baseline server
 //! - `bench loadgen MODE ...`           the load generator
 //!
 //! The orchestrator re-runs its own executable for the other two roles, so
-//! one `cargo build --release -p bench` builds everything.
+//! one `cargo build --release -p bench` builds everything. The HTTP rows use
+//! `wrk` instead of the load generator (src/wrk.rs), and are skipped with a
+//! note where it is not installed.
 
 mod loadgen;
 mod native;
@@ -14,6 +16,7 @@ mod report;
 mod runner;
 mod server;
 mod svg;
+mod wrk;
 
 use anyhow::{bail, Context, Result};
 use report::{Extras, Header, Row};
@@ -24,7 +27,7 @@ use std::process::Command;
 use std::time::Instant;
 
 const USAGE: &str = "usage: bench [--quick] [--out DIR] [--reps N] [--duration SECS] [--mem-conns N] [--skip-memory]
-       bench native seed|echo [--port N] [--addr IP]
+       bench native seed|echo|http [--port N] [--addr IP]
        bench loadgen seed|echo-rr|echo-tput|idle --addr A --server-pid P [...]";
 
 fn main() {
@@ -107,9 +110,7 @@ fn orchestrate(args: &[String]) -> Result<()> {
         memory = raw;
     }
     rows.extend(runner.startup_rows());
-    let mut http = Row::new("5. HTTP (wrk vs hyper)", "req/s", true);
-    http.na = Some("n/a (no http guest yet)");
-    rows.push(http);
+    rows.extend(runner.http_rows());
 
     // Anything the servers wrote to stderr at warn level is worth a look.
     let mut notes = std::mem::take(&mut runner.notes);

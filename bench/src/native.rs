@@ -3,6 +3,11 @@
 //! `listening on ADDR`, then silence.
 
 use anyhow::{bail, Context, Result};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response};
+use std::convert::Infallible;
 use std::io::Write;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,14 +18,22 @@ enum Mode {
     Seed,
     /// echo.wasm: echo in 64 KiB reads until EOF, then close.
     Echo,
+    /// http.wasm: HTTP/1.1 with keep-alive, every request answered 200
+    /// `text/plain` `Hello, World!\n`.
+    Http,
 }
 
-/// `bench native seed|echo [--addr IP] [--port N] [--backlog N]`
+/// The body http.wasm answers every request with (the bench's HTTP warm-up
+/// checks responses against it).
+pub const HTTP_BODY: &[u8] = b"Hello, World!\n";
+
+/// `bench native seed|echo|http [--addr IP] [--port N] [--backlog N]`
 pub fn main(args: &[String]) -> Result<()> {
     let mode = match args.first().map(String::as_str) {
         Some("seed") => Mode::Seed,
         Some("echo") => Mode::Echo,
-        other => bail!("native: expected `seed` or `echo`, got {other:?}"),
+        Some("http") => Mode::Http,
+        other => bail!("native: expected `seed`, `echo` or `http`, got {other:?}"),
     };
     let mut addr = "127.0.0.1".to_string();
     let mut port = 0u16;
@@ -76,6 +89,7 @@ async fn serve(mode: Mode, addr: &str, port: u16, backlog: u32) -> Result<()> {
                         let _ = match mode {
                             Mode::Seed => seed(stream).await,
                             Mode::Echo => echo(stream).await,
+                            Mode::Http => http(stream).await,
                         };
                     });
                 }
@@ -106,4 +120,24 @@ async fn echo(mut stream: TcpStream) -> std::io::Result<()> {
         }
         stream.write_all(&buf[..n]).await?;
     }
+}
+
+/// One HTTP/1.1 connection through hyper's own server loop: keep-alive is
+/// hyper's default, and a request's `Connection: close` makes hyper answer
+/// with `connection: close` and end the connection. Hyper adds a `date`
+/// header, which http.wasm does not; everything else is the same response.
+async fn http(stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, hyper::service::service_fn(hello))
+        .await
+        .map_err(std::io::Error::other)
+}
+
+/// Any method, any path: 200, `content-type: text/plain`, the 14-byte body.
+async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(HTTP_BODY)));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(resp)
 }

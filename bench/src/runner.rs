@@ -7,6 +7,7 @@
 
 use crate::report::{Row, Stat};
 use crate::server::{self, Kind, Paths, Server, LOADGEN_CPU};
+use crate::wrk;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -106,10 +107,11 @@ impl Runner {
             ));
         }
         if sample.get("errors").copied().unwrap_or(0.0) > 0.0 {
+            // The client's first line names it (`loadgen: ...`, `wrk: ...`).
             self.notes.push(format!(
-                "{tag}: {} client errors; loadgen: {}",
+                "{tag}: {} client errors; {}",
                 sample["errors"],
-                said.first().map(|l| l.trim_start_matches("loadgen: ")).unwrap_or("-")
+                said.first().map(String::as_str).unwrap_or("-")
             ));
         }
         Ok(sample)
@@ -119,7 +121,11 @@ impl Runner {
         let tag = self.tag(what, kind);
         let mut srv = Server::start(kind, &self.paths, &tag, Duration::from_secs(120))?;
         let budget = Duration::from_secs_f64(self.plan.warmup + self.plan.duration) + Duration::from_secs(360);
-        let result = run_loadgen(&self.paths, mode, srv.addr, srv.pid(), args, budget);
+        let result = if mode == wrk::MODE {
+            wrk::run(srv.addr, srv.pid(), self.plan.warmup, self.plan.duration, args, budget)
+        } else {
+            run_loadgen(&self.paths, mode, srv.addr, srv.pid(), args, budget)
+        };
         let clean = srv.stop()?;
         if !clean {
             self.notes.push(format!("{tag}: server did not exit cleanly after SIGTERM"));
@@ -237,6 +243,54 @@ impl Runner {
             row.host = rate_stat(&s[0]);
             row.native = rate_stat(&s[1]);
             row.cpu_unit = "µs/rt";
+            rows.push(row);
+        }
+        rows
+    }
+
+    /// Row 5: HTTP/1.1 with wrk against http.wasm and hyper, keep-alive and
+    /// `Connection: close`. wrk's window is the plan's duration rounded up
+    /// to whole seconds, and the plan's `max_ops` does not apply (wrk has
+    /// no such cap). Without wrk the rows say so instead of failing the run.
+    pub fn http_rows(&mut self) -> Vec<Row> {
+        let cases = [
+            ("5. HTTP keep-alive, wrk -t1 -c32", "http-ka", vec![]),
+            (
+                "5. HTTP Connection: close, wrk -t1 -c32",
+                "http-close",
+                vec!["-H".to_string(), "Connection: close".to_string()],
+            ),
+        ];
+        let installed = wrk::installed();
+        if !installed {
+            self.notes.push("HTTP rows skipped: wrk not installed (apt-get install wrk)".into());
+        }
+        let has_guest = self.paths.guests.join("http.wasm").exists();
+        if installed && !has_guest {
+            self.notes.push(format!(
+                "HTTP rows: {} is missing (make build): host side not measured",
+                self.paths.guests.join("http.wasm").display()
+            ));
+        }
+        let mut variants = vec![Kind::Native { mode: "http" }];
+        if has_guest {
+            variants.insert(0, Kind::Host { guest: "http.wasm", extra: vec![] });
+        }
+        let mut rows = Vec::new();
+        for (name, what, args) in cases {
+            let mut row = Row::new(name, "req/s", true);
+            row.cpu_unit = "µs/req";
+            if !installed {
+                row.na = Some("wrk not installed (apt-get install wrk)");
+                rows.push(row);
+                continue;
+            }
+            eprintln!("» {}", &name[3..]);
+            let s = self.interleave(what, &variants, wrk::MODE, &args);
+            row.native = rate_stat(s.last().expect("native is always measured"));
+            if has_guest {
+                row.host = rate_stat(&s[0]);
+            }
             rows.push(row);
         }
         rows

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use wasmtime::component::{Resource, ResourceTableError};
 
@@ -220,12 +220,25 @@ async fn read_when_ready(stream: &TcpStream, want: usize) -> io::Result<Received
         match stream.try_read_buf(&mut head) {
             Ok(n) => {
                 let more = if n == first { want - first } else { 0 };
+                if n < first {
+                    drained(stream);
+                }
                 return Ok(Received { head, more });
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Tells tokio that a read came back short: the receive queue was empty, so
+/// the socket is no longer readable. Without this, tokio learns it only from
+/// one more read failing with `WouldBlock`, a wasted syscall on every
+/// request of a keep-alive connection. Should data have arrived meanwhile,
+/// its readiness event is newer than the one cleared here and survives, and
+/// edge-triggered epoll reports any later data anew.
+pub(crate) fn drained(stream: &TcpStream) {
+    let _ = stream.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
 }
 
 pub(crate) fn code_for(err: &io::Error) -> ErrorCode {

@@ -121,6 +121,9 @@ impl RecvIntoGuest {
         // the connection borrowed here is host memory, not guest memory.
         let rest = unsafe { std::slice::from_raw_parts_mut(rest, more) };
         let got = conn.stream.try_read(rest).unwrap_or(0);
+        if got < more {
+            crate::connection::drained(&conn.stream);
+        }
         conn.bytes_in += got as u64;
         let len = head.len() + got;
         if len == capacity {

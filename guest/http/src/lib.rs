@@ -101,7 +101,15 @@ fn serve(conn: &Connection) -> Result<(), ErrorCode> {
             conn.send(&out)?;
             out.clear();
         }
-        let data = conn.recv(CHUNK)?;
+        let data = match conn.recv(CHUNK) {
+            Ok(data) => data,
+            // Between requests a client may close, reset or idle out: that
+            // ends a keep-alive connection normally (the host logs idling).
+            Err(ErrorCode::Closed | ErrorCode::Reset | ErrorCode::TimedOut) if buf.is_empty() && skip == 0 => {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        };
         if data.is_empty() {
             // The client closed; a request cut short is dropped unanswered.
             return Ok(());
