@@ -28,6 +28,13 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// Every connection instantiates its guest anew, which makes many small,
+/// short-lived allocations across threads; mimalloc serves them with less
+/// CPU than glibc's malloc (measured about 8% per exchange at 256
+/// concurrent), for about 1 KiB more per idle connection.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // wasmtime attaches a Rust backtrace to every internal error when
     // RUST_BACKTRACE is set, and some are routine (a pool slot still waiting

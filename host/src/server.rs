@@ -219,7 +219,10 @@ async fn serve_connection(service: &Service, stream: TcpStream, peer: SocketAddr
     let call = async {
         let guest = match reused {
             Some(guest) => guest,
-            None => service.pre.instantiate_async(&mut store).await?,
+            // Boxed: instantiation's future is large and short-lived; inline,
+            // it would size every connection's task for the whole
+            // connection (likewise `refill_spares` below).
+            None => Box::pin(service.pre.instantiate_async(&mut store)).await?,
         };
         let conn = store.data_mut().table.push(Connection::accepted(stream, peer))?;
         store.data_mut().live_connections += 1;
@@ -263,7 +266,7 @@ async fn serve_connection(service: &Service, stream: TcpStream, peer: SocketAddr
             drop(store);
         }
     }
-    service.refill_spares().await;
+    Box::pin(service.refill_spares()).await;
 }
 
 /// Why a connection's guest call did not return.
