@@ -169,6 +169,24 @@ fn endless_logging_is_cut_at_the_log_budget() {
 }
 
 #[test]
+fn log_enabled_follows_the_log_level_and_the_budget() {
+    for (flags, expected, written) in [
+        (&["--max-log-lines", "5"][..], "debug 0 info 1 warn 1 lines 5", 5),
+        (&["--max-log-lines", "5", "--log-level", "debug"][..], "debug 1 info 1 warn 1 lines 5", 5),
+        (&["--max-log-lines", "5", "--log-level", "warn"][..], "debug 0 info 0 warn 1 lines 0", 0),
+    ] {
+        let host = Host::serve("hostile", flags);
+        let (reply, _) = hostile_beside_good(&host, b"logwhile", true);
+        assert_eq!(String::from_utf8_lossy(&reply), format!("HELLO,WORLD{expected}\n"), "{flags:?}");
+        if written > 0 {
+            // The notice follows the guest's last line in the log.
+            host.wait_for_log("the budget notice", |l| l.contains("guest log limit reached"));
+        }
+        assert_eq!(host.count_log("logging while enabled"), written, "{flags:?}");
+    }
+}
+
+#[test]
 fn dialing_a_forbidden_address_is_denied_and_logged() {
     let host = Host::serve("hostile", &[]);
     let (reply, _) = hostile_beside_good(&host, b"dial 127.0.0.1:9", true);

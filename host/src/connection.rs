@@ -387,4 +387,8 @@ impl log::Host for GuestState {
         self.log.lock().unwrap().write(level_of(level), &message);
         Ok(())
     }
+
+    async fn enabled(&mut self, level: GuestLevel) -> wasmtime::Result<bool> {
+        Ok(self.log.lock().unwrap().would_write(level_of(level)))
+    }
 }

@@ -43,6 +43,20 @@ impl GuestLog {
         *self = GuestLog { source, lines_left: max_lines, bytes_left: max_bytes, dropped: 0 };
     }
 
+    /// Whether a line at `level` would be written now. A guest that asks
+    /// once the budget is spent gets `false`, and the log the same single
+    /// notice as for a dropped line.
+    pub fn would_write(&mut self, level: Level) -> bool {
+        if !logging::enabled(level) {
+            return false;
+        }
+        if self.lines_left == 0 || self.bytes_left == 0 {
+            self.drop_line();
+            return false;
+        }
+        true
+    }
+
     /// Writes one guest line if the budget allows; the first line over it
     /// is replaced by a single notice.
     pub fn write(&mut self, level: Level, line: &str) {
@@ -51,19 +65,23 @@ impl GuestLog {
         }
         let len = line.len() as u64;
         if self.lines_left == 0 || self.bytes_left < len {
-            if self.dropped == 0 {
-                logging::emit(
-                    Level::Warn,
-                    &self.source,
-                    "guest log limit reached (--max-log-lines/--max-log-bytes): dropping further guest output",
-                );
-            }
-            self.dropped += 1;
+            self.drop_line();
             return;
         }
         self.lines_left -= 1;
         self.bytes_left -= len;
         logging::emit(level, &self.source, line);
+    }
+
+    fn drop_line(&mut self) {
+        if self.dropped == 0 {
+            logging::emit(
+                Level::Warn,
+                &self.source,
+                "guest log limit reached (--max-log-lines/--max-log-bytes): dropping further guest output",
+            );
+        }
+        self.dropped += 1;
     }
 }
 

@@ -4,7 +4,7 @@
 wit_bindgen::generate!({ path: "../../wit", world: "server" });
 
 use exports::netplug::protocol::handler::Guest;
-use netplug::protocol::log::{log, Level};
+use netplug::protocol::log::{enabled, log, Level};
 use netplug::protocol::types::Connection;
 
 struct Hello;
@@ -16,15 +16,18 @@ impl Guest for Hello {
         let data = conn
             .recv(1024)
             .map_err(|e| format!("recv failed: {}", e.name()))?;
-        log(
-            Level::Info,
-            &format!(
-                "link addr: {} sent {} bytes: {}",
-                conn.peer_address(),
-                data.len(),
-                data.escape_ascii()
-            ),
-        );
+        // Built only if the host would show it (not at --log-level warn).
+        if enabled(Level::Info) {
+            log(
+                Level::Info,
+                &format!(
+                    "link addr: {} sent {} bytes: {}",
+                    conn.peer_address(),
+                    data.len(),
+                    data.escape_ascii()
+                ),
+            );
+        }
         // Dropping `conn` closes the socket, like the seed's close().
         Ok(())
     }

@@ -9,7 +9,7 @@ wit_bindgen::generate!({ path: "../../../wit", world: "server" });
 
 use exports::netplug::protocol::handler::Guest;
 use netplug::protocol::dialer::connect;
-use netplug::protocol::log::{log, Level};
+use netplug::protocol::log::{enabled, log, Level};
 use netplug::protocol::types::Connection;
 use std::cell::RefCell;
 use std::hint::black_box;
@@ -46,6 +46,19 @@ impl Guest for Hostile {
                 let got = conn.recv(u32::MAX).map_err(|e| format!("{}", e.name()))?;
                 conn.send(format!("recv returned {} bytes\n", got.len()).as_bytes())
                     .map_err(|e| format!("{}", e.name()))?;
+            }
+            "logwhile" => {
+                // Reports what `enabled` says per level, then logs for as
+                // long as the host says a line would appear, and reports how
+                // many lines that was.
+                let levels = [Level::Debug, Level::Info, Level::Warn].map(|l| enabled(l) as u8);
+                let mut lines = 0;
+                while enabled(Level::Info) && lines < 100_000 {
+                    log(Level::Info, "logging while enabled");
+                    lines += 1;
+                }
+                let report = format!("debug {} info {} warn {} lines {lines}\n", levels[0], levels[1], levels[2]);
+                conn.send(report.as_bytes()).map_err(|e| e.name().to_string())?;
             }
             "count" => {
                 // Connections this instance has served: 1 unless the host
