@@ -6,7 +6,10 @@ use crate::report::Row;
 use std::fmt::Write;
 
 pub fn chart(title: &str, rows: &[Row]) -> String {
-    let label_w = 330.0;
+    // Wide enough for the longest row name (about 6.6 px a character at
+    // 12 px sans-serif), so no label is cut at the left edge.
+    let longest = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(0);
+    let label_w = (longest as f64 * 6.6 + 20.0).max(330.0);
     let bar_w = 420.0;
     let row_h = 26.0;
     let top = 56.0;
