@@ -217,12 +217,9 @@ async fn read_when_ready(stream: &TcpStream, want: usize) -> io::Result<Received
         // Capacity, not length: try_read_buf fills spare capacity, so the
         // buffer is never zeroed and never larger than asked.
         let mut head = Vec::with_capacity(first);
-        match stream.try_read_buf(&mut head) {
+        match read_noting_drain(stream, first, || stream.try_read_buf(&mut head)) {
             Ok(n) => {
                 let more = if n == first { want - first } else { 0 };
-                if n < first {
-                    drained(stream);
-                }
                 return Ok(Received { head, more });
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -231,14 +228,36 @@ async fn read_when_ready(stream: &TcpStream, want: usize) -> io::Result<Received
     }
 }
 
-/// Tells tokio that a read came back short: the receive queue was empty, so
-/// the socket is no longer readable. Without this, tokio learns it only from
-/// one more read failing with `WouldBlock`, a wasted syscall on every
-/// request of a keep-alive connection. Should data have arrived meanwhile,
-/// its readiness event is newer than the one cleared here and survives, and
-/// edge-triggered epoll reports any later data anew.
-pub(crate) fn drained(stream: &TcpStream) {
-    let _ = stream.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+/// Runs `read` (a `try_read` on `stream` into at most `capacity` bytes)
+/// and, if it came back short (some bytes, fewer than asked), tells tokio
+/// the socket is no longer readable: the receive queue was empty. Without
+/// this tokio learns it only from one more read failing with `WouldBlock`,
+/// a wasted syscall on every request of a keep-alive connection.
+///
+/// The readiness cleared is the one seen *before* the read: an event for
+/// data that arrived during or after the read is newer (another worker may
+/// have polled the driver meanwhile), so tokio keeps it and no wake-up is
+/// lost.
+pub(crate) fn read_noting_drain(
+    stream: &TcpStream,
+    capacity: usize,
+    read: impl FnOnce() -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut got = None;
+    let outcome = stream.try_io(Interest::READABLE, || {
+        let n = read()?;
+        got = Some(n);
+        if n > 0 && n < capacity {
+            // Makes `try_io` clear the readiness it saw before `read`.
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match got {
+        Some(n) => Ok(n),
+        None => outcome,
+    }
 }
 
 pub(crate) fn code_for(err: &io::Error) -> ErrorCode {

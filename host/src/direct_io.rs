@@ -5,7 +5,7 @@
 //! copies are a measurable part of the host's cost.
 
 use crate::bindings::ErrorCode;
-use crate::connection::{code_for, Connection, Received};
+use crate::connection::{code_for, read_noting_drain, Connection, Received};
 use crate::state::GuestState;
 use std::io;
 use std::mem::MaybeUninit;
@@ -120,10 +120,11 @@ impl RecvIntoGuest {
         // wasm code or host call can touch or move until lowering is done;
         // the connection borrowed here is host memory, not guest memory.
         let rest = unsafe { std::slice::from_raw_parts_mut(rest, more) };
-        let got = conn.stream.try_read(rest).unwrap_or(0);
-        if got < more {
-            crate::connection::drained(&conn.stream);
-        }
+        let stream = &conn.stream;
+        // Nothing more queued (`WouldBlock`), or a failure, which leaves the
+        // socket readable for the next `recv` to report: either way the list
+        // holds what was read.
+        let got = read_noting_drain(stream, more, || stream.try_read(rest)).unwrap_or(0);
         conn.bytes_in += got as u64;
         let len = head.len() + got;
         if len == capacity {
