@@ -121,10 +121,14 @@ impl RecvIntoGuest {
         // the connection borrowed here is host memory, not guest memory.
         let rest = unsafe { std::slice::from_raw_parts_mut(rest, more) };
         let stream = &conn.stream;
+        // The kernel's copy into guest memory is I/O, not guest computing:
+        // like every other read, it is not charged to the CPU budget.
+        let started = state.clock.begin_wait();
         // Nothing more queued (`WouldBlock`), or a failure, which leaves the
         // socket readable for the next `recv` to report: either way the list
         // holds what was read.
         let got = read_noting_drain(stream, more, || stream.try_read(rest)).unwrap_or(0);
+        state.clock.end_wait(started);
         conn.bytes_in += got as u64;
         let len = head.len() + got;
         if len == capacity {
