@@ -424,19 +424,33 @@ fn every_connection_gets_a_fresh_instance_by_default() {
 #[test]
 fn opt_in_instance_reuse_serves_several_connections_per_instance() {
     let host = Host::serve("hostile", &["--connections-per-instance", "3"]);
-    let counts: Vec<u32> = (0..6).map(|_| served_count(host.addr)).collect();
+    // The host takes an instance back just after its guest returns, which is
+    // just after the client sees the connection close; a client reconnecting
+    // within that moment gets a fresh instance. A pause after each connection
+    // keeps the sequence deterministic.
+    let settle = || std::thread::sleep(Duration::from_millis(50));
+    let counts: Vec<u32> = (0..6)
+        .map(|_| {
+            let count = served_count(host.addr);
+            settle();
+            count
+        })
+        .collect();
     assert_eq!(counts, [1, 2, 3, 1, 2, 3], "an instance serves 3 connections, then a fresh one takes over");
     // An instance that traps is never reused.
     let mut s = connect(host.addr);
     s.write_all(b"panic").unwrap();
     assert_eq!(read_to_end(&mut s), b"HELLO,WORLD");
+    settle();
     assert_eq!(served_count(host.addr), 1);
+    settle();
     // Nor one that kept a connection: the host closes what it kept. (The
     // instance that just counted 1 serves `keep`; were it reused after, the
     // next count would be 2.)
     let mut s = connect(host.addr);
     s.write_all(b"keep").unwrap();
     assert_eq!(read_to_end(&mut s), b"HELLO,WORLD", "the kept connection is closed");
+    settle();
     assert_eq!(served_count(host.addr), 1);
 }
 

@@ -26,7 +26,7 @@ pub struct Connection {
     /// stream's state is then unknown (a send may have been cut short), so
     /// every later call fails at once with the same code instead of waiting
     /// again.
-    broken: Option<ErrorCode>,
+    pub(crate) broken: Option<ErrorCode>,
     /// Dialed by the guest (counted against its resource cap), rather than
     /// accepted by the host.
     dialed: bool,
@@ -192,21 +192,6 @@ pub struct Received {
     pub more: usize,
 }
 
-impl Received {
-    /// Reads what may follow `head` into `head` itself, on the host side.
-    fn read_rest_into_head(mut self, c: &mut Connection) -> Vec<u8> {
-        if self.more > 0 {
-            let filled = self.head.len();
-            self.head.resize(filled + self.more, 0);
-            // Whatever is not queued now is left for the next recv.
-            let n = c.stream.try_read(&mut self.head[filled..]).unwrap_or(0);
-            self.head.truncate(filled + n);
-            c.bytes_in += n as u64;
-        }
-        self.head
-    }
-}
-
 /// Waits until the socket is readable, then reads the first bytes of at most
 /// `want`. The buffer is allocated only once there is data, so a connection
 /// whose guest waits in `recv` holds no buffer while it waits.
@@ -305,11 +290,9 @@ impl types::HostConnection for GuestState {
     }
 
     // Linked for completeness only, like `send`: `direct_io` shadows it.
+    // The head alone is a whole answer: `recv` returns at least one byte.
     async fn recv(&mut self, conn: Resource<Connection>, max: u32) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
-        Ok(match self.recv_head(&conn, max).await? {
-            Ok(received) => Ok(received.read_rest_into_head(self.table.get_mut(&conn)?)),
-            Err(code) => Err(code),
-        })
+        Ok(self.recv_head(&conn, max).await?.map(|received| received.head))
     }
 
     async fn shutdown(&mut self, conn: Resource<Connection>) -> wasmtime::Result<Result<(), ErrorCode>> {

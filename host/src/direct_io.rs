@@ -124,10 +124,17 @@ impl RecvIntoGuest {
         // The kernel's copy into guest memory is I/O, not guest computing:
         // like every other read, it is not charged to the CPU budget.
         let started = state.clock.begin_wait();
-        // Nothing more queued (`WouldBlock`), or a failure, which leaves the
-        // socket readable for the next `recv` to report: either way the list
-        // holds what was read.
-        let got = read_noting_drain(stream, more, || stream.try_read(rest)).unwrap_or(0);
+        let got = match read_noting_drain(stream, more, || stream.try_read(rest)) {
+            Ok(n) => n,
+            // Nothing more queued: the list holds the head alone.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            // The head is still delivered; the failure is what every later
+            // call on the connection returns, as after any failed read.
+            Err(e) => {
+                conn.broken = Some(code_for(&e));
+                0
+            }
+        };
         state.clock.end_wait(started);
         conn.bytes_in += got as u64;
         let len = head.len() + got;
