@@ -1,8 +1,9 @@
-//! Command-line interface. The doc comments here are the `--help` text.
+//! The command line. The doc comments here are the `--help` text; option
+//! groups are flattened structs so that later commands can share them.
 
-use crate::limits::{MaybeLimit, parse_duration, parse_optional_duration, parse_optional_size, parse_size};
-use crate::logging::Level;
-use clap::{Parser, Subcommand};
+use crate::units::{parse_duration, parse_optional_duration, parse_optional_size, parse_size, MaybeLimit};
+use clap::{Args, Parser, Subcommand};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,9 +20,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    Run(RunCommand),
+    Run(Box<RunCommand>),
     Inspect(InspectCommand),
 }
+
+/// The most connections the instance pool can be sized for. Each pool slot
+/// reserves address space for a linear memory (4 GiB plus guards), and
+/// x86_64 user space is 128 TiB.
+pub const MAX_CONNECTIONS: u32 = 20_000;
 
 /// Serve a server-world guest on a TCP port, or run a client-world guest once.
 ///
@@ -34,25 +40,65 @@ pub struct RunCommand {
     #[arg(value_name = "GUEST.wasm")]
     pub guest: PathBuf,
 
+    #[command(flatten)]
+    pub listen: ListenArgs,
+
+    /// Address the client guest connects to (client guests). It is passed to
+    /// the guest's `run` as its first argument and is the one address it may
+    /// dial besides those of `--allow-connect`.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "port")]
+    pub connect: Option<String>,
+
+    #[command(flatten)]
+    pub grants: GrantArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub overload: OverloadArgs,
+
+    /// Compile the guest afresh and leave the compiled-guest cache alone
+    /// (by default compilations are cached in `$NETPLUG_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/netplug`, else `~/.cache/netplug`).
+    #[arg(long)]
+    pub no_cache: bool,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    /// Arguments passed to a client guest's `run` after the `--connect`
+    /// address.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+/// Where and how a server guest is served.
+#[derive(Args, Debug, Clone)]
+pub struct ListenArgs {
     /// Port to listen on (server guests). 0 picks a free port; the bound
     /// address is printed on stdout as `listening on ADDR`.
     #[arg(long)]
     pub port: Option<u16>,
 
-    /// IP address to listen on (server guests).
-    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
-    pub addr: String,
+    /// IP address to listen on (server guests): 127.0.0.1, ::1, 0.0.0.0...
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP", value_parser = parse_ip)]
+    pub addr: IpAddr,
 
     /// Length of the kernel's queue of connections not yet accepted.
-    #[arg(long, default_value_t = 1024, value_name = "N")]
+    #[arg(long, default_value_t = 1024, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub backlog: u32,
 
-    /// Address the client guest connects to (client guests). It is passed to
-    /// the guest's `run` as its first argument and is the one address it may
-    /// dial besides those of `--allow-connect`.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub connect: Option<String>,
+    /// On SIGINT or SIGTERM, how long in-flight connections may run before
+    /// they are closed. A second signal exits at once.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_timeout: Duration,
+}
 
+/// What a guest may reach beyond its own connection.
+#[derive(Args, Debug, Clone)]
+pub struct GrantArgs {
     /// Let the guest dial this address through `dialer.connect`. Repeatable.
     /// Every other address is denied.
     #[arg(long = "allow-connect", value_name = "HOST:PORT")]
@@ -63,11 +109,17 @@ pub struct RunCommand {
     /// address a socket may use. Repeatable.
     #[arg(long, value_name = "INTERFACE", value_parser = ["wasi:filesystem", "wasi:sockets"])]
     pub grant: Vec<String>,
+}
 
-    /// Connections served at once. When all are busy the host stops accepting
-    /// and new connections wait in the listen backlog. The instance pool is
-    /// sized to this.
-    #[arg(long, default_value_t = 1000, value_name = "N")]
+/// Limits on each connection's guest instance.
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Connections served at once. When all are busy (and none has been idle
+    /// long enough to be closed, see --overload-threshold) the host stops
+    /// accepting and new connections wait in the listen backlog. The
+    /// instance pool is sized to this.
+    #[arg(long, default_value_t = 1000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_CONNECTIONS as i64))]
     pub max_connections: u32,
 
     /// Connections one guest instance may serve, one after another. 1 (the
@@ -76,17 +128,18 @@ pub struct RunCommand {
     /// kept) serves the next one, which is faster, but whatever the guest
     /// left in its memory is then visible to the next connection it serves:
     /// use it only for guests trusted with that.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub connections_per_instance: u32,
 
     /// Linear memory a guest instance may grow to; growth past it fails
-    /// inside the guest. Units: B, KiB, MiB, GiB (or K, M, G).
-    #[arg(long, default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
+    /// inside the guest. Units: B, KiB, MiB, GiB (K, M, G: also 1024-based);
+    /// 64KiB to 4GiB.
+    #[arg(long, default_value = "16MiB", value_parser = parse_memory, value_name = "SIZE")]
     pub max_memory: u64,
 
     /// Guest execution time allowed per connection (time spent waiting on
     /// the peer does not count); past it the instance is interrupted.
-    /// Units: ms, s, m, h.
+    /// Examples: 500ms, 1s, 2m.
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub cpu_timeout: Duration,
 
@@ -110,8 +163,9 @@ pub struct RunCommand {
     pub max_bytes_out: MaybeLimit<u64>,
 
     /// Host resources (connections, streams) one guest instance may hold at
-    /// once; past it `dialer.connect` returns `resource-limit`.
-    #[arg(long, default_value_t = 64, value_name = "N")]
+    /// once, its own connection included; past it `dialer.connect` returns
+    /// `resource-limit`.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_resources: u32,
 
     /// Log lines one connection's guest may write (log interface, stdout and
@@ -123,30 +177,47 @@ pub struct RunCommand {
     /// one notice.
     #[arg(long, default_value = "64KiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_log_bytes: u64,
+}
 
-    /// On SIGINT or SIGTERM, how long in-flight connections may run before
-    /// they are closed.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
-    pub shutdown_timeout: Duration,
+/// What the host does when connections run short, in the spirit of nginx
+/// (idle keep-alive connections are closed first when connections run out)
+/// and Envoy's overload manager (timeouts shrink under pressure).
+#[derive(Args, Debug, Clone)]
+pub struct OverloadArgs {
+    /// Open connections, in percent of --max-connections, past which the host
+    /// counts as overloaded: from then on every new wait on a peer is bounded
+    /// by --overload-idle-timeout instead of --idle-timeout. 100 turns the
+    /// shrinking off.
+    #[arg(long, default_value_t = 80, value_name = "PERCENT",
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub overload_threshold: u8,
 
-    /// Most detailed host log level written to stderr.
+    /// The idle timeout while overloaded.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub overload_idle_timeout: Duration,
+}
+
+/// How the host logs.
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Most detailed level of the host's log (stderr). `RUST_LOG`, if set,
+    /// takes precedence and accepts tracing's full filter syntax (for
+    /// example `RUST_LOG=info,wasmtime=debug`).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
-    pub log_level: Level,
-
-    /// Compile the guest afresh and leave the compiled-guest cache alone
-    /// (by default compilations are cached in `$NETPLUG_CACHE_DIR`, else
-    /// `$XDG_CACHE_HOME/netplug`, else `~/.cache/netplug`).
-    #[arg(long)]
-    pub no_cache: bool,
+    pub log_level: LogLevel,
 
     /// Log traps with the guest's full wasm backtrace.
     #[arg(short, long)]
     pub verbose: bool,
+}
 
-    /// Arguments passed to a client guest's `run` after the `--connect`
-    /// address.
-    #[arg(last = true, value_name = "ARGS")]
-    pub args: Vec<String>,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
 }
 
 /// Print a guest's world, imports and exports, and what the host would grant
@@ -156,4 +227,60 @@ pub struct InspectCommand {
     /// The guest component (a `.wasm` built for wasm32-wasip2).
     #[arg(value_name = "GUEST.wasm")]
     pub guest: PathBuf,
+}
+
+/// An IP address, also accepted in brackets (`[::1]`).
+fn parse_ip(text: &str) -> Result<IpAddr, String> {
+    text.trim_matches(['[', ']'])
+        .parse()
+        .map_err(|_| format!("`{text}` is not an IP address (examples: 127.0.0.1, ::1, 0.0.0.0)"))
+}
+
+/// A linear-memory size: at least one wasm page, at most 4 GiB.
+fn parse_memory(text: &str) -> Result<u64, String> {
+    let n = parse_size(text)?;
+    if !(64 << 10..=4 << 30).contains(&n) {
+        return Err(format!("`{text}` is out of range: expected 64KiB (one wasm page) to 4GiB"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let cli = Cli::try_parse_from(["host", "run", "g.wasm", "--port", "0"]).unwrap();
+        let Command::Run(run) = cli.command else { panic!("not run") };
+        assert_eq!(run.limits.max_memory, 16 << 20);
+        assert_eq!(run.limits.idle_timeout, Duration::from_secs(30));
+        assert_eq!(run.limits.max_lifetime, MaybeLimit(None));
+        assert_eq!(run.listen.addr, "127.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn ranges_are_checked_by_the_parser() {
+        for bad in [
+            &["--max-connections", "0"][..],
+            &["--max-connections", "20001"],
+            &["--backlog", "0"],
+            &["--max-memory", "1K"],
+            &["--overload-threshold", "101"],
+            &["--addr", "localhost"],
+            &["--connect", "127.0.0.1:1"],
+        ] {
+            let args = ["host", "run", "g.wasm", "--port", "0"].iter().chain(bad);
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?} accepted");
+        }
+        let cli = Cli::try_parse_from(["host", "run", "g.wasm", "--port", "0", "--addr", "[::1]"]).unwrap();
+        let Command::Run(run) = cli.command else { panic!("not run") };
+        assert_eq!(run.listen.addr, "::1".parse::<IpAddr>().unwrap());
+    }
 }

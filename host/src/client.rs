@@ -2,8 +2,8 @@
 //! result.
 
 use crate::bindings::client::ClientPre;
-use crate::outcome::{describe_fault, print_backtrace};
-use crate::state::{new_store, GuestState, Policy, Stdout};
+use crate::fault::{stop_signal, Fault};
+use crate::store::{new_store, GuestState, Policy, Stdout};
 use anyhow::{bail, Result};
 use std::sync::Arc;
 use wasmtime::component::InstancePre;
@@ -12,25 +12,23 @@ use wasmtime::component::InstancePre;
 /// returned as this run's error.
 pub async fn run(pre: InstancePre<GuestState>, policy: Arc<Policy>, guest: &str, args: Vec<String>) -> Result<()> {
     let pre = ClientPre::new(pre)?;
-    let mut store = new_store(pre.engine(), &policy, guest.to_string(), Stdout::Inherit);
-    let stop = store.data().stop_signal();
+    let mut store = new_store(pre.engine(), &policy, Stdout::Inherit);
+    let stop = stop_signal(store.data());
     let call = async {
         let client = pre.instantiate_async(&mut store).await?;
         client.call_run(&mut store, &args).await
     };
-    let result = tokio::select! {
+    let fault = tokio::select! {
         biased;
-        result = call => result,
-        stop = stop => bail!("guest {guest} stopped: {stop}"),
+        result = call => match result {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(reason)) => bail!("guest {guest} failed: {reason}"),
+            Err(err) => Fault::Trap(err),
+        },
+        stop = stop => Fault::Stopped(stop),
     };
-    match result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(reason)) => bail!("guest {guest} failed: {reason}"),
-        Err(err) => {
-            if policy.verbose {
-                print_backtrace(guest, &err);
-            }
-            bail!("guest {guest} stopped: {}", describe_fault(&err, store.data()))
-        }
+    if policy.verbose {
+        fault.log_backtrace();
     }
+    bail!("guest {guest} stopped: {}", fault.describe(store.data()))
 }

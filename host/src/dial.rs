@@ -1,9 +1,16 @@
-//! Which outbound addresses a guest may dial. Guests name an address; the
-//! host dials it only if it is on the allow list, and never resolves a name
-//! that is not on the list (a guest gets no DNS of its own).
+//! Outbound connections: the allow list, and the `dialer` interface that
+//! guests dial through. Guests name an address; the host dials it only if it
+//! is on the allow list, and never resolves a name that is not on the list
+//! (a guest gets no DNS of its own).
 
+use crate::bindings::server::netplug::protocol::dialer;
+use crate::bindings::ErrorCode;
+use crate::connection::{bounded, code_for, report_eviction, report_timeout, Connection, Waited};
+use crate::store::GuestState;
 use anyhow::{bail, Context, Result};
 use std::net::{SocketAddr, ToSocketAddrs};
+use tokio::net::TcpStream;
+use wasmtime::component::{Resource, ResourceTableError};
 
 #[derive(Debug, Default)]
 pub struct DialPolicy {
@@ -32,10 +39,8 @@ impl DialPolicy {
             if split_host_port(text).is_none() {
                 bail!("invalid address `{text}`: expected HOST:PORT, such as 127.0.0.1:6379 or [::1]:80");
             }
-            let addrs: Vec<SocketAddr> = text
-                .to_socket_addrs()
-                .with_context(|| format!("cannot resolve `{text}`"))?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                text.to_socket_addrs().with_context(|| format!("cannot resolve `{text}`"))?.collect();
             if addrs.is_empty() {
                 bail!("`{text}` resolves to no address");
             }
@@ -60,6 +65,63 @@ impl DialPolicy {
             }
         }
         DialTarget::Denied
+    }
+}
+
+impl dialer::Host for GuestState {
+    async fn connect(&mut self, address: String) -> wasmtime::Result<Result<Resource<Connection>, ErrorCode>> {
+        let addrs = match self.policy.dial.check(&address) {
+            DialTarget::Allowed(addrs) => addrs,
+            DialTarget::Invalid => return Ok(Err(ErrorCode::InvalidArgument)),
+            DialTarget::Denied => {
+                tracing::warn!("dial to {address} denied: not allowed by --allow-connect");
+                return Ok(Err(ErrorCode::Denied));
+            }
+        };
+        // The guest's own connection is one resource; what it dials is capped
+        // below the table's capacity so the cap is hit here, cleanly, before
+        // a socket is opened.
+        let max = self.policy.limits.max_resources;
+        if self.dialed + 1 >= max {
+            if self.dialed + 1 == max {
+                tracing::warn!("resource limit: guest holds {} connections (--max-resources)", self.dialed);
+            }
+            return Ok(Err(ErrorCode::ResourceLimit));
+        }
+        let (budget, end) = self.wait_budget();
+        let started = self.clock.begin_wait();
+        let waited = bounded(budget, &self.signal, false, TcpStream::connect(&addrs[..])).await;
+        self.clock.end_wait(started);
+        let stream = match waited {
+            Waited::Done(Ok(stream)) => stream,
+            Waited::Done(Err(e)) => {
+                tracing::info!("dial to {address} failed: {e}");
+                return Ok(Err(code_for(&e)));
+            }
+            Waited::TimedOut => {
+                report_timeout(&self.policy.limits, end, "connect");
+                return Ok(Err(ErrorCode::TimedOut));
+            }
+            Waited::Evicted => {
+                report_eviction("connect");
+                return Ok(Err(ErrorCode::TimedOut));
+            }
+            Waited::ShutDown => unreachable!("a dial is never at a request boundary"),
+        };
+        let _ = stream.set_nodelay(true);
+        let peer = match stream.peer_addr() {
+            Ok(peer) => peer,
+            Err(e) => return Ok(Err(code_for(&e))),
+        };
+        match self.table.push(Connection::dialed(stream, peer)) {
+            Ok(res) => {
+                self.dialed += 1;
+                self.live_connections += 1;
+                Ok(Ok(res))
+            }
+            Err(ResourceTableError::Full) => Ok(Err(ErrorCode::ResourceLimit)),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

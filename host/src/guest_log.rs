@@ -1,53 +1,70 @@
-//! What a guest writes (the `log` interface, stdout and stderr) goes to the
-//! host's log, each line prefixed with its connection's peer address, and
-//! bounded per connection so a guest cannot flood the host's log or disk.
+//! What a guest writes (the `log` interface, stdout and stderr) becomes
+//! events in the host's log, inside the connection's span (so each carries
+//! the listener and peer), bounded per connection so a guest cannot flood
+//! the host's log or disk.
 
+use crate::bindings::server::netplug::protocol::log;
 use crate::bindings::Level as GuestLevel;
-use crate::logging::{self, Level};
+use crate::store::GuestState;
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
+use tracing::Level;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// The longest line kept; a longer one is split.
 const MAX_LINE: usize = 4096;
 
-/// One connection's log budget and the source name its lines carry.
+/// The target of guest lines, so `RUST_LOG` can single them out.
+pub const TARGET: &str = "guest";
+
+/// One connection's log budget.
+#[derive(Debug)]
 pub struct GuestLog {
-    source: String,
     lines_left: u32,
     bytes_left: u64,
     dropped: u64,
 }
 
-pub type SharedLog = Arc<Mutex<GuestLog>>;
+/// Whether the host log takes events at `level` from guests. Answered by
+/// tracing's per-callsite interest cache: a disabled level costs a load.
+fn level_enabled(level: Level) -> bool {
+    match level {
+        Level::ERROR => tracing::enabled!(target: TARGET, Level::ERROR),
+        Level::WARN => tracing::enabled!(target: TARGET, Level::WARN),
+        Level::INFO => tracing::enabled!(target: TARGET, Level::INFO),
+        Level::DEBUG => tracing::enabled!(target: TARGET, Level::DEBUG),
+        Level::TRACE => tracing::enabled!(target: TARGET, Level::TRACE),
+    }
+}
+
+fn emit(level: Level, line: &str) {
+    match level {
+        Level::ERROR => tracing::error!(target: TARGET, "{line}"),
+        Level::WARN => tracing::warn!(target: TARGET, "{line}"),
+        Level::INFO => tracing::info!(target: TARGET, "{line}"),
+        Level::DEBUG => tracing::debug!(target: TARGET, "{line}"),
+        Level::TRACE => tracing::trace!(target: TARGET, "{line}"),
+    }
+}
 
 impl GuestLog {
-    pub fn new(source: String, max_lines: u32, max_bytes: u64) -> SharedLog {
-        Arc::new(Mutex::new(GuestLog {
-            source,
-            lines_left: max_lines,
-            bytes_left: max_bytes,
-            dropped: 0,
-        }))
-    }
-
-    pub fn source(&self) -> &str {
-        &self.source
+    pub fn new(max_lines: u32, max_bytes: u64) -> Self {
+        GuestLog { lines_left: max_lines, bytes_left: max_bytes, dropped: 0 }
     }
 
     /// Starts a new connection's budget in place, so that stdio streams the
-    /// guest already holds keep writing to the right place when an instance
-    /// serves another connection.
-    pub fn reset(&mut self, source: String, max_lines: u32, max_bytes: u64) {
-        *self = GuestLog { source, lines_left: max_lines, bytes_left: max_bytes, dropped: 0 };
+    /// guest already holds keep counting against the right budget when an
+    /// instance serves another connection.
+    pub fn reset(&mut self, max_lines: u32, max_bytes: u64) {
+        *self = GuestLog::new(max_lines, max_bytes);
     }
 
     /// Whether a line at `level` would be written now. A guest that asks
     /// once the budget is spent gets `false`, and the log the same single
     /// notice as for a dropped line.
     pub fn would_write(&mut self, level: Level) -> bool {
-        if !logging::enabled(level) {
+        if !level_enabled(level) {
             return false;
         }
         if self.lines_left == 0 || self.bytes_left == 0 {
@@ -57,29 +74,27 @@ impl GuestLog {
         true
     }
 
-    /// Writes one guest line if the budget allows; the first line over it
-    /// is replaced by a single notice.
-    pub fn write(&mut self, level: Level, line: &str) {
-        if !logging::enabled(level) {
-            return;
+    /// Writes one guest line if the level is enabled and the budget allows;
+    /// the first line over the budget is replaced by a single notice.
+    /// Returns whether the line was written.
+    pub fn write(&mut self, level: Level, line: &str) -> bool {
+        if !level_enabled(level) {
+            return false;
         }
         let len = line.len() as u64;
         if self.lines_left == 0 || self.bytes_left < len {
             self.drop_line();
-            return;
+            return false;
         }
         self.lines_left -= 1;
         self.bytes_left -= len;
-        logging::emit(level, &self.source, line);
+        emit(level, line);
+        true
     }
 
     fn drop_line(&mut self) {
         if self.dropped == 0 {
-            logging::emit(
-                Level::Warn,
-                &self.source,
-                "guest log limit reached (--max-log-lines/--max-log-bytes): dropping further guest output",
-            );
+            tracing::warn!("guest log limit reached (--max-log-lines/--max-log-bytes): dropping further guest output");
         }
         self.dropped += 1;
     }
@@ -87,22 +102,35 @@ impl GuestLog {
 
 pub fn level_of(level: GuestLevel) -> Level {
     match level {
-        GuestLevel::Trace | GuestLevel::Debug => Level::Debug,
-        GuestLevel::Info => Level::Info,
-        GuestLevel::Warn => Level::Warn,
-        GuestLevel::Error => Level::Error,
+        GuestLevel::Trace => Level::TRACE,
+        GuestLevel::Debug => Level::DEBUG,
+        GuestLevel::Info => Level::INFO,
+        GuestLevel::Warn => Level::WARN,
+        GuestLevel::Error => Level::ERROR,
+    }
+}
+
+/// The `log` interface.
+impl log::Host for GuestState {
+    async fn log(&mut self, level: GuestLevel, message: String) -> wasmtime::Result<()> {
+        self.log.lock().unwrap().write(level_of(level), &message);
+        Ok(())
+    }
+
+    async fn enabled(&mut self, level: GuestLevel) -> wasmtime::Result<bool> {
+        Ok(self.log.lock().unwrap().would_write(level_of(level)))
     }
 }
 
 /// A guest's stdout or stderr, written to the host log line by line.
 #[derive(Clone)]
 pub struct LogStdio {
-    log: SharedLog,
+    log: Arc<Mutex<GuestLog>>,
     level: Level,
 }
 
 impl LogStdio {
-    pub fn new(log: SharedLog, level: Level) -> Self {
+    pub fn new(log: Arc<Mutex<GuestLog>>, level: Level) -> Self {
         LogStdio { log, level }
     }
 }
@@ -173,5 +201,61 @@ impl OutputStream for LineWriter {
 
     fn check_write(&mut self) -> StreamResult<usize> {
         Ok(MAX_LINE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` with a subscriber that takes every level.
+    fn with_log<R>(f: impl FnOnce() -> R) -> R {
+        let subscriber = tracing_subscriber::fmt().with_max_level(Level::TRACE).with_test_writer().finish();
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    #[test]
+    fn the_line_budget_is_exact() {
+        with_log(|| {
+            let mut log = GuestLog::new(3, 1 << 20);
+            let written = (0..10).filter(|i| log.write(Level::INFO, &format!("line {i}"))).count();
+            assert_eq!(written, 3);
+            assert_eq!(log.dropped, 7);
+            assert!(!log.would_write(Level::INFO), "asking after the budget is spent");
+        });
+    }
+
+    #[test]
+    fn the_byte_budget_refuses_a_line_that_would_pass_it() {
+        with_log(|| {
+            let mut log = GuestLog::new(100, 10);
+            assert!(log.write(Level::INFO, "12345678"));
+            assert!(!log.write(Level::INFO, "123"), "8 + 3 bytes would pass 10");
+            assert!(log.write(Level::INFO, "12"), "8 + 2 fits");
+            assert!(!log.would_write(Level::INFO));
+        });
+    }
+
+    #[test]
+    fn disabled_levels_cost_no_budget() {
+        let subscriber = tracing_subscriber::fmt().with_max_level(Level::WARN).with_test_writer().finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let mut log = GuestLog::new(1, 1 << 20);
+            assert!(!log.would_write(Level::INFO));
+            assert!(!log.write(Level::DEBUG, "dropped by level"));
+            assert!(log.write(Level::WARN, "kept"));
+            assert_eq!(log.dropped, 0, "a line below the level is not over budget");
+        });
+    }
+
+    #[test]
+    fn a_reset_restores_the_budget() {
+        with_log(|| {
+            let mut log = GuestLog::new(1, 100);
+            assert!(log.write(Level::INFO, "a"));
+            assert!(!log.write(Level::INFO, "b"));
+            log.reset(1, 100);
+            assert!(log.write(Level::INFO, "c"));
+        });
     }
 }

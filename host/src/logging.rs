@@ -1,70 +1,38 @@
-//! The host's own log: one line per event on stderr, each written with a
-//! single `write` so lines from concurrent connections never interleave.
+//! The host's log: `tracing` events to stderr, one line each (each written
+//! with a single `write`, so lines from concurrent connections never
+//! interleave). Connection events carry their span's listener and peer.
 
-use std::io::Write;
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::cli::LogLevel;
+use anyhow::{Context, Result};
+use std::io::IsTerminal;
+use tracing_subscriber::EnvFilter;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
-pub enum Level {
-    Error = 1,
-    Warn = 2,
-    Info = 3,
-    Debug = 4,
-}
-
-impl Level {
-    fn label(self) -> &'static str {
-        match self {
-            Level::Error => "ERROR",
-            Level::Warn => "WARN ",
-            Level::Info => "INFO ",
-            Level::Debug => "DEBUG",
+/// Installs the subscriber. `RUST_LOG`, when set, is the whole filter (for
+/// example `RUST_LOG=info,wasmtime=debug`); otherwise `--log-level` applies
+/// to the host and its guests, and dependencies log warnings and errors.
+pub fn init(level: LogLevel) -> Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            EnvFilter::try_new(&directives).with_context(|| format!("invalid RUST_LOG `{directives}`"))?
         }
-    }
-}
-
-static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
-
-/// Sets the most detailed level that is written.
-pub fn set_max_level(level: Level) {
-    MAX_LEVEL.store(level as u8, Ordering::Relaxed);
-}
-
-pub fn enabled(level: Level) -> bool {
-    level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
-}
-
-/// Writes one log line: `LEVEL [source] message`. Newlines inside `message`
-/// are escaped so that one event is always one line.
-pub fn emit(level: Level, source: &str, message: &str) {
-    if !enabled(level) {
-        return;
-    }
-    let mut line = String::with_capacity(message.len() + source.len() + 16);
-    line.push_str(level.label());
-    line.push_str(" [");
-    line.push_str(source);
-    line.push_str("] ");
-    for c in message.chars() {
-        match c {
-            '\n' => line.push_str("\\n"),
-            '\r' => line.push_str("\\r"),
-            c => line.push(c),
-        }
-    }
-    line.push('\n');
-    // A closed stderr must not take the host down.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
-}
-
-macro_rules! log_at {
-    ($level:expr, $source:expr, $($arg:tt)+) => {
-        if $crate::logging::enabled($level) {
-            $crate::logging::emit($level, $source, &format!($($arg)+))
+        _ => {
+            let level = match level {
+                LogLevel::Error => "error",
+                LogLevel::Warn => "warn",
+                LogLevel::Info => "info",
+                LogLevel::Debug => "debug",
+                LogLevel::Trace => "trace",
+            };
+            let host = env!("CARGO_CRATE_NAME");
+            EnvFilter::try_new(format!("warn,{host}={level},host={level},{}={level}", crate::guest_log::TARGET))
+                .context("invalid log filter")?
         }
     };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(true)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }
-macro_rules! error { ($source:expr, $($arg:tt)+) => { log_at!($crate::logging::Level::Error, $source, $($arg)+) }; }
-macro_rules! warn { ($source:expr, $($arg:tt)+) => { log_at!($crate::logging::Level::Warn, $source, $($arg)+) }; }
-macro_rules! info { ($source:expr, $($arg:tt)+) => { log_at!($crate::logging::Level::Info, $source, $($arg)+) }; }
-macro_rules! debug { ($source:expr, $($arg:tt)+) => { log_at!($crate::logging::Level::Debug, $source, $($arg)+) }; }

@@ -1,32 +1,9 @@
-//! `host`: serves protocol guests (WebAssembly components) over real TCP.
+//! `host`: the command line. Everything else is in the `netplug` library.
 
-#[macro_use]
-mod logging;
-mod bindings;
-mod cache;
-mod cli;
-mod client;
-mod config;
-mod connection;
-mod dial;
-mod direct_io;
-mod guest_log;
-mod inspect;
-mod limits;
-mod outcome;
-mod runtime;
-mod server;
-mod shutdown;
-mod state;
-
-use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cli::{Cli, Command};
-use config::RunConfig;
-use runtime::World;
-use std::io::Write;
+use netplug::cli::{Cli, Command};
+use netplug::config::RunConfig;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 /// Every connection instantiates its guest anew, which makes many small,
 /// short-lived allocations across threads; mimalloc serves them with less
@@ -46,29 +23,13 @@ fn main() -> ExitCode {
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
-            }
-            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                let _ = e.print();
-                return ExitCode::from(2);
-            }
-            // One line naming what is wrong; `--help` has the rest.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first} (see `host {} --help`)", subcommand_hint());
-            return ExitCode::from(2);
-        }
+        Err(e) => return clap_exit(e),
     };
     let result = match cli.command {
-        Command::Run(cmd) => {
-            logging::set_max_level(cmd.log_level);
-            RunConfig::from_cli(cmd).and_then(run)
-        }
-        Command::Inspect(cmd) => inspect::run(&cmd.guest),
+        Command::Run(cmd) => netplug::logging::init(cmd.log.log_level)
+            .and_then(|()| RunConfig::from_cli(*cmd))
+            .and_then(netplug::run::run),
+        Command::Inspect(cmd) => netplug::inspect::run(&cmd.guest),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -79,71 +40,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn subcommand_hint() -> String {
-    std::env::args().nth(1).filter(|a| a == "run" || a == "inspect").unwrap_or_default()
-}
-
-/// `host run`: load the guest, then serve it or run it once by its world.
-fn run(config: RunConfig) -> Result<()> {
-    let engine = runtime::build_engine(&config.limits)?;
-    let component = runtime::load_component(&engine, &config.guest, config.cache_dir.as_deref())?;
-    let world = runtime::world_of(&engine, &component, &config.guest)?;
-    runtime::check_imports(&engine, &component, &config.guest, &config.grants)?;
-    let guest_name = config
-        .guest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| config.guest.display().to_string());
-    match world {
-        World::Server if config.listen.is_none() => {
-            bail!("{guest_name} is a server guest: give --port to serve it (0 picks a free port)")
+/// `--help` and `--version` as clap prints them; any other error as one line
+/// naming what is wrong (`--help` has the rest).
+fn clap_exit(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
         }
-        World::Client if config.connect.is_none() => {
-            bail!("{guest_name} is a client guest: give --connect HOST:PORT to run it")
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(2)
         }
-        _ => {}
-    }
-    let linker = runtime::build_linker(&engine)?;
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("cannot link guest {guest_name}"))?;
-    let policy = Arc::new(state::Policy {
-        limits: config.limits.clone(),
-        dial: config.dial,
-        verbose: config.verbose,
-    });
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let _ticker = runtime::EpochTicker::start(&engine);
-    match world {
-        World::Server => {
-            let addr = config.listen.expect("checked above");
-            let pre = bindings::server::ServerPre::new(pre)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("{guest_name} does not match the server world"))?;
-            let service = Arc::new(server::Service::new(pre, policy, guest_name.clone()));
-            tokio.block_on(async {
-                let listener = server::bind(addr, config.backlog)?;
-                let bound = listener.local_addr().context("cannot read the bound address")?;
-                // Tests and scripts read this line to find the port.
-                println!("listening on {bound}");
-                std::io::stdout().flush().ok();
-                info!("listener", "serving {guest_name} (world server) on {bound}");
-                let shutdown = shutdown::signal()?;
-                // The accept loop runs on a worker, beside the connections it
-                // spawns, rather than on this thread: handing every new
-                // connection across threads costs a wake-up each.
-                let serve = server::run(listener, service, shutdown, config.shutdown_timeout);
-                tokio::spawn(serve).await.context("the accept loop failed")?
-            })
-        }
-        World::Client => {
-            let mut args = vec![config.connect.clone().expect("checked above")];
-            args.extend(config.args);
-            tokio.block_on(client::run(pre, policy, &guest_name, args))
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let sub = std::env::args().nth(1).filter(|a| a == "run" || a == "inspect").unwrap_or_default();
+            eprintln!("{first} (see `host {sub} --help`)");
+            ExitCode::from(2)
         }
     }
 }

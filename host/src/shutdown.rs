@@ -1,19 +1,34 @@
-//! Graceful shutdown on SIGINT or SIGTERM.
+//! Shutdown on SIGINT or SIGTERM: the first signal starts a graceful
+//! shutdown; a second one exits at once, as users of servers expect when a
+//! graceful shutdown takes longer than they will wait.
 
 use anyhow::{Context, Result};
 use std::future::Future;
-use tokio::signal::unix::{self, SignalKind};
+use tokio::signal::unix::{self, Signal, SignalKind};
 
-/// Resolves on the first SIGINT or SIGTERM. The handlers are installed
-/// before this returns, so a signal that arrives at once is not missed.
+/// Installs the handlers (before this returns, so a signal that arrives at
+/// once is not missed) and returns a future that resolves on the first
+/// signal. From then on, the next signal exits the process.
 pub fn signal() -> Result<impl Future<Output = ()>> {
     let mut int = unix::signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     let mut term = unix::signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     Ok(async move {
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        };
-        info!("listener", "{name}: no longer accepting connections");
+        let name = next(&mut int, &mut term).await;
+        tracing::info!("{name}: no longer accepting connections (a second signal exits at once)");
+        tokio::spawn(async move {
+            let name = next(&mut int, &mut term).await;
+            tracing::warn!("{name} again: exiting at once");
+            std::process::exit(match name {
+                "SIGINT" => 128 + libc::SIGINT,
+                _ => 128 + libc::SIGTERM,
+            });
+        });
     })
+}
+
+async fn next(int: &mut Signal, term: &mut Signal) -> &'static str {
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }

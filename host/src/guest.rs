@@ -1,0 +1,121 @@
+//! Admitting a guest: read and compile it (through the compiled-guest
+//! cache), tell its world from its exports, and audit its imports against
+//! what the host grants. `host run` and `host inspect` both go through here.
+
+use crate::cache::Cache;
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+/// The export that makes a component a server guest.
+pub const HANDLER_EXPORT: &str = "netplug:protocol/handler@0.1.0";
+/// The export that makes a component a client guest.
+pub const RUN_EXPORT: &str = "run";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum World {
+    Server,
+    Client,
+}
+
+impl World {
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Server => "server",
+            World::Client => "client",
+        }
+    }
+}
+
+/// The file name of a guest, for log lines and messages.
+pub fn display_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+/// Reads and compiles a guest, naming the file and what is wrong with it.
+/// With a cache, a previous compilation of the same bytes is reused.
+pub fn load(engine: &Engine, path: &Path, cache: Option<&Cache>) -> Result<Component> {
+    let shown = path.display();
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read guest {shown}"))?;
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        bail!("{shown} is not a WebAssembly file (it does not start with the \\0asm magic bytes)");
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        bail!(
+            "{shown} is a core WebAssembly module, not a component: build the guest for \
+             wasm32-wasip2 (or wrap the module with `wasm-tools component new`)"
+        );
+    }
+    if let Some(component) = cache.and_then(|cache| cache.load(engine, &bytes)) {
+        return Ok(component);
+    }
+    let component = Component::new(engine, &bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("cannot compile guest {shown}"))?;
+    if let Some(cache) = cache {
+        cache.store(engine, &bytes, &component);
+    }
+    Ok(component)
+}
+
+/// Tells the worlds apart by the component's exports.
+pub fn world_of(engine: &Engine, component: &Component, path: &Path) -> Result<World> {
+    let ty = component.component_type();
+    let exports: Vec<(String, ComponentItem)> =
+        ty.exports(engine).map(|(name, item)| (name.to_string(), item.ty)).collect();
+    let serves = exports.iter().any(|(n, i)| n == HANDLER_EXPORT && matches!(i, ComponentItem::ComponentInstance(_)));
+    let runs = exports.iter().any(|(n, i)| n == RUN_EXPORT && matches!(i, ComponentItem::ComponentFunc(_)));
+    match (serves, runs) {
+        (true, false) => Ok(World::Server),
+        (false, true) => Ok(World::Client),
+        _ => {
+            let names: Vec<&str> = exports.iter().map(|(n, _)| n.as_str()).collect();
+            bail!(
+                "{} is neither a server nor a client guest: it exports [{}], expected `{HANDLER_EXPORT}` \
+                 (world server) or a `{RUN_EXPORT}` function (world client), but not both",
+                path.display(),
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// Interfaces a guest may import. Rust's std on wasip2 imports the
+/// `wasi:cli`, `wasi:io`, `wasi:clocks` and `wasi:random` ones; with no
+/// environment, arguments, preopens or stdin configured they grant nothing
+/// beyond a clock, randomness and the stdio that goes to the host log.
+const GRANTED: &[&str] = &["netplug:protocol/", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/"];
+
+/// Whether the host links `name` for guests, and why not when it does not.
+/// `extra` holds the packages granted with `--grant`.
+pub fn grant(name: &str, extra: &[String]) -> Result<(), &'static str> {
+    if GRANTED.iter().any(|prefix| name.starts_with(prefix)) {
+        return Ok(());
+    }
+    if extra.iter().any(|pkg| name.starts_with(pkg.as_str()) && name[pkg.len()..].starts_with('/')) {
+        return Ok(());
+    }
+    Err(if name.starts_with("wasi:sockets/") {
+        "guests get no sockets of their own; connections come from the host (netplug:protocol/dialer); \
+         --grant wasi:sockets loads it with every address denied"
+    } else if name.starts_with("wasi:filesystem/") {
+        "guests get no filesystem; --grant wasi:filesystem loads it with no directory to open"
+    } else if name.starts_with("wasi:http/") {
+        "the host does not provide wasi:http; speak HTTP over a netplug connection"
+    } else {
+        "the host does not provide this interface"
+    })
+}
+
+/// Refuses, naming the import, a guest that needs what the host will not
+/// grant.
+pub fn check_imports(engine: &Engine, component: &Component, path: &Path, extra: &[String]) -> Result<()> {
+    for (name, _) in component.component_type().imports(engine) {
+        if let Err(why) = grant(name, extra) {
+            bail!("{} imports `{name}`, which the host refuses: {why}", path.display());
+        }
+    }
+    Ok(())
+}

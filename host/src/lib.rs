@@ -1,0 +1,28 @@
+//! netplug's host: serves protocol guests (WebAssembly components) over
+//! real TCP. The `host` binary (main.rs) is a thin command line over this
+//! library; see the README's Layout section for what each module holds.
+
+mod bindings;
+pub mod budget;
+pub mod cache;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod connection;
+pub mod dial;
+pub mod engine;
+pub mod fault;
+pub mod guest;
+pub mod guest_log;
+pub mod inspect;
+pub mod limits;
+pub mod linker;
+pub mod listener;
+pub mod logging;
+pub mod overload;
+pub mod pool;
+pub mod run;
+pub mod session;
+pub mod shutdown;
+pub mod store;
+pub mod units;

@@ -1,0 +1,23 @@
+//! The linker every guest instance is built from: exactly what a guest may
+//! use. WASI's stdio, clocks and random (configured empty per store, see
+//! `store.rs`), and the netplug interfaces: `types` (the connection,
+//! `connection/`), `log` (`guest_log.rs`) and `dialer` (`dial.rs`).
+
+use crate::bindings::server::netplug::protocol::{dialer, log};
+use crate::store::GuestState;
+use anyhow::{Context, Result};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::Engine;
+
+pub fn build(engine: &Engine) -> Result<Linker<GuestState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("cannot link WASI")?;
+    crate::connection::link(&mut linker).map_err(anyhow::Error::from).context("cannot link the connection")?;
+    log::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
+        .map_err(anyhow::Error::from)
+        .context("cannot link the log interface")?;
+    dialer::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
+        .map_err(anyhow::Error::from)
+        .context("cannot link the dialer interface")?;
+    Ok(linker)
+}

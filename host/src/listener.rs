@@ -1,0 +1,228 @@
+//! A listener: the bound socket, the accept loop with its connection cap
+//! and overload policy, each connection's task, and graceful shutdown.
+
+use crate::pool::Pool;
+use anyhow::{Context, Result};
+use futures_util::FutureExt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+/// Everything a listener's connections share, built once.
+pub struct Service {
+    /// The listener's name, carried by every event of its connections.
+    pub name: String,
+    /// The guest's file name, for log lines.
+    pub guest: String,
+    pub pool: Pool,
+    pub stats: Stats,
+}
+
+/// Connection counts, reported at shutdown.
+#[derive(Default)]
+pub struct Stats {
+    pub accepted: AtomicU64,
+    pub completed: AtomicU64,
+    pub guest_errors: AtomicU64,
+    pub faults: AtomicU64,
+    /// Connection tasks that panicked (a host bug, never a guest's doing).
+    pub panics: AtomicU64,
+    /// Connections closed to admit new ones at `--max-connections`.
+    pub evicted: AtomicU64,
+}
+
+/// First pause after a failed accept; doubled on each failure in a row.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How often a connection waiting for a free slot looks again for an idle
+/// connection to close (one may become idle long enough meanwhile).
+const EVICT_RETRY: Duration = Duration::from_millis(50);
+
+/// Binds the listening socket with the given backlog.
+pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+        .with_context(|| format!("cannot create a socket for {addr}"))?;
+    // Restarting the host must not wait for old connections in TIME_WAIT.
+    socket.set_reuseaddr(true).with_context(|| format!("cannot set SO_REUSEADDR on {addr}"))?;
+    socket.bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    socket.listen(backlog).with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Accepts connections until `shutdown` resolves, then lets in-flight ones
+/// finish for up to `grace` and closes the rest.
+///
+/// At most `--max-connections` run at once. A connection accepted while all
+/// are busy waits for a slot, and makes one by closing the connection that
+/// has waited longest on its peer if one has waited long enough (see
+/// `overload.rs`); meanwhile further clients wait in the listen backlog.
+/// A failing connection is logged and counted; it never ends the loop.
+pub async fn run(
+    listener: TcpListener,
+    service: Arc<Service>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> Result<()> {
+    let policy = service.pool.policy().clone();
+    let limit = Arc::new(Semaphore::new(policy.limits.max_connections as usize));
+    let mut tasks = JoinSet::new();
+    let mut accept_errors = AcceptErrors::default();
+    tokio::pin!(shutdown);
+    'accepting: loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+            // Reap finished tasks so the set does not grow without end.
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                reap(&service, joined);
+                continue;
+            }
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                accept_errors.recovered();
+                accepted
+            }
+            Err(e) => {
+                // Typically out of file descriptors: wait for some to close.
+                tokio::time::sleep(accept_errors.failed(&e)).await;
+                continue;
+            }
+        };
+        service.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => loop {
+                if let Some(idle) = policy.overload.roster.evict_longest_idle() {
+                    service.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("at --max-connections: closing the connection idle longest ({idle:?})");
+                }
+                tokio::select! {
+                    permit = limit.clone().acquire_owned() => break permit.expect("the semaphore is never closed"),
+                    () = tokio::time::sleep(EVICT_RETRY) => {}
+                    () = &mut shutdown => break 'accepting,
+                    Some(joined) = tasks.join_next(), if !tasks.is_empty() => reap(&service, joined),
+                }
+            },
+        };
+        let span = tracing::error_span!(parent: None, "conn", listener = %service.name, %peer);
+        tasks.spawn(connection_task(service.clone(), stream, peer, permit).instrument(span));
+        while let Some(joined) = tasks.try_join_next() {
+            reap(&service, joined);
+        }
+    }
+    drop(listener);
+    // Guests waiting for a new request on a kept-alive connection are told
+    // the connection is closed, so they end at a request boundary now
+    // rather than hold the shutdown timeout.
+    policy.overload.roster.shut_down();
+    let open = tasks.len();
+    if open > 0 {
+        tracing::info!("shutting down: waiting up to {grace:?} for {open} open connection(s)");
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(joined) = tasks.join_next().await {
+                reap(&service, joined);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("shutdown timeout: closing {} connection(s) still open", tasks.len());
+            tasks.shutdown().await;
+        }
+    }
+    let s = &service.stats;
+    let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    tracing::info!(
+        "stopped: {} connections accepted, {} completed, {} guest errors, {} faults, {} closed for newcomers, \
+         {} host panics",
+        count(&s.accepted),
+        count(&s.completed),
+        count(&s.guest_errors),
+        count(&s.faults),
+        count(&s.evicted),
+        count(&s.panics),
+    );
+    Ok(())
+}
+
+/// One connection's task: registered with the overload roster while it
+/// runs; the permit is released before spares are refilled, so a waiting
+/// client is admitted without waiting for instantiation.
+async fn connection_task(service: Arc<Service>, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+    let registration = service.pool.policy().overload.roster.register();
+    let served = AssertUnwindSafe(crate::session::serve(&service, stream, peer, registration.signal.clone()));
+    if let Err(panic) = served.catch_unwind().await {
+        service.stats.panics.fetch_add(1, Ordering::Relaxed);
+        tracing::error!("connection task panicked (a host bug; other connections go on): {}", panic_message(&panic));
+    }
+    drop(registration);
+    drop(permit);
+    // Boxed, like instantiation: keeps the task small while it serves.
+    Box::pin(service.pool.refill()).await;
+}
+
+/// Logs a task that ended abnormally: a panic escaping `catch_unwind` (in
+/// the refill) or a cancellation other than shutdown's.
+fn reap(service: &Service, joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined {
+        if e.is_panic() {
+            service.stats.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("connection task panicked: {}", panic_message(&e.into_panic()));
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(|s| s.as_str())).unwrap_or("?")
+}
+
+/// Failed accepts in a row: an exponential pause, and one log line per
+/// episode rather than one per failure.
+#[derive(Default)]
+struct AcceptErrors {
+    in_a_row: u64,
+    pause: Duration,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.in_a_row += 1;
+        self.pause = if self.in_a_row == 1 { ACCEPT_BACKOFF_MIN } else { (self.pause * 2).min(ACCEPT_BACKOFF_MAX) };
+        if self.in_a_row == 1 {
+            tracing::error!("accept failed: {e}; retrying with backoff up to {ACCEPT_BACKOFF_MAX:?}");
+        }
+        self.pause
+    }
+
+    fn recovered(&mut self) {
+        if self.in_a_row > 0 {
+            tracing::warn!("accepting again after {} failed accepts", self.in_a_row);
+            *self = AcceptErrors::default();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_back_off_exponentially_and_reset() {
+        let mut errors = AcceptErrors::default();
+        let e = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let pauses: Vec<Duration> = (0..12).map(|_| errors.failed(&e)).collect();
+        assert_eq!(pauses[0], ACCEPT_BACKOFF_MIN);
+        assert_eq!(pauses[1], ACCEPT_BACKOFF_MIN * 2);
+        assert!(pauses.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(*pauses.last().unwrap(), ACCEPT_BACKOFF_MAX);
+        errors.recovered();
+        assert_eq!(errors.failed(&e), ACCEPT_BACKOFF_MIN);
+    }
+}

@@ -1,0 +1,96 @@
+//! One accepted connection, from instance to outcome: take or make an
+//! instance, hand it the connection, race the guest call against the stops
+//! the host imposes, then count and log how it ended.
+
+use crate::bindings::server::Server;
+use crate::connection::Connection;
+use crate::fault::{stop_signal, Fault};
+use crate::listener::Service;
+use crate::overload::Signal;
+use crate::pool::Instance;
+use crate::store::GuestState;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use wasmtime::Store;
+
+/// How a connection's guest ended.
+enum Ended {
+    /// `handle` returned; `Err` carries the guest's own reason.
+    Returned(Result<(), String>, Server),
+    Fault(Fault),
+}
+
+/// Serves one connection to its end. Never fails: what goes wrong is the
+/// connection's own, logged in its span and counted.
+pub async fn serve(service: &Service, stream: TcpStream, peer: SocketAddr, signal: Arc<Signal>) {
+    // Small protocol messages go out at once rather than waiting on Nagle.
+    let _ = stream.set_nodelay(true);
+    let pool = &service.pool;
+    let (mut store, ready, served) = match pool.take_ready() {
+        Some(Instance { mut store, guest, served }) => {
+            store.data_mut().start_connection(signal, true);
+            (store, Some(guest), served)
+        }
+        None => {
+            let mut store = pool.new_store();
+            store.data_mut().start_connection(signal, false);
+            (store, None, 0)
+        }
+    };
+    let ended = run_guest(service, &mut store, ready, Connection::accepted(stream, peer)).await;
+    report(service, &ended, store.data());
+    if let Ended::Returned(_, guest) = ended {
+        // The instance ended cleanly, so it may serve again.
+        pool.put_back(Instance { store, guest, served: served + 1 });
+    }
+    // Otherwise the store is dropped here, freeing the slot and whatever
+    // the guest held.
+}
+
+/// Instantiates (unless the instance is ready) and calls `handle`, raced
+/// against the CPU watch and the lifetime.
+async fn run_guest(service: &Service, store: &mut Store<GuestState>, ready: Option<Server>, conn: Connection) -> Ended {
+    let stop = stop_signal(store.data());
+    let call = async {
+        let guest = match ready {
+            Some(guest) => guest,
+            None => service.pool.instantiate(store).await?,
+        };
+        let conn = store.data_mut().table.push(conn)?;
+        store.data_mut().live_connections += 1;
+        let result = guest.netplug_protocol_handler().call_handle(&mut *store, conn).await?;
+        Ok::<_, wasmtime::Error>((result, guest))
+    };
+    tokio::select! {
+        biased;
+        result = call => match result {
+            Ok((result, guest)) => Ended::Returned(result, guest),
+            Err(err) => Ended::Fault(Fault::Trap(err)),
+        },
+        stop = stop => Ended::Fault(Fault::Stopped(stop)),
+    }
+}
+
+/// Counts the outcome and logs it in the connection's span.
+fn report(service: &Service, ended: &Ended, state: &GuestState) {
+    let stats = &service.stats;
+    match ended {
+        Ended::Returned(Ok(()), _) => {
+            stats.completed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("closed");
+        }
+        Ended::Returned(Err(reason), _) => {
+            stats.guest_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("guest {} returned an error: {reason}", service.guest);
+        }
+        Ended::Fault(fault) => {
+            stats.faults.fetch_add(1, Ordering::Relaxed);
+            if state.policy.verbose {
+                fault.log_backtrace();
+            }
+            tracing::error!("guest {} closed: {}", service.guest, fault.describe(state));
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! What one guest instance's store holds, and how a fresh store is made.
+
+use crate::budget::{self, CpuClock};
+use crate::dial::DialPolicy;
+use crate::guest_log::{GuestLog, LogStdio};
+use crate::limits::{Limits, MemoryGuard};
+use crate::overload::{OverloadPolicy, Signal};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tracing::Level;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Settings shared by every store of one listener (or client run), built once.
+#[derive(Debug)]
+pub struct Policy {
+    pub limits: Limits,
+    pub dial: DialPolicy,
+    pub overload: OverloadPolicy,
+    pub verbose: bool,
+}
+
+/// Where a guest's stdout goes.
+pub enum Stdout {
+    /// Into the host log, like its `log` calls (server guests).
+    Log,
+    /// To the host's own stdout (a client guest run from the command line).
+    Inherit,
+}
+
+pub struct GuestState {
+    wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub memory: MemoryGuard,
+    pub clock: CpuClock,
+    pub policy: Arc<Policy>,
+    /// The connection's log budget, shared with the guest's stdio streams.
+    pub log: Arc<Mutex<GuestLog>>,
+    /// How the listener reaches the connection now served (eviction,
+    /// shutdown); a fresh, never-raised one between connections.
+    pub signal: Arc<Signal>,
+    /// When the connection must be closed whatever it is doing.
+    pub deadline: Option<Instant>,
+    /// Connections the guest holds that it dialed itself.
+    pub dialed: u32,
+    /// Connection resources alive in this store; an instance is reused only
+    /// if it let go of all of them.
+    pub live_connections: u32,
+    /// Set when the epoch callback interrupted the guest for CPU time.
+    pub cpu_exhausted: bool,
+}
+
+impl GuestState {
+    /// Readies a store for the connection it is about to serve: the
+    /// connection's signal, and (for an instance that served one before) a
+    /// fresh log budget, CPU budget and lifetime. Memory is the instance's
+    /// own and stays as the guest left it (that is what reuse gives up).
+    pub fn start_connection(&mut self, signal: Arc<Signal>, reused: bool) {
+        self.signal = signal;
+        if !reused {
+            return;
+        }
+        let limits = &self.policy.limits;
+        self.log.lock().unwrap().reset(limits.max_log_lines, limits.max_log_bytes);
+        self.clock = CpuClock::start();
+        self.deadline = limits.max_lifetime.map(|d| Instant::now() + d);
+        self.cpu_exhausted = false;
+        self.memory.denied = false;
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A fresh store for one guest instance: no filesystem, no environment, no
+/// network of its own; stdio into the log; limits from `policy`.
+pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store<GuestState> {
+    let limits = &policy.limits;
+    let log = Arc::new(Mutex::new(GuestLog::new(limits.max_log_lines, limits.max_log_bytes)));
+    let mut wasi = WasiCtx::builder();
+    match stdout {
+        Stdout::Log => wasi.stdout(LogStdio::new(log.clone(), Level::INFO)),
+        Stdout::Inherit => wasi.stdout(wasmtime_wasi::cli::stdout()),
+    };
+    wasi.stderr(LogStdio::new(log.clone(), Level::WARN));
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(limits.max_resources as usize);
+    let state = GuestState {
+        wasi: wasi.build(),
+        table,
+        memory: MemoryGuard { max: limits.max_memory as usize, denied: false },
+        clock: CpuClock::start(),
+        policy: policy.clone(),
+        log,
+        signal: Arc::default(),
+        deadline: limits.max_lifetime.map(|d| Instant::now() + d),
+        dialed: 0,
+        live_connections: 0,
+        cpu_exhausted: false,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.memory);
+    budget::install(&mut store);
+    store
+}
