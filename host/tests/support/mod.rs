@@ -17,6 +17,7 @@ pub fn host_bin() -> &'static str {
     env!("CARGO_BIN_EXE_host")
 }
 
+/// The repository: the host package is `host/` in it.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
@@ -29,7 +30,7 @@ pub fn guest(name: &str) -> PathBuf {
 }
 
 pub fn python_script(name: &str) -> PathBuf {
-    repo_root().join("tests/clients").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(name)
 }
 
 /// A running `host run GUEST --port 0 ...`, killed when dropped.

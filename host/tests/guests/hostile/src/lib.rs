@@ -5,7 +5,7 @@
 //! connection beside many good ones and check that only the hostile one
 //! suffers.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "server" });
+wit_bindgen::generate!({ path: "../../../../wit", world: "server" });
 
 use exports::netplug::protocol::handler::Guest;
 use netplug::protocol::dialer::connect;
