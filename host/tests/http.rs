@@ -66,10 +66,8 @@ for method, body in [("GET", None), ("POST", b"x" * 100000), ("PUT", b"small"), 
     ports.add(conn.sock.getsockname()[1])
 print(len(ports))
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &host.addr.port().to_string()])
-        .output()
-        .expect("run python3");
+    let out =
+        Command::new("python3").args(["-c", script, &host.addr.port().to_string()]).output().expect("run python3");
     assert!(out.status.success(), "python client failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "every request used the same connection");
 }
@@ -152,7 +150,10 @@ fn requests_it_cannot_frame_get_an_error_status_and_a_log_line() {
         (b"GET / HTTP/1.1\r\n\r\n", "400 Bad Request"),
         (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: -3\r\n\r\n", "400 Bad Request"),
         (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", "505 HTTP Version Not Supported"),
-        (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "501 Not Implemented"),
+        (
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "501 Not Implemented",
+        ),
         (huge_header.as_bytes(), "431 Request Header Fields Too Large"),
     ];
     for (request, status) in cases {

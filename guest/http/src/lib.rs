@@ -135,10 +135,16 @@ fn parse(buf: &[u8]) -> Result<Parsed, Reject> {
     let mut parts = request_line.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(reject("400 Bad Request", format!("malformed request line {:?}", request_line.escape_ascii().to_string())));
+        return Err(reject(
+            "400 Bad Request",
+            format!("malformed request line {:?}", request_line.escape_ascii().to_string()),
+        ));
     };
     if method.is_empty() || !method.iter().all(|b| b.is_ascii_uppercase()) || target.is_empty() {
-        return Err(reject("400 Bad Request", format!("malformed request line {:?}", request_line.escape_ascii().to_string())));
+        return Err(reject(
+            "400 Bad Request",
+            format!("malformed request line {:?}", request_line.escape_ascii().to_string()),
+        ));
     }
     let http10 = match version {
         b"HTTP/1.1" => false,

@@ -209,9 +209,8 @@ pub fn seed_exchange(addr: SocketAddr) -> (Vec<u8>, SocketAddr) {
 
 /// Runs `count` seed exchanges at once, returning how many got `HELLO,WORLD`.
 pub fn concurrent_seed_exchanges(addr: SocketAddr, count: usize) -> usize {
-    let handles: Vec<_> = (0..count)
-        .map(|_| std::thread::spawn(move || seed_exchange(addr).0 == b"HELLO,WORLD"))
-        .collect();
+    let handles: Vec<_> =
+        (0..count).map(|_| std::thread::spawn(move || seed_exchange(addr).0 == b"HELLO,WORLD")).collect();
     handles.into_iter().map(|h| h.join().unwrap_or(false)).filter(|ok| *ok).count()
 }
 
