@@ -27,6 +27,15 @@ run: build
 test: build
 	$(CARGO) test --release -p host
 
+# Formatting and clippy, warnings as errors, for both workspaces: the root
+# one (host, bench) and the guests' (wasm32-wasip2, see guest/.cargo/config.toml).
+.PHONY: lint
+lint: wasm-target
+	$(CARGO) fmt --all --check
+	cd guest && $(CARGO) fmt --all --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	cd guest && $(CARGO) clippy --release --all-targets -- -D warnings
+
 bench: build
 	$(CARGO) run --release -p bench -- --out bench/results
 
