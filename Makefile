@@ -24,8 +24,10 @@ run: build
 	$(HOST) run $(GUESTS)/hello.wasm --port $(PORT)
 
 # Unit tests and end-to-end tests against the real binary, over loopback.
+# Every test file runs even when an earlier one fails, so one run shows
+# every failure.
 test: build
-	$(CARGO) test --release -p host
+	$(CARGO) test --release -p host --no-fail-fast
 
 # Formatting and clippy, warnings as errors, for both workspaces: the root
 # one (host, bench) and the guests' (wasm32-wasip2, see guest/.cargo/config.toml).
