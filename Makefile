@@ -24,8 +24,19 @@ run: build
 	$(HOST) run $(GUESTS)/hello.wasm --port $(PORT)
 
 # Unit tests and end-to-end tests against the real binary, over loopback.
+# Every test file runs even when an earlier one fails, so one run shows
+# every failure.
 test: build
-	$(CARGO) test --release -p host
+	$(CARGO) test --release -p host --no-fail-fast
+
+# Formatting and clippy, warnings as errors, for both workspaces: the root
+# one (host, bench) and the guests' (wasm32-wasip2, see guest/.cargo/config.toml).
+.PHONY: lint
+lint: wasm-target
+	$(CARGO) fmt --all --check
+	cd guest && $(CARGO) fmt --all --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	cd guest && $(CARGO) clippy --release --all-targets -- -D warnings
 
 bench: build
 	$(CARGO) run --release -p bench -- --out bench/results

@@ -9,12 +9,18 @@
 //! cannot frame (bad syntax, a `Transfer-Encoding` body, an oversized head,
 //! another HTTP version) gets the matching error status, after which the
 //! connection is closed, as RFC 9112 asks.
+//!
+//! A request head must arrive within `HEAD_TIMEOUT` (like nginx's
+//! `client_header_timeout`), else `408 Request Timeout` and the connection
+//! closes: a client that sends a head a byte at a time cannot hold an
+//! instance for long.
 
 wit_bindgen::generate!({ path: "../../wit", world: "server" });
 
 use exports::netplug::protocol::handler::Guest;
 use netplug::protocol::log::{log, Level};
 use netplug::protocol::types::{Connection, ErrorCode};
+use std::time::{Duration, Instant};
 
 const BODY: &[u8] = b"Hello, World!\n";
 /// The largest request line plus headers accepted (431 beyond it).
@@ -25,6 +31,13 @@ const CHUNK: u32 = 16 * 1024;
 /// so the client's unread request does not turn the close into a reset that
 /// could destroy the response before the client reads it.
 const LINGER_BYTES: usize = 64 * 1024;
+/// How long a request head may take to arrive in full. The clock starts when
+/// the connection's first request is awaited, and for each later request at
+/// its first byte: the wait between requests of a kept-alive connection is
+/// bounded by the host's `--idle-timeout`, not by this. It is checked after
+/// each `recv`, so a client that trickles its head is answered 408 at the
+/// first `recv` past it.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Http;
 
@@ -50,10 +63,14 @@ struct Request {
 struct Reject {
     status: &'static str,
     why: String,
+    /// A slow client is worth a warning; a malformed request is routine.
+    level: Level,
+    /// Read what the client still sends before closing (see `refuse`).
+    linger: bool,
 }
 
 fn reject(status: &'static str, why: impl Into<String>) -> Reject {
-    Reject { status, why: why.into() }
+    Reject { status, why: why.into(), level: Level::Info, linger: true }
 }
 
 enum Parsed {
@@ -68,6 +85,9 @@ fn serve(conn: &Connection) -> Result<(), ErrorCode> {
     let mut out: Vec<u8> = Vec::new();
     // Body bytes of the current request still to be read and discarded.
     let mut skip = 0usize;
+    // When the current request head's clock started (`HEAD_TIMEOUT`); none
+    // between requests of a kept-alive connection.
+    let mut head_since = Some(Instant::now());
     loop {
         // Answer every complete request already buffered.
         let mut start = 0;
@@ -83,6 +103,7 @@ fn serve(conn: &Connection) -> Result<(), ErrorCode> {
                 Ok(Parsed::Request(req, len)) => {
                     start += len;
                     skip = req.body_len;
+                    head_since = None;
                     respond(&mut out, &req);
                     if !req.keep_alive {
                         // Closing: whatever the client sent after this
@@ -96,6 +117,18 @@ fn serve(conn: &Connection) -> Result<(), ErrorCode> {
         buf.drain(..start);
         if buf.len() > MAX_HEAD {
             return refuse(conn, &mut out, reject("431 Request Header Fields Too Large", "request head over 8 KiB"));
+        }
+        if skip == 0 && !buf.is_empty() {
+            // Part of a head is here: its first byte came with the last recv
+            // at the latest.
+            let since = *head_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= HEAD_TIMEOUT {
+                let why = format!("request head incomplete after {}s ({} bytes)", HEAD_TIMEOUT.as_secs(), buf.len());
+                // No lingering: a client this slow would hold the instance
+                // for as long again.
+                let r = Reject { level: Level::Warn, linger: false, ..reject("408 Request Timeout", why) };
+                return refuse(conn, &mut out, r);
+            }
         }
         if !out.is_empty() {
             conn.send(&out)?;
@@ -135,10 +168,16 @@ fn parse(buf: &[u8]) -> Result<Parsed, Reject> {
     let mut parts = request_line.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(reject("400 Bad Request", format!("malformed request line {:?}", request_line.escape_ascii().to_string())));
+        return Err(reject(
+            "400 Bad Request",
+            format!("malformed request line {:?}", request_line.escape_ascii().to_string()),
+        ));
     };
     if method.is_empty() || !method.iter().all(|b| b.is_ascii_uppercase()) || target.is_empty() {
-        return Err(reject("400 Bad Request", format!("malformed request line {:?}", request_line.escape_ascii().to_string())));
+        return Err(reject(
+            "400 Bad Request",
+            format!("malformed request line {:?}", request_line.escape_ascii().to_string()),
+        ));
     }
     let http10 = match version {
         b"HTTP/1.1" => false,
@@ -201,10 +240,11 @@ fn respond(out: &mut Vec<u8>, req: &Request) {
 }
 
 /// Sends what is already answered plus the error response, then closes
-/// gracefully: shut down the write side and read what the client still
-/// sends, up to a bound, so the close does not reset the connection.
+/// gracefully: shut down the write side and (if `r.linger`) read what the
+/// client still sends, up to a bound, so the close does not reset the
+/// connection.
 fn refuse(conn: &Connection, out: &mut Vec<u8>, r: Reject) -> Result<(), ErrorCode> {
-    log(Level::Info, &format!("{}: {}", r.status, r.why));
+    log(r.level, &format!("{}: {}", r.status, r.why));
     let reason = r.status.split_once(' ').map_or(r.status, |(_, reason)| reason);
     out.extend_from_slice(
         format!(
@@ -216,6 +256,9 @@ fn refuse(conn: &Connection, out: &mut Vec<u8>, r: Reject) -> Result<(), ErrorCo
     );
     conn.send(out)?;
     conn.shutdown()?;
+    if !r.linger {
+        return Ok(());
+    }
     let mut drained = 0;
     while drained < LINGER_BYTES {
         match conn.recv(CHUNK) {

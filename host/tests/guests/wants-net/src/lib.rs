@@ -1,7 +1,7 @@
 //! A server guest that opens its own socket through std, so it imports
 //! `wasi:sockets`: the host must refuse to load it.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "server" });
+wit_bindgen::generate!({ path: "../../../../wit", world: "server" });
 
 use exports::netplug::protocol::handler::Guest;
 use netplug::protocol::types::Connection;

@@ -1,11 +1,13 @@
 //! The `http` guest served by the real host, talked to by curl, Python's
 //! http.client and raw sockets: keep-alive, pipelining, bodies, HEAD,
-//! HTTP/1.0, and the error statuses for requests it cannot frame.
+//! HTTP/1.0, the error statuses for requests it cannot frame, and the time
+//! limit on a request head.
 
 mod support;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 use support::*;
 
 const OK_BODY: &str = "Hello, World!\n";
@@ -66,10 +68,8 @@ for method, body in [("GET", None), ("POST", b"x" * 100000), ("PUT", b"small"), 
     ports.add(conn.sock.getsockname()[1])
 print(len(ports))
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &host.addr.port().to_string()])
-        .output()
-        .expect("run python3");
+    let out =
+        Command::new("python3").args(["-c", script, &host.addr.port().to_string()]).output().expect("run python3");
     assert!(out.status.success(), "python client failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "every request used the same connection");
 }
@@ -152,7 +152,10 @@ fn requests_it_cannot_frame_get_an_error_status_and_a_log_line() {
         (b"GET / HTTP/1.1\r\n\r\n", "400 Bad Request"),
         (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: -3\r\n\r\n", "400 Bad Request"),
         (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", "505 HTTP Version Not Supported"),
-        (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "501 Not Implemented"),
+        (
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "501 Not Implemented",
+        ),
         (huge_header.as_bytes(), "431 Request Header Fields Too Large"),
     ];
     for (request, status) in cases {
@@ -163,4 +166,77 @@ fn requests_it_cannot_frame_get_an_error_status_and_a_log_line() {
     }
     // The server itself is unaffected.
     assert_eq!(String::from_utf8_lossy(&curl(&[&url(&host, "/")]).stdout), OK_BODY);
+}
+
+#[test]
+fn a_head_trickled_a_byte_a_second_gets_408_after_10_seconds() {
+    let host = Host::serve("http", &[]);
+    // A head that never ends: a header value that grows by a byte a second.
+    let head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ".iter().chain(std::iter::repeat(&b'a'));
+    let start = Instant::now();
+    let mut stream = connect(host.addr);
+    // Each turn sends one byte, then waits up to a second for an answer.
+    stream.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 1024];
+    for &byte in head {
+        assert!(start.elapsed() < Duration::from_secs(20), "no answer to a trickled head within 20 s");
+        if stream.write_all(&[byte]).is_err() {
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(n) => {
+                reply.extend_from_slice(&buf[..n]);
+                break;
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("read failed after {:?}: {e}", start.elapsed()),
+        }
+    }
+    let answered = start.elapsed();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    reply.extend(read_to_end(&mut stream));
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "after {answered:?}: {reply}");
+    assert!(reply.contains("connection: close\r\n"), "{reply}");
+    assert!(
+        answered >= Duration::from_secs(10) && answered < Duration::from_secs(15),
+        "answered after {answered:?}, not within 10-15 s"
+    );
+    host.wait_for_log("warning of the slow head", |l| l.contains("WARN") && l.contains("408 Request Timeout"));
+    assert_eq!(host.count_log("408 Request Timeout"), 1, "one line");
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_not_cut_by_the_head_timeout() {
+    // Between requests only the host's idle timeout (30 s) applies: a client
+    // that waits 11 s before its next request, which then arrives in parts,
+    // is answered.
+    let host = Host::serve("http", &[]);
+    let mut stream = connect(host.addr);
+    let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut buf = [0u8; 1024];
+    let mut response = |stream: &mut std::net::TcpStream| {
+        let mut got = Vec::new();
+        while !got.ends_with(OK_BODY.as_bytes()) {
+            let n = stream.read(&mut buf).expect("read a response");
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    stream.write_all(request).unwrap();
+    assert!(response(&mut stream).starts_with("HTTP/1.1 200 OK\r\n"));
+    // The idle time under test, longer than the head timeout.
+    std::thread::sleep(Duration::from_secs(11));
+    // The next head in three parts a second apart (the slow client under
+    // test): the guest sees its first byte well after the previous request.
+    stream.write_all(&request[..1]).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    stream.write_all(&request[1..10]).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    stream.write_all(&request[10..]).unwrap();
+    let second = response(&mut stream);
+    assert!(second.starts_with("HTTP/1.1 200 OK\r\n"), "{second}");
+    assert_eq!(host.count_log("408"), 0, "no 408 logged");
 }

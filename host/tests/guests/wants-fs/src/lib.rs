@@ -1,7 +1,7 @@
 //! A server guest that reads a file through std, so it imports
 //! `wasi:filesystem`: the host must refuse to load it.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "server" });
+wit_bindgen::generate!({ path: "../../../../wit", world: "server" });
 
 use exports::netplug::protocol::handler::Guest;
 use netplug::protocol::types::Connection;

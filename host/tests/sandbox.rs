@@ -16,12 +16,19 @@ use support::*;
 /// that took.
 fn hostile_beside_good(host: &Host, trigger: &'static [u8], read_reply: bool) -> (Vec<u8>, Duration) {
     let addr = host.addr;
+    // Told once the hostile guest is running: it has sent its greeting, and
+    // the trigger is already waiting for its recv.
+    let (started_tx, started) = std::sync::mpsc::channel();
     let hostile = std::thread::spawn(move || {
         let start = Instant::now();
         let mut s = connect(addr);
         s.write_all(trigger).unwrap();
         let reply = if read_reply {
-            read_to_end(&mut s)
+            let mut reply = vec![0u8; 11];
+            s.read_exact(&mut reply).expect("the hostile guest's greeting");
+            started_tx.send(()).unwrap();
+            reply.extend(read_to_end(&mut s));
+            reply
         } else {
             // A peer that never reads: once the guest is past its first
             // recv (more than HELLO,WORLD is queued), wait for the host to
@@ -30,15 +37,22 @@ fn hostile_beside_good(host: &Host, trigger: &'static [u8], read_reply: bool) ->
             let start = Instant::now();
             while s.peek(&mut head).unwrap_or(0) <= 11 {
                 assert!(start.elapsed() < PATIENCE, "the guest never started sending");
+                // Poll interval.
                 std::thread::sleep(Duration::from_millis(10));
             }
+            started_tx.send(()).unwrap();
             wait_closed_without_reading(&s);
             Vec::new()
         };
         (reply, start.elapsed())
     });
-    // Let the hostile guest get going before the good traffic starts.
-    std::thread::sleep(Duration::from_millis(100));
+    // The good traffic starts once the hostile guest is running.
+    if started.recv_timeout(PATIENCE).is_err() {
+        match hostile.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(_) => panic!("the hostile connection ended before its guest ran"),
+        }
+    }
     assert_eq!(concurrent_seed_exchanges(addr, 50), 50, "every good exchange succeeds");
     let result = hostile.join().expect("hostile client thread");
     assert_eq!(concurrent_seed_exchanges(addr, 10), 10, "later exchanges succeed too");
@@ -55,6 +69,7 @@ fn wait_closed_without_reading(s: &std::net::TcpStream) {
         if (&*s).write(b"x").is_err() {
             return;
         }
+        // Poll interval.
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("host did not close a non-reading peer within {PATIENCE:?}");
@@ -140,10 +155,13 @@ fn recv_of_4_gib_is_capped_at_64_kib() {
     let host = Host::serve("hostile", &[]);
     let addr = host.addr;
     let hostile = std::thread::spawn(move || {
+        // The trigger and far more than 64 KiB at once: the guest's first
+        // recv takes at most 1024 bytes, the trigger word and some of the
+        // rest, and its 4 GiB recv finds the rest waiting.
         let mut s = connect(addr);
-        s.write_all(b"recv4g ").unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        s.write_all(&vec![b'y'; 200 * 1024]).unwrap();
+        let mut request = b"recv4g ".to_vec();
+        request.resize(200 * 1024, b'y');
+        s.write_all(&request).unwrap();
         String::from_utf8(read_to_end(&mut s)).unwrap()
     });
     assert_eq!(concurrent_seed_exchanges(addr, 50), 50, "every good exchange succeeds");
@@ -194,45 +212,73 @@ fn dialing_a_forbidden_address_is_denied_and_logged() {
     host.wait_for_log("naming the denied address", |l| l.contains("dial to 127.0.0.1:9 denied"));
 }
 
-/// A loopback listener that accepts and holds connections until dropped.
-fn holding_listener() -> (SocketAddr, std::thread::JoinHandle<usize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let handle = std::thread::spawn(move || {
-        let mut held = Vec::new();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            match listener.accept() {
-                Ok((s, _)) => held.push(s),
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+/// A loopback listener that accepts and holds connections until it is told
+/// to stop (or its stopper is dropped, or PATIENCE is up); it then accepts
+/// what is still queued and returns how many connections it got.
+struct HoldingListener {
+    addr: SocketAddr,
+    stop: std::sync::mpsc::Sender<()>,
+    handle: std::thread::JoinHandle<usize>,
+}
+
+impl HoldingListener {
+    fn start() -> HoldingListener {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            let start = Instant::now();
+            let mut stopping = false;
+            loop {
+                stopping = stopping
+                    || !matches!(stopped.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty))
+                    || start.elapsed() > PATIENCE;
+                match listener.accept() {
+                    Ok((s, _)) => held.push(s),
+                    Err(_) if stopping => return held.len(),
+                    // Poll interval.
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
             }
-        }
-        held.len()
-    });
-    (addr, handle)
+        });
+        HoldingListener { addr, stop, handle }
+    }
+
+    /// Stops the listener: the connections it accepted, including those
+    /// still queued.
+    fn accepted(self) -> usize {
+        let _ = self.stop.send(());
+        self.handle.join().unwrap()
+    }
 }
 
 #[test]
 fn hoarding_dialed_connections_stops_at_the_resource_limit() {
-    let (target, listener) = holding_listener();
+    let listener = HoldingListener::start();
+    let target = listener.addr;
     let allow = target.to_string();
     let host = Host::serve("hostile", &["--allow-connect", &allow, "--max-resources", "16"]);
     let trigger: &'static [u8] = Box::leak(format!("dialmany {target}").into_bytes().into_boxed_slice());
     let (reply, _) = hostile_beside_good(&host, trigger, true);
     assert_eq!(reply, b"HELLO,WORLDdialmany: resource-limit after 15\n");
     host.wait_for_log("naming the resource limit", |l| l.contains("resource limit: guest holds 15 connections"));
-    assert_eq!(listener.join().unwrap(), 15, "no connection was opened past the limit");
+    // The guest has returned, so every dial it made is in the listener's
+    // queue or accepted.
+    assert_eq!(listener.accepted(), 15, "no connection was opened past the limit");
 }
 
 #[test]
 fn allowed_dial_succeeds() {
-    let (target, _listener) = holding_listener();
+    let listener = HoldingListener::start();
+    let target = listener.addr;
     let allow = target.to_string();
     let host = Host::serve("hostile", &["--allow-connect", &allow]);
     let mut s = connect(host.addr);
     s.write_all(format!("dial {target}").as_bytes()).unwrap();
     assert_eq!(read_to_end(&mut s), b"HELLO,WORLDdial: connected\n");
+    assert_eq!(listener.accepted(), 1, "the guest's connection reached the target");
 }
 
 #[test]
@@ -362,7 +408,7 @@ fn load_of_20000_exchanges_leaves_no_descriptors_or_memory_behind() {
     // concurrency seen. What must not happen is growth from one load to the
     // next.
     assert_eq!(concurrent_seed_exchanges(addr, clients), clients);
-    std::thread::sleep(Duration::from_millis(300));
+    host.wait_connections_closed();
     let fds_before = fd_count(host.pid());
     let rss_before = rss_kib(host.pid());
     let per_client = 40;
@@ -387,11 +433,8 @@ fn load_of_20000_exchanges_leaves_no_descriptors_or_memory_behind() {
         .collect();
     let failures: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(failures, 0, "all {} exchanges succeed", clients * per_client);
-    // Connections close asynchronously; give the last ones a moment.
-    let start = Instant::now();
-    while fd_count(host.pid()) > fds_before && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Connections close asynchronously: wait until the host holds none.
+    host.wait_connections_closed();
     assert_eq!(fd_count(host.pid()), fds_before, "no file descriptors left behind");
     let rss_after = rss_kib(host.pid());
     assert!(
@@ -423,34 +466,25 @@ fn every_connection_gets_a_fresh_instance_by_default() {
 
 #[test]
 fn opt_in_instance_reuse_serves_several_connections_per_instance() {
-    let host = Host::serve("hostile", &["--connections-per-instance", "3"]);
-    // The host takes an instance back just after its guest returns, which is
-    // just after the client sees the connection close; a client reconnecting
-    // within that moment gets a fresh instance. A pause after each connection
-    // keeps the sequence deterministic.
-    let settle = || std::thread::sleep(Duration::from_millis(50));
-    let counts: Vec<u32> = (0..6)
-        .map(|_| {
-            let count = served_count(host.addr);
-            settle();
-            count
-        })
-        .collect();
+    // The host takes an instance back once its guest has returned, which is
+    // after the client sees the connection close; a client reconnecting
+    // before that would get a fresh instance. With one connection at a time,
+    // the host accepts the next connection only once the previous one is
+    // over, instance taken back: the sequence is deterministic.
+    let host = Host::serve("hostile", &["--connections-per-instance", "3", "--max-connections", "1"]);
+    let counts: Vec<u32> = (0..6).map(|_| served_count(host.addr)).collect();
     assert_eq!(counts, [1, 2, 3, 1, 2, 3], "an instance serves 3 connections, then a fresh one takes over");
     // An instance that traps is never reused.
     let mut s = connect(host.addr);
     s.write_all(b"panic").unwrap();
     assert_eq!(read_to_end(&mut s), b"HELLO,WORLD");
-    settle();
     assert_eq!(served_count(host.addr), 1);
-    settle();
     // Nor one that kept a connection: the host closes what it kept. (The
     // instance that just counted 1 serves `keep`; were it reused after, the
     // next count would be 2.)
     let mut s = connect(host.addr);
     s.write_all(b"keep").unwrap();
     assert_eq!(read_to_end(&mut s), b"HELLO,WORLD", "the kept connection is closed");
-    settle();
     assert_eq!(served_count(host.addr), 1);
 }
 

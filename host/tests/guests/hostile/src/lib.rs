@@ -5,7 +5,7 @@
 //! connection beside many good ones and check that only the hostile one
 //! suffers.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "server" });
+wit_bindgen::generate!({ path: "../../../../wit", world: "server" });
 
 use exports::netplug::protocol::handler::Guest;
 use netplug::protocol::dialer::connect;
@@ -25,8 +25,7 @@ struct Hostile;
 
 impl Guest for Hostile {
     fn handle(conn: Connection) -> Result<(), String> {
-        conn.send(b"HELLO,WORLD")
-            .map_err(|e| format!("send failed: {}", e.name()))?;
+        conn.send(b"HELLO,WORLD").map_err(|e| format!("send failed: {}", e.name()))?;
         let data = conn.recv(1024).map_err(|e| format!("recv failed: {}", e.name()))?;
         let text = String::from_utf8_lossy(&data);
         let mut words = text.split_whitespace();
@@ -43,9 +42,9 @@ impl Guest for Hostile {
             "flood" => flood(&conn),
             "recv4g" => {
                 // Ask for 4 GiB; report how much the host actually handed over.
-                let got = conn.recv(u32::MAX).map_err(|e| format!("{}", e.name()))?;
+                let got = conn.recv(u32::MAX).map_err(|e| e.name().to_string())?;
                 conn.send(format!("recv returned {} bytes\n", got.len()).as_bytes())
-                    .map_err(|e| format!("{}", e.name()))?;
+                    .map_err(|e| e.name().to_string())?;
             }
             "logwhile" => {
                 // Reports what `enabled` says per level, then logs for as
@@ -64,8 +63,7 @@ impl Guest for Hostile {
                 // Connections this instance has served: 1 unless the host
                 // reuses instances.
                 let n = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
-                conn.send(format!("count {n}\n").as_bytes())
-                    .map_err(|e| e.name().to_string())?;
+                conn.send(format!("count {n}\n").as_bytes()).map_err(|e| e.name().to_string())?;
             }
             "keep" => {
                 // Hides the connection in a static, as if to use it later.
@@ -85,7 +83,7 @@ impl Guest for Hostile {
                     Ok(_) => "dial: connected\n".to_string(),
                     Err(e) => format!("dial: {}\n", e.name()),
                 };
-                conn.send(reply.as_bytes()).map_err(|e| format!("{}", e.name()))?;
+                conn.send(reply.as_bytes()).map_err(|e| e.name().to_string())?;
             }
             "dialmany" => {
                 let target = words.next().unwrap_or("127.0.0.1:1");
@@ -99,12 +97,9 @@ impl Guest for Hostile {
                         break "dialmany: never refused\n".to_string();
                     }
                 };
-                conn.send(reply.as_bytes()).map_err(|e| format!("{}", e.name()))?;
+                conn.send(reply.as_bytes()).map_err(|e| e.name().to_string())?;
             }
-            _ => log(
-                Level::Info,
-                &format!("received {} bytes: {}", data.len(), data.escape_ascii()),
-            ),
+            _ => log(Level::Info, &format!("received {} bytes: {}", data.len(), data.escape_ascii())),
         }
         Ok(())
     }

@@ -1,0 +1,358 @@
+//! Shared helpers for the end-to-end tests: start the real `host` binary on
+//! port 0, find the bound address, collect its log, and stop it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn host_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_host")
+}
+
+/// The repository: the host package is `host/` in it.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A built guest component; the guests are built by `make build`.
+pub fn guest(name: &str) -> PathBuf {
+    let path = repo_root().join("target/wasm32-wasip2/release").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run `make build` first", path.display());
+    path
+}
+
+pub fn python_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(name)
+}
+
+/// The compiled-guest cache of the hosts this test process starts: a
+/// directory of its own under cargo's scratch space, never the user's
+/// `~/.cache/netplug`. The host creates it (with the permissions it wants);
+/// the directories of earlier test processes that are gone are removed.
+pub fn cache_dir() -> PathBuf {
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    static CLEAN: std::sync::Once = std::sync::Once::new();
+    CLEAN.call_once(|| {
+        for entry in std::fs::read_dir(scratch).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("netplug-cache-")) else { continue };
+            let gone = pid.parse::<u32>().is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            if gone {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
+    scratch.join(format!("netplug-cache-{}", std::process::id()))
+}
+
+/// A command for the host binary, with its cache in `cache_dir()`. Every
+/// host a test starts is made here.
+pub fn host_command() -> Command {
+    let mut command = Command::new(host_bin());
+    command.env("NETPLUG_CACHE_DIR", cache_dir());
+    command
+}
+
+/// The host's stderr, line by line, as it arrives.
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+/// A running `host run GUEST --port 0 ...`, killed when dropped.
+pub struct Host {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Log>,
+}
+
+impl Host {
+    pub fn serve(guest_name: &str, extra: &[&str]) -> Host {
+        Self::serve_path(&guest(guest_name), extra)
+    }
+
+    pub fn serve_path(guest: &Path, extra: &[&str]) -> Host {
+        raise_fd_limit();
+        let mut child = host_command()
+            .arg("run")
+            .arg(guest)
+            .args(["--port", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start host");
+        let log = Arc::new(Log::default());
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        let log_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lines.lock().unwrap().push(line);
+                sink.grew.notify_all();
+            }
+        });
+        // The first line on stdout names the bound address; the rest (there
+        // should be none) is read and dropped so the host never blocks on it.
+        let stdout = child.stdout.take().unwrap();
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut stdout = BufReader::new(stdout);
+            let mut first = String::new();
+            let _ = stdout.read_line(&mut first);
+            let _ = first_tx.send(first);
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        });
+        let first = first_rx.recv_timeout(PATIENCE).unwrap_or_default();
+        let Some(addr) = first.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            // The host is gone, so its stderr is at its end.
+            let _ = log_reader.join();
+            panic!("host did not start: stdout {first:?}, log {:?}", log.lines.lock().unwrap());
+        };
+        let addr: SocketAddr = addr.parse().expect("parse the bound address");
+        Host { child, addr, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The host's stderr so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line satisfies `pred`, returning it.
+    pub fn wait_for_log(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let mut lines = self.log.lines.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().find(|l| pred(l)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let log = lines.join("\n");
+                drop(lines);
+                panic!("no log line {what} within {PATIENCE:?}; log:\n{log}");
+            }
+            lines = self.log.grew.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    /// Lines that contain `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > PATIENCE {
+                panic!("host did not exit within {PATIENCE:?} of SIGTERM");
+            }
+            // Poll interval.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits until the host holds no TCP connection: every connection it
+    /// accepted is closed on its side.
+    pub fn wait_connections_closed(&self) {
+        let start = Instant::now();
+        loop {
+            let open = tcp_connection_count(self.pid());
+            if open == 0 {
+                return;
+            }
+            assert!(start.elapsed() < PATIENCE, "the host still holds {open} connection(s) after {PATIENCE:?}");
+            // Poll interval.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Tests run in parallel threads of one process, and the load tests hold
+/// hundreds of sockets each: lift the soft open-file limit to the hard one
+/// (the host children inherit it too). Returns the limit now in force.
+pub fn raise_fd_limit() -> libc::rlim_t {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: plain libc calls on a local struct.
+        unsafe {
+            let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+    });
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: as above.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    limit.rlim_cur
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+/// Reads `pipe` to its end on a thread of its own, into a buffer that can be
+/// looked at before the end.
+fn drain(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, std::thread::JoinHandle<()>) {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let sink = buffer.clone();
+    let handle = std::thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    (buffer, handle)
+}
+
+/// Runs `host` to completion with `args`, bounded by `PATIENCE`. Its stdout
+/// and stderr are read while it runs, so it never blocks on a full pipe.
+pub fn run_host(args: &[&str]) -> Output {
+    let mut child = host_command()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start host");
+    let (stdout, stdout_reader) = drain(child.stdout.take().unwrap());
+    let (stderr, stderr_reader) = drain(child.stderr.take().unwrap());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > PATIENCE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "host {args:?} did not finish within {PATIENCE:?}; stderr so far:\n{}",
+                String::from_utf8_lossy(&stderr.lock().unwrap())
+            );
+        }
+        // Poll interval.
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The host has exited, so both pipes are at their end.
+    stdout_reader.join().unwrap();
+    stderr_reader.join().unwrap();
+    let stdout = std::mem::take(&mut *stdout.lock().unwrap());
+    let stderr = std::mem::take(&mut *stderr.lock().unwrap());
+    Output { status, stdout, stderr }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect to host");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    stream
+}
+
+/// Reads until the peer closes, returning everything it sent.
+pub fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            // A reset after the data counts as the end.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!("read failed after {} bytes: {e}", out.len()),
+        }
+    }
+}
+
+/// The seed client's side of the exchange: returns what the server sent and
+/// the local address it connected from.
+pub fn seed_exchange(addr: SocketAddr) -> (Vec<u8>, SocketAddr) {
+    let mut stream = connect(addr);
+    let local = stream.local_addr().unwrap();
+    stream.write_all(b"this is client...").unwrap();
+    (read_to_end(&mut stream), local)
+}
+
+/// Runs `count` seed exchanges at once, returning how many got `HELLO,WORLD`.
+pub fn concurrent_seed_exchanges(addr: SocketAddr, count: usize) -> usize {
+    let handles: Vec<_> =
+        (0..count).map(|_| std::thread::spawn(move || seed_exchange(addr).0 == b"HELLO,WORLD")).collect();
+    handles.into_iter().map(|h| h.join().unwrap_or(false)).filter(|ok| *ok).count()
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// TCP connections a process holds open (its listeners not counted): its
+/// socket descriptors looked up in the kernel's TCP tables.
+pub fn tcp_connection_count(pid: u32) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.path()).ok()?;
+            Some(target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .flat_map(|table| {
+            std::fs::read_to_string(table).unwrap_or_default().lines().skip(1).map(str::to_string).collect::<Vec<_>>()
+        })
+        .filter(|row| {
+            // sl local remote state ... uid timeout inode
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            const LISTEN: &str = "0A";
+            fields.len() > 9 && fields[3] != LISTEN && inodes.contains(fields[9])
+        })
+        .count()
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
