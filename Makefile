@@ -6,7 +6,7 @@ GUESTS      := target/$(WASM_TARGET)/release
 HOST        := target/release/host
 PORT        ?= 12345
 
-.PHONY: build host guests wasm-target run test bench bench-quick clean
+.PHONY: build host guests wasm-target run test bench bench-quick bench-ab clean
 
 build: guests host
 
@@ -43,6 +43,16 @@ bench: build
 
 bench-quick: build
 	$(CARGO) run --release -p bench -- --quick --out bench/results/quick
+
+# Two host builds on the same guests, interleaved (bench/README.md), e.g.
+# make bench-ab A=/path/to/baseline/host B=target/release/host AB_ARGS='--reps 3'
+ifneq ($(filter bench-ab,$(MAKECMDGOALS)),)
+ifeq ($(and $(A),$(B)),)
+$(error usage: make bench-ab A=HOST_BIN B=HOST_BIN [AB_ARGS='--reps N ...'])
+endif
+endif
+bench-ab: build
+	$(CARGO) run --release -p bench -- ab --a $(A) --b $(B) $(AB_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -405,10 +405,8 @@ async fn idle(o: &Opts) -> Result<String> {
         let open_secs = t.elapsed().as_secs_f64();
         // The server has them all once its fd table has grown by `conns`.
         let want = base_fds + o.conns;
-        let held = wait_until(Duration::from_secs(60), || {
-            proc_stats::fd_count(pid).map(|n| n >= want).unwrap_or(false)
-        })
-        .await;
+        let held =
+            wait_until(Duration::from_secs(60), || proc_stats::fd_count(pid).map(|n| n >= want).unwrap_or(false)).await;
         if !held {
             eprintln!(
                 "loadgen: round {round}: server holds {} fds, expected >= {want}",
@@ -418,10 +416,8 @@ async fn idle(o: &Opts) -> Result<String> {
         let rss = settled_rss(pid).await?;
         let per_conn = rss.saturating_sub(rss0) as f64 / o.conns as f64;
         drop(conns);
-        wait_until(Duration::from_secs(60), || {
-            proc_stats::fd_count(pid).map(|n| n <= base_fds + 2).unwrap_or(true)
-        })
-        .await;
+        wait_until(Duration::from_secs(60), || proc_stats::fd_count(pid).map(|n| n <= base_fds + 2).unwrap_or(true))
+            .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_after = proc_stats::rss_bytes(pid)?;
         line += &format!(

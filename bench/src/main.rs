@@ -1,6 +1,7 @@
 //! `bench`: the project's benchmark suite, in one binary.
 //!
 //! - `bench [--quick] [--out DIR] ...`  the orchestrator (default)
+//! - `bench ab --a HOST --b HOST ...`   two host builds compared, interleaved (src/ab.rs)
 //! - `bench native seed|echo|http ...`  the native tokio (and hyper) baseline server
 //! - `bench loadgen MODE ...`           the load generator
 //!
@@ -9,6 +10,7 @@
 //! `wrk` instead of the load generator (src/wrk.rs), and are skipped with a
 //! note where it is not installed.
 
+mod ab;
 mod loadgen;
 mod native;
 mod proc_stats;
@@ -22,11 +24,12 @@ use anyhow::{bail, Context, Result};
 use report::{Extras, Header, Row};
 use runner::{Plan, Runner};
 use server::Paths;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 const USAGE: &str = "usage: bench [--quick] [--out DIR] [--reps N] [--duration SECS] [--mem-conns N] [--skip-memory]
+       bench ab --a HOST_BIN --b HOST_BIN [--label-a TEXT] [--label-b TEXT] [--reps N] [--duration SECS] [--rows LIST] [--out DIR]
        bench native seed|echo|http [--port N] [--addr IP]
        bench loadgen seed|echo-rr|echo-tput|idle --addr A --server-pid P [...]";
 
@@ -35,6 +38,7 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("native") => native::main(&args[1..]),
         Some("loadgen") => loadgen::main(&args[1..]),
+        Some("ab") => ab::main(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
@@ -66,27 +70,14 @@ fn orchestrate(args: &[String]) -> Result<()> {
         }
     }
     let started = Instant::now();
-    let nproc = online_cpus();
-    if nproc < 2 {
-        bail!("needs 2 CPUs (server on CPU 0, load generator on CPU 1); this machine has {nproc}");
-    }
-    // The orchestrator itself (which polls connects in the start-up row)
-    // stays off the server's CPU.
-    pin_self_to_cpu(1);
-    // 10,000 idle connections need more than the default file limit, in the
-    // load generator and in the server; children inherit this.
-    let nofile = raise_nofile(65_536);
+    let (nproc, nofile) = prepare_machine()?;
     if nofile < plan.mem_conns as u64 + 100 {
         eprintln!("bench: RLIMIT_NOFILE is {nofile}, too low for {} idle connections; lowering", plan.mem_conns);
         plan.mem_conns = nofile.saturating_sub(100) as usize;
     }
 
-    let paths = find_paths(&out)?;
-    std::fs::create_dir_all(&paths.logs)?;
-    // Old logs of a previous run would confuse the notes.
-    for e in std::fs::read_dir(&paths.logs)?.flatten() {
-        let _ = std::fs::remove_file(e.path());
-    }
+    let paths = find_paths(&out, None)?;
+    fresh_logs(&paths.logs)?;
     let plan_text = format!(
         "{} rep(s), {}s warm-up + {}s measured per window, {} idle conns for memory, {} start-up runs",
         plan.reps, plan.warmup, plan.duration, plan.mem_conns, plan.startup_runs
@@ -142,14 +133,41 @@ fn orchestrate(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Locates the host, the guests, the Python server and this binary. The
-/// workspace root is the parent of this crate's source directory.
-fn find_paths(out: &std::path::Path) -> Result<Paths> {
+/// What every orchestrator needs before its first server starts: two CPUs,
+/// itself off the server's CPU, and a raised open-file limit. Returns the
+/// number of online CPUs and the soft open-file limit now in force.
+fn prepare_machine() -> Result<(usize, u64)> {
+    let nproc = online_cpus();
+    if nproc < 2 {
+        bail!("needs 2 CPUs (server on CPU 0, load generator on CPU 1); this machine has {nproc}");
+    }
+    // The orchestrator itself (which polls connects in the start-up row)
+    // stays off the server's CPU.
+    pin_self_to_cpu(1);
+    // 10,000 idle connections need more than the default file limit, in the
+    // load generator and in the server; children inherit this.
+    Ok((nproc, raise_nofile(65_536)))
+}
+
+/// Creates the server log directory, emptied: old logs of a previous run
+/// would confuse the notes.
+fn fresh_logs(logs: &Path) -> Result<()> {
+    std::fs::create_dir_all(logs)?;
+    for e in std::fs::read_dir(logs)?.flatten() {
+        let _ = std::fs::remove_file(e.path());
+    }
+    Ok(())
+}
+
+/// Locates the host (`host`, else the workspace's release build), the
+/// guests, the Python server and this binary. The workspace root is the
+/// parent of this crate's source directory.
+fn find_paths(out: &Path, host: Option<PathBuf>) -> Result<Paths> {
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let root = crate_dir.parent().context("no workspace root")?.to_path_buf();
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(root.join("target"));
     let paths = Paths {
-        host: target.join("release/host"),
+        host: host.unwrap_or_else(|| target.join("release/host")),
         guests: target.join("wasm32-wasip2/release"),
         python_server: crate_dir.join("seed_server.py"),
         bench: std::env::current_exe()?,
@@ -205,7 +223,11 @@ fn raise_nofile(want: u64) -> u64 {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
@@ -232,9 +254,10 @@ fn git_description() -> String {
 
 /// One note per server whose stderr was not empty (first line quoted);
 /// empty logs are removed.
-fn server_log_notes(dir: &std::path::Path) -> Vec<String> {
+fn server_log_notes(dir: &Path) -> Vec<String> {
     let mut notes = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let mut entries: Vec<_> =
+        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     entries.sort();
     for p in entries {
         let text = std::fs::read_to_string(&p).unwrap_or_default();

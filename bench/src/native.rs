@@ -56,11 +56,7 @@ pub fn main(args: &[String]) -> Result<()> {
 
 async fn serve(mode: Mode, addr: &str, port: u16, backlog: u32) -> Result<()> {
     let sock_addr: std::net::SocketAddr = format!("{addr}:{port}").parse()?;
-    let socket = if sock_addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
+    let socket = if sock_addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(sock_addr)?;
     let listener: TcpListener = socket.listen(backlog)?;

@@ -18,8 +18,8 @@ pub fn clk_tck() -> f64 {
 
 /// utime + stime of the whole process (all threads), in seconds.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let text =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Field 2 (comm) is in parentheses and may contain spaces: split after
     // the last ')'. What follows starts at field 3 (state).
     let rest = &text[text.rfind(')').ok_or_else(|| anyhow!("bad stat line"))? + 2..];
@@ -46,9 +46,7 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
 /// Number of open file descriptors: tells when the server has accepted
 /// (or closed) the connections we opened.
 pub fn fd_count(pid: u32) -> Result<usize> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .with_context(|| format!("listing /proc/{pid}/fd"))?
-        .count())
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd")).with_context(|| format!("listing /proc/{pid}/fd"))?.count())
 }
 
 /// Machine-wide busy CPU time in seconds (all CPUs, everything but idle and

@@ -72,7 +72,13 @@ impl Row {
     /// the chart plots against the 0.9x target.
     pub fn relative_performance(&self) -> Option<f64> {
         let r = self.ratio()?;
-        Some(if self.higher_better { r } else if r > 0.0 { 1.0 / r } else { f64::NAN })
+        Some(if self.higher_better {
+            r
+        } else if r > 0.0 {
+            1.0 / r
+        } else {
+            f64::NAN
+        })
     }
 
     pub fn cpu_ratio(&self) -> Option<f64> {
@@ -126,9 +132,9 @@ fn latency(s: &Option<Stat>) -> String {
 }
 
 /// Above this share of its core, the load generator is the bottleneck.
-const CLIENT_BOUND: f64 = 0.9;
+pub const CLIENT_BOUND: f64 = 0.9;
 
-fn value(s: &Option<Stat>) -> String {
+pub fn value(s: &Option<Stat>) -> String {
     match s {
         Some(s) => {
             let mut v = num(s.value);
@@ -172,7 +178,10 @@ pub fn markdown(h: &Header, rows: &[Row], x: &Extras) -> String {
     let _ = writeln!(s, "- machine: {} CPUs (`nproc`), {}", h.nproc, h.cpu_model);
     let _ = writeln!(s, "- commit: {}; host binary built {}", h.git, h.host_built);
     let _ = writeln!(s, "- mode: {} ({})", h.mode, h.plan);
-    let _ = writeln!(s, "- server pinned to CPU 0, load generator to CPU 1; host+guest and native interleaved, median of repetitions");
+    let _ = writeln!(
+        s,
+        "- server pinned to CPU 0, load generator to CPU 1; host+guest and native interleaved, median of repetitions"
+    );
     let _ = writeln!(s, "- ↑ higher is better, ↓ lower is better; host/native is the literal ratio; CPU = server utime+stime per operation\n");
     let _ = writeln!(
         s,

@@ -39,15 +39,34 @@ impl Plan {
 }
 
 /// One load-generator result: the `key=value` pairs of its RESULT line.
-type Sample = HashMap<String, f64>;
+pub type Sample = HashMap<String, f64>;
+
+/// How a row counts: what its value is and what one operation is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Metric {
+    /// Operations per second (exchanges, round trips, requests).
+    Rate,
+    /// MiB/s, with one 64 KiB message as the operation.
+    Tput64k,
+}
+
+/// One timed load: the load generator's mode and arguments (or wrk's, for
+/// `wrk::MODE`), and how its samples are counted. `what` names it in tags.
+#[derive(Clone, Debug)]
+pub struct Load {
+    pub what: String,
+    pub mode: &'static str,
+    pub args: Vec<String>,
+    pub metric: Metric,
+}
 
 /// Share of a CPU that other processes may use during a window before the
 /// sample counts as noisy. Generous: some of the kernel's own network work
 /// (softirq) is charged to no process and lands here too.
-const NOISY: f64 = 0.25;
+pub const NOISY: f64 = 0.25;
 
 /// CPU share used by everything but the server and the load generator.
-fn noise(s: &Sample) -> f64 {
+pub fn noise(s: &Sample) -> f64 {
     match (s.get("other_cpu"), s.get("secs")) {
         (Some(o), Some(t)) if *t > 0.0 => o / t,
         _ => 0.0,
@@ -117,7 +136,13 @@ impl Runner {
         Ok(sample)
     }
 
-    fn measure_once(&mut self, what: &str, kind: &Kind, mode: &str, args: &[String]) -> Result<(String, Sample, Vec<String>)> {
+    fn measure_once(
+        &mut self,
+        what: &str,
+        kind: &Kind,
+        mode: &str,
+        args: &[String],
+    ) -> Result<(String, Sample, Vec<String>)> {
         let tag = self.tag(what, kind);
         let mut srv = Server::start(kind, &self.paths, &tag, Duration::from_secs(120))?;
         let budget = Duration::from_secs_f64(self.plan.warmup + self.plan.duration) + Duration::from_secs(360);
@@ -136,53 +161,103 @@ impl Runner {
     }
 
     /// Runs `variants` × `reps`, interleaved, and returns all samples of each.
-    fn interleave(&mut self, what: &str, variants: &[Kind], mode: &str, args: &[String]) -> Vec<Vec<Sample>> {
+    fn interleave(&mut self, load: &Load, variants: &[Kind]) -> Vec<Vec<Sample>> {
         let mut out = vec![Vec::new(); variants.len()];
-        for rep in 0..self.plan.reps {
-            // Rotate the starting variant each repetition.
-            for k in 0..variants.len() {
-                let i = (k + rep) % variants.len();
-                match self.measure(what, &variants[i], mode, args) {
-                    Ok(s) => out[i].push(s),
-                    Err(e) => {
-                        eprintln!("  {what} {}: FAILED: {e:#}", variants[i].label());
-                        self.notes.push(format!("{what} {}: failed: {e:#}", variants[i].label()));
-                    }
-                }
+        for rep in self.interleave_reps(load, variants) {
+            for (i, sample) in rep.into_iter().enumerate() {
+                out[i].extend(sample);
             }
         }
         out
     }
 
-    fn timed_args(&self, conns: usize, extra: &[(&str, String)]) -> Vec<String> {
-        let mut a = vec![
-            "--conns".into(), conns.to_string(),
-            "--warmup".into(), self.plan.warmup.to_string(),
-            "--duration".into(), self.plan.duration.to_string(),
-            "--max-ops".into(), self.plan.max_ops.to_string(),
-        ];
-        for (k, v) in extra {
-            a.push(k.to_string());
-            a.push(v.clone());
+    /// Runs `variants` × `reps`, rotating which variant goes first in each
+    /// repetition so slow drift hits all alike; returns, per repetition, the
+    /// sample of each variant (None where it failed, noted).
+    pub fn interleave_reps(&mut self, load: &Load, variants: &[Kind]) -> Vec<Vec<Option<Sample>>> {
+        let mut out = Vec::with_capacity(self.plan.reps);
+        for rep in 0..self.plan.reps {
+            let mut samples = vec![None; variants.len()];
+            for k in 0..variants.len() {
+                let i = (k + rep) % variants.len();
+                match self.measure(&load.what, &variants[i], load.mode, &load.args) {
+                    Ok(s) => samples[i] = Some(s),
+                    Err(e) => {
+                        eprintln!("  {} {}: FAILED: {e:#}", load.what, variants[i].label());
+                        self.notes.push(format!("{} {}: failed: {e:#}", load.what, variants[i].label()));
+                    }
+                }
+            }
+            out.push(samples);
         }
-        a
+        out
+    }
+
+    /// The load generator's arguments for a timed mode: the plan's
+    /// window and cap, `conns` connections, then `extra` flag/value pairs.
+    fn timed_args(&self, conns: usize, extra: &[(&str, String)]) -> Vec<String> {
+        let plan = [
+            ("--conns", conns.to_string()),
+            ("--warmup", self.plan.warmup.to_string()),
+            ("--duration", self.plan.duration.to_string()),
+            ("--max-ops", self.plan.max_ops.to_string()),
+        ];
+        plan.iter().chain(extra).flat_map(|(k, v)| [k.to_string(), v.clone()]).collect()
+    }
+
+    // ------------------------------------------------------------ loads
+    //
+    // What each timed row runs against a server, shared by the main
+    // report's rows and the A/B mode (src/ab.rs).
+
+    /// Seed exchanges, `conns` concurrent (hello.wasm, or native seed).
+    pub fn seed_load(&self, conns: usize) -> Load {
+        Load { what: format!("seed-c{conns}"), mode: "seed", args: self.timed_args(conns, &[]), metric: Metric::Rate }
+    }
+
+    /// Echo throughput: 64 KiB messages, 4 in flight per connection.
+    pub fn echo_tput_load(&self, conns: usize) -> Load {
+        Load {
+            what: format!("tput-c{conns}"),
+            mode: "echo-tput",
+            args: self.timed_args(conns, &[("--size", "65536".into()), ("--window", "4".into())]),
+            metric: Metric::Tput64k,
+        }
+    }
+
+    /// Echo request/response: 64 B, one in flight per connection.
+    pub fn echo_rr_load(&self, conns: usize) -> Load {
+        Load {
+            what: format!("rr-c{conns}"),
+            mode: "echo-rr",
+            args: self.timed_args(conns, &[("--size", "64".into())]),
+            metric: Metric::Rate,
+        }
+    }
+
+    /// wrk against an HTTP server, keep-alive or `Connection: close`. wrk's
+    /// window is the plan's duration rounded up to whole seconds, and the
+    /// plan's `max_ops` does not apply (wrk has no such cap).
+    pub fn http_load(close: bool) -> Load {
+        let (what, args) = if close {
+            ("http-close", vec!["-H".to_string(), "Connection: close".to_string()])
+        } else {
+            ("http-ka", vec![])
+        };
+        Load { what: what.into(), mode: wrk::MODE, args, metric: Metric::Rate }
     }
 
     // ------------------------------------------------------------ rows
 
     /// Row 1 (and 6): seed exchange rate at 1, 32, 256 concurrent.
     pub fn seed_rows(&mut self) -> (Vec<Row>, Option<Stat>) {
-        let host = Kind::Host { guest: "hello.wasm", extra: vec![] };
+        let host = Kind::host("hello.wasm", vec![]);
         let native = Kind::Native { mode: "seed" };
-        let reuse = Kind::Host {
-            guest: "hello.wasm",
-            extra: vec!["--connections-per-instance".into(), "1000".into()],
-        };
+        let reuse = Kind::host("hello.wasm", vec!["--connections-per-instance".into(), "1000".into()]);
         let mut rows = Vec::new();
         let mut reuse_rows = Vec::new();
         let mut python = None;
         for conns in [1usize, 32, 256] {
-            let what = format!("seed-c{conns}");
             eprintln!("» seed exchange, {conns} concurrent");
             // Row 6: the seed's own blocking design, beside host and native
             // in the same interleaved run.
@@ -193,14 +268,14 @@ impl Runner {
             // The opt-in instance reuse mode, in the same interleaved run.
             let reuse_index = variants.len();
             variants.push(reuse.clone());
-            let args = self.timed_args(conns, &[]);
-            let samples = self.interleave(&what, &variants, "seed", &args);
+            let load = self.seed_load(conns);
+            let samples = self.interleave(&load, &variants);
             let mut row = Row::new(&format!("1. seed exchange, {conns} concurrent"), "exch/s", true);
-            row.host = rate_stat(&samples[0]);
-            row.native = rate_stat(&samples[1]);
+            row.host = load.metric.stat(&samples[0]);
+            row.native = load.metric.stat(&samples[1]);
             row.cpu_unit = "µs/exch";
             if conns == 32 {
-                python = rate_stat(&samples[2]);
+                python = load.metric.stat(&samples[2]);
             }
             rows.push(row);
             let mut row = Row::new(
@@ -208,8 +283,8 @@ impl Runner {
                 "exch/s",
                 true,
             );
-            row.host = rate_stat(&samples[reuse_index]);
-            row.native = rate_stat(&samples[1]);
+            row.host = load.metric.stat(&samples[reuse_index]);
+            row.native = load.metric.stat(&samples[1]);
             row.cpu_unit = "µs/exch";
             reuse_rows.push(row);
         }
@@ -219,29 +294,29 @@ impl Runner {
 
     /// Row 2: echo throughput (64 KiB messages) and request/response (64 B).
     pub fn echo_rows(&mut self) -> Vec<Row> {
-        let host = Kind::Host { guest: "echo.wasm", extra: vec![] };
+        let host = Kind::host("echo.wasm", vec![]);
         let native = Kind::Native { mode: "echo" };
         let variants = [host, native];
         let mut rows = Vec::new();
         for conns in [1usize, 8] {
             eprintln!("» echo 64 KiB throughput, {conns} connection(s)");
-            let args = self.timed_args(conns, &[("--size", "65536".into()), ("--window", "4".into())]);
-            let s = self.interleave(&format!("tput-c{conns}"), &variants, "echo-tput", &args);
+            let load = self.echo_tput_load(conns);
+            let s = self.interleave(&load, &variants);
             let mut row = Row::new(&format!("2. echo 64 KiB throughput, {conns} conn"), "MiB/s", true);
             // MiB/s from bytes; CPU per 64 KiB message.
-            row.host = tput_stat(&s[0]);
-            row.native = tput_stat(&s[1]);
+            row.host = load.metric.stat(&s[0]);
+            row.native = load.metric.stat(&s[1]);
             row.cpu_unit = "µs/64KiB";
             row.latency = false;
             rows.push(row);
         }
         for conns in [1usize, 8] {
             eprintln!("» echo 64 B request/response, {conns} connection(s)");
-            let args = self.timed_args(conns, &[("--size", "64".into())]);
-            let s = self.interleave(&format!("rr-c{conns}"), &variants, "echo-rr", &args);
+            let load = self.echo_rr_load(conns);
+            let s = self.interleave(&load, &variants);
             let mut row = Row::new(&format!("2. echo 64 B req/resp, {conns} conn"), "rt/s", true);
-            row.host = rate_stat(&s[0]);
-            row.native = rate_stat(&s[1]);
+            row.host = load.metric.stat(&s[0]);
+            row.native = load.metric.stat(&s[1]);
             row.cpu_unit = "µs/rt";
             rows.push(row);
         }
@@ -249,18 +324,10 @@ impl Runner {
     }
 
     /// Row 5: HTTP/1.1 with wrk against http.wasm and hyper, keep-alive and
-    /// `Connection: close`. wrk's window is the plan's duration rounded up
-    /// to whole seconds, and the plan's `max_ops` does not apply (wrk has
-    /// no such cap). Without wrk the rows say so instead of failing the run.
+    /// `Connection: close` (see `http_load`). Without wrk the rows say so
+    /// instead of failing the run.
     pub fn http_rows(&mut self) -> Vec<Row> {
-        let cases = [
-            ("5. HTTP keep-alive, wrk -t1 -c32", "http-ka", vec![]),
-            (
-                "5. HTTP Connection: close, wrk -t1 -c32",
-                "http-close",
-                vec!["-H".to_string(), "Connection: close".to_string()],
-            ),
-        ];
+        let cases = [("5. HTTP keep-alive, wrk -t1 -c32", false), ("5. HTTP Connection: close, wrk -t1 -c32", true)];
         let installed = wrk::installed();
         if !installed {
             self.notes.push("HTTP rows skipped: wrk not installed (apt-get install wrk)".into());
@@ -274,10 +341,10 @@ impl Runner {
         }
         let mut variants = vec![Kind::Native { mode: "http" }];
         if has_guest {
-            variants.insert(0, Kind::Host { guest: "http.wasm", extra: vec![] });
+            variants.insert(0, Kind::host("http.wasm", vec![]));
         }
         let mut rows = Vec::new();
-        for (name, what, args) in cases {
+        for (name, close) in cases {
             let mut row = Row::new(name, "req/s", true);
             row.cpu_unit = "µs/req";
             if !installed {
@@ -286,10 +353,11 @@ impl Runner {
                 continue;
             }
             eprintln!("» {}", &name[3..]);
-            let s = self.interleave(what, &variants, wrk::MODE, &args);
-            row.native = rate_stat(s.last().expect("native is always measured"));
+            let load = Self::http_load(close);
+            let s = self.interleave(&load, &variants);
+            row.native = load.metric.stat(s.last().expect("native is always measured"));
             if has_guest {
-                row.host = rate_stat(&s[0]);
+                row.host = load.metric.stat(&s[0]);
             }
             rows.push(row);
         }
@@ -300,13 +368,10 @@ impl Runner {
     pub fn memory_rows(&mut self) -> (Vec<Row>, Vec<(String, Sample)>) {
         let n = self.plan.mem_conns;
         eprintln!("» memory: {n} idle connections, 2 rounds");
-        let host = Kind::Host {
-            guest: "echo.wasm",
-            extra: vec![
-                "--max-connections".into(), n.to_string(),
-                "--idle-timeout".into(), "300s".into(),
-            ],
-        };
+        let host = Kind::host(
+            "echo.wasm",
+            vec!["--max-connections".into(), n.to_string(), "--idle-timeout".into(), "300s".into()],
+        );
         let native = Kind::Native { mode: "echo" };
         let args = vec!["--conns".into(), n.to_string(), "--rounds".into(), "2".into()];
         let mut raw = Vec::new();
@@ -314,15 +379,16 @@ impl Runner {
         for (i, kind) in [host, native].iter().enumerate() {
             match self.measure("memory", kind, "idle", &args) {
                 Ok(s) => {
-                    for r in 0..2 {
+                    for (r, slot) in per_round[i].iter_mut().enumerate() {
                         let key = format!("r{}_per_conn", r + 1);
                         if let Some(v) = s.get(&key) {
-                            per_round[i][r] = Some(Stat::single(v / 1024.0));
+                            *slot = Some(Stat::single(v / 1024.0));
                         }
                         if s.get(&format!("r{}_held", r + 1)) == Some(&0.0) {
                             self.notes.push(format!(
                                 "memory {} round {}: the server never held all {n} connections (fd count)",
-                                kind.label(), r + 1
+                                kind.label(),
+                                r + 1
                             ));
                         }
                     }
@@ -334,11 +400,12 @@ impl Runner {
                 }
             }
         }
+        let [host_rounds, native_rounds] = per_round;
         let mut rows = Vec::new();
-        for r in 0..2 {
+        for (r, (host, native)) in host_rounds.into_iter().zip(native_rounds).enumerate() {
             let mut row = Row::new(&format!("3. memory per idle conn ({n}), round {}", r + 1), "KiB/conn", false);
-            row.host = per_round[0][r].take();
-            row.native = per_round[1][r].take();
+            row.host = host;
+            row.native = native;
             row.latency = false;
             rows.push(row);
         }
@@ -349,8 +416,8 @@ impl Runner {
     pub fn startup_rows(&mut self) -> Vec<Row> {
         eprintln!("» start-up time");
         let cold_flag = if self.has_no_cache { vec!["--no-cache".to_string()] } else { vec![] };
-        let cold = Kind::Host { guest: "hello.wasm", extra: cold_flag };
-        let warm = Kind::Host { guest: "hello.wasm", extra: vec![] };
+        let cold = Kind::host("hello.wasm", cold_flag);
+        let warm = Kind::host("hello.wasm", vec![]);
         let native = Kind::Native { mode: "seed" };
         if !self.has_no_cache {
             self.notes.push(
@@ -401,12 +468,8 @@ impl Runner {
         let tag = self.tag("startup", kind);
         let log = std::fs::File::create(self.paths.logs.join(format!("{tag}.stderr")))?;
         let t0 = Instant::now();
-        let mut child = kind
-            .command(&self.paths, port)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+        let mut child =
+            kind.command(&self.paths, port).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn()?;
         let deadline = t0 + Duration::from_secs(120);
         let result = loop {
             if let Ok(s) = TcpStream::connect(addr) {
@@ -478,9 +541,7 @@ fn run_loadgen(
     };
     let line = reader.join().ok().flatten();
     let said = said.join().unwrap_or_default();
-    let Some(line) = line else {
-        bail!("loadgen failed ({status}) without a RESULT line: {}", said.join(" | "))
-    };
+    let Some(line) = line else { bail!("loadgen failed ({status}) without a RESULT line: {}", said.join(" | ")) };
     let mut sample = Sample::new();
     for kv in line["RESULT ".len()..].split_whitespace() {
         if let Some((k, v)) = kv.split_once('=') {
@@ -490,24 +551,48 @@ fn run_loadgen(
     Ok((sample, said))
 }
 
-/// Median across repetitions of ops/s, CPU µs per op, p50, p99.
-fn rate_stat(samples: &[Sample]) -> Option<Stat> {
-    stat_from(samples, |s| s["ops"] / s["secs"], |s| s["ops"])
+impl Metric {
+    /// The row's value of one sample: ops/s, or MiB/s.
+    pub fn value(self, s: &Sample) -> f64 {
+        match self {
+            Metric::Rate => s["ops"] / s["secs"],
+            Metric::Tput64k => s["bytes"] / s["secs"] / (1024.0 * 1024.0),
+        }
+    }
+
+    /// Operations of one sample, for CPU per op: ops, or 64 KiB messages.
+    fn ops(self, s: &Sample) -> f64 {
+        match self {
+            Metric::Rate => s["ops"],
+            Metric::Tput64k => s["bytes"] / 65536.0,
+        }
+    }
+
+    /// The server's CPU µs per operation in one sample (NaN without ops).
+    pub fn cpu_us(self, s: &Sample) -> f64 {
+        let ops = self.ops(s);
+        if ops > 0.0 {
+            s["cpu"] / ops * 1e6
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// Medians over repetitions of the value, CPU µs per op, p50 and p99;
+    /// None if there are no samples.
+    pub fn stat(self, samples: &[Sample]) -> Option<Stat> {
+        stat_from(samples, |s| self.value(s), |s| self.cpu_us(s))
+    }
 }
 
-/// Median MiB/s; CPU per 64 KiB message.
-fn tput_stat(samples: &[Sample]) -> Option<Stat> {
-    stat_from(samples, |s| s["bytes"] / s["secs"] / (1024.0 * 1024.0), |s| s["bytes"] / 65536.0)
-}
-
-fn stat_from(samples: &[Sample], value: impl Fn(&Sample) -> f64, ops: impl Fn(&Sample) -> f64) -> Option<Stat> {
+fn stat_from(samples: &[Sample], value: impl Fn(&Sample) -> f64, cpu_us: impl Fn(&Sample) -> f64) -> Option<Stat> {
     if samples.is_empty() {
         return None;
     }
     let med = |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(f).collect());
     Some(Stat {
         value: med(&|s| value(s)),
-        cpu_us: Some(med(&|s| if ops(s) > 0.0 { s["cpu"] / ops(s) * 1e6 } else { f64::NAN })),
+        cpu_us: Some(med(&|s| cpu_us(s))),
         p50_us: Some(med(&|s| s["p50_us"])),
         p99_us: Some(med(&|s| s["p99_us"])),
         errors: samples.iter().map(|s| s["errors"] as u64).sum(),

@@ -16,12 +16,21 @@ use std::time::{Duration, Instant};
 /// Which server to run.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
-    /// `host run GUEST.wasm` with extra flags.
-    Host { guest: &'static str, extra: Vec<String> },
+    /// `host run GUEST.wasm` with extra flags, by `Paths::host` or, in the
+    /// A/B mode, by one of the two builds compared.
+    Host { guest: &'static str, extra: Vec<String>, build: Option<Build> },
     /// `bench native seed|echo`.
     Native { mode: &'static str },
     /// bench/seed_server.py: the seed's own blocking design.
     Python,
+}
+
+/// One of the two host builds an A/B run compares.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Build {
+    /// "a" or "b": the label in tags and log names.
+    pub tag: &'static str,
+    pub bin: PathBuf,
 }
 
 /// Paths of everything the orchestrator runs.
@@ -42,16 +51,27 @@ pub const SERVER_CPU: &str = "0";
 pub const LOADGEN_CPU: &str = "1";
 
 impl Kind {
+    /// `host run GUEST.wasm EXTRA...` by `Paths::host`.
+    pub fn host(guest: &'static str, extra: Vec<String>) -> Kind {
+        Kind::Host { guest, extra, build: None }
+    }
+
     /// The command line, prefixed with `taskset -c CPU`.
     pub fn command(&self, paths: &Paths, port: u16) -> Command {
         let mut cmd = Command::new("taskset");
         cmd.args(["-c", SERVER_CPU]);
         match self {
-            Kind::Host { guest, extra } => {
-                cmd.arg(&paths.host).arg("run").arg(paths.guests.join(guest));
+            Kind::Host { guest, extra, build } => {
+                // Each build of an A/B run compiles into its own cache: two
+                // builds may well differ in what they would cache.
+                let (bin, cache) = match build {
+                    Some(b) => (&b.bin, paths.cache_dir.join(b.tag)),
+                    None => (&paths.host, paths.cache_dir.clone()),
+                };
+                cmd.arg(bin).arg("run").arg(paths.guests.join(guest));
                 cmd.args(["--port", &port.to_string(), "--addr", "127.0.0.1", "--log-level", "warn"]);
                 cmd.args(extra);
-                cmd.env("NETPLUG_CACHE_DIR", &paths.cache_dir);
+                cmd.env("NETPLUG_CACHE_DIR", cache);
             }
             Kind::Native { mode } => {
                 cmd.arg(&paths.bench).args(["native", mode, "--port", &port.to_string()]);
@@ -65,7 +85,8 @@ impl Kind {
 
     pub fn label(&self) -> &'static str {
         match self {
-            Kind::Host { .. } => "host",
+            Kind::Host { build: Some(b), .. } => b.tag,
+            Kind::Host { build: None, .. } => "host",
             Kind::Native { .. } => "native",
             Kind::Python => "python",
         }

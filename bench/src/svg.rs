@@ -16,12 +16,8 @@ pub fn chart(title: &str, rows: &[Row]) -> String {
     let width = label_w + bar_w + 90.0;
     let height = top + row_h * rows.len() as f64 + 40.0;
     // Scale to at least 1.2x so the target and parity lines are always in view.
-    let max = rows
-        .iter()
-        .filter_map(Row::relative_performance)
-        .filter(|v| v.is_finite())
-        .fold(1.2f64, f64::max)
-        .min(5.0);
+    let max =
+        rows.iter().filter_map(Row::relative_performance).filter(|v| v.is_finite()).fold(1.2f64, f64::max).min(5.0);
     let x = |v: f64| label_w + bar_w * (v.min(max) / max);
 
     let mut s = String::new();
@@ -54,11 +50,22 @@ pub fn chart(title: &str, rows: &[Row]) -> String {
                     x(v) - label_w,
                     row_h - 8.0
                 );
-                let _ = writeln!(s, r#"<text x="{:.1}" y="{}" stroke="white" stroke-width="3" paint-order="stroke">{v:.2}x</text>"#, x(v) + 4.0, y + row_h * 0.65);
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{:.1}" y="{}" stroke="white" stroke-width="3" paint-order="stroke">{v:.2}x</text>"#,
+                    x(v) + 4.0,
+                    y + row_h * 0.65
+                );
             }
             None => {
                 let why = r.na.unwrap_or("n/a");
-                let _ = writeln!(s, r##"<text x="{}" y="{}" fill="#888">{}</text>"##, label_w + 4.0, y + row_h * 0.65, esc(why));
+                let _ = writeln!(
+                    s,
+                    r##"<text x="{}" y="{}" fill="#888">{}</text>"##,
+                    label_w + 4.0,
+                    y + row_h * 0.65,
+                    esc(why)
+                );
             }
         }
     }
@@ -68,12 +75,18 @@ pub fn chart(title: &str, rows: &[Row]) -> String {
     let _ = writeln!(
         s,
         r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#888" stroke-dasharray="2,3"/><text x="{0:.1}" y="{3}" text-anchor="middle" fill="#888">1.0x</text>"##,
-        x(1.0), top - 4.0, bottom, bottom + 14.0
+        x(1.0),
+        top - 4.0,
+        bottom,
+        bottom + 14.0
     );
     let _ = writeln!(
         s,
         r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#c0392b" stroke-width="2" stroke-dasharray="6,4"/><text x="{0:.1}" y="{3}" text-anchor="middle" fill="#c0392b">0.9x target</text>"##,
-        x(0.9), top - 4.0, bottom, bottom + 28.0
+        x(0.9),
+        top - 4.0,
+        bottom,
+        bottom + 28.0
     );
     s.push_str("</svg>\n");
     s

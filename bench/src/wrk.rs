@@ -55,9 +55,8 @@ impl Report {
 pub fn installed() -> bool {
     use std::os::unix::fs::PermissionsExt;
     let Some(path) = std::env::var_os("PATH") else { return false };
-    std::env::split_paths(&path).any(|dir| {
-        std::fs::metadata(dir.join("wrk")).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    std::env::split_paths(&path)
+        .any(|dir| std::fs::metadata(dir.join("wrk")).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// Warm-up, then one wrk run of `duration` (whole seconds, at least 1: wrk
@@ -349,7 +348,11 @@ Transfer/sec:      2.23MB
 
     #[test]
     fn clean_run_has_no_errors() {
-        let clean: String = WITH_ERRORS.lines().filter(|l| !l.contains("errors") && !l.contains("Non-2xx")).collect::<Vec<_>>().join("\n");
+        let clean: String = WITH_ERRORS
+            .lines()
+            .filter(|l| !l.contains("errors") && !l.contains("Non-2xx"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let r = parse(&clean).unwrap();
         assert_eq!(r.errors(), 0);
         assert_eq!(r.p50_us, Some(698.0));
