@@ -81,7 +81,8 @@ fn address_already_in_use() {
 fn unparseable_address() {
     let hello = guest("hello");
     let err = refused(&["run", hello.to_str().unwrap(), "--port", "0", "--addr", "not-an-ip"]);
-    assert!(err.contains("--addr `not-an-ip`"), "{err}");
+    assert!(err.contains("--addr") && err.contains("`not-an-ip` is not an IP address"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
 
 #[test]

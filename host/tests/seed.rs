@@ -52,7 +52,7 @@ fn serves_on_ipv6_loopback() {
     assert_eq!(host.addr.ip().to_string(), "::1");
     let (reply, local) = seed_exchange(host.addr);
     assert_eq!(reply, b"HELLO,WORLD");
-    host.wait_for_log("naming the IPv6 peer", |l| l.contains(&format!("[{local}]")));
+    host.wait_for_log("naming the IPv6 peer", |l| l.contains(&format!("peer={local}")));
 }
 
 #[test]

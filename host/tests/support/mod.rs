@@ -81,8 +81,14 @@ impl Host {
     }
 
     pub fn serve_path(guest: &Path, extra: &[&str]) -> Host {
+        Self::serve_with_env(guest, extra, &[])
+    }
+
+    /// Like `serve_path`, with extra environment variables for the host.
+    pub fn serve_with_env(guest: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Host {
         raise_fd_limit();
         let mut child = host_command()
+            .envs(env.iter().copied())
             .arg("run")
             .arg(guest)
             .args(["--port", "0"])
@@ -158,15 +164,21 @@ impl Host {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(self) -> std::process::ExitStatus {
         signal(self.child.id(), "TERM");
+        self.wait_exit()
+    }
+
+    /// Waits for the host to exit on its own (after a signal already sent),
+    /// bounded by `PATIENCE`.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
             if start.elapsed() > PATIENCE {
-                panic!("host did not exit within {PATIENCE:?} of SIGTERM");
+                panic!("host did not exit within {PATIENCE:?}; log:\n{}", self.log().join("\n"));
             }
             // Poll interval.
             std::thread::sleep(Duration::from_millis(20));
