@@ -53,6 +53,9 @@ pub struct RunCommand {
     pub grants: GrantArgs,
 
     #[command(flatten)]
+    pub swap: SwapArgs,
+
+    #[command(flatten)]
     pub limits: LimitArgs,
 
     #[command(flatten)]
@@ -109,6 +112,23 @@ pub struct GrantArgs {
     /// address a socket may use. Repeatable.
     #[arg(long, value_name = "INTERFACE", value_parser = ["wasi:filesystem", "wasi:sockets"])]
     pub grant: Vec<String>,
+}
+
+/// Replacing the guest while serving (server guests).
+#[derive(Args, Debug, Clone)]
+pub struct SwapArgs {
+    /// Reload the guest when its file changes (written in place or renamed
+    /// over). SIGHUP reloads at any time, with or without this. New
+    /// connections get the new guest as soon as it is loaded; connections
+    /// in flight finish on the one they started with. A file that does not
+    /// load leaves the current guest serving.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// How long connections of a replaced guest may go on; past it they are
+    /// closed, spread over a few seconds. By default they run to their end.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub drain_timeout: Option<Duration>,
 }
 
 /// Limits on each connection's guest instance.

@@ -25,6 +25,10 @@ pub struct RunConfig {
     pub grants: Vec<String>,
     pub limits: Limits,
     pub overload: OverloadPolicy,
+    /// Reload when the guest file changes.
+    pub watch: bool,
+    /// How long a replaced generation's connections may run.
+    pub drain_timeout: Option<Duration>,
     pub shutdown_timeout: Duration,
     pub verbose: bool,
     /// Where compiled guests are cached; `None` with `--no-cache`.
@@ -47,6 +51,8 @@ impl RunConfig {
             grants: cmd.grants.grant,
             overload: OverloadPolicy::new(&cmd.overload, &limits),
             limits,
+            watch: cmd.swap.watch,
+            drain_timeout: cmd.swap.drain_timeout,
             shutdown_timeout: cmd.listen.shutdown_timeout,
             verbose: cmd.log.verbose,
             cache_dir: if cmd.no_cache { None } else { crate::cache::default_dir() },

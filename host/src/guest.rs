@@ -37,8 +37,13 @@ pub fn display_name(path: &Path) -> String {
 /// Reads and compiles a guest, naming the file and what is wrong with it.
 /// With a cache, a previous compilation of the same bytes is reused.
 pub fn load(engine: &Engine, path: &Path, cache: Option<&Cache>) -> Result<Component> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read guest {}", path.display()))?;
+    load_bytes(engine, path, &bytes, cache)
+}
+
+/// Compiles the bytes read from `path` (named in errors).
+pub fn load_bytes(engine: &Engine, path: &Path, bytes: &[u8], cache: Option<&Cache>) -> Result<Component> {
     let shown = path.display();
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read guest {shown}"))?;
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         bail!("{shown} is not a WebAssembly file (it does not start with the \\0asm magic bytes)");
     }
@@ -48,14 +53,14 @@ pub fn load(engine: &Engine, path: &Path, cache: Option<&Cache>) -> Result<Compo
              wasm32-wasip2 (or wrap the module with `wasm-tools component new`)"
         );
     }
-    if let Some(component) = cache.and_then(|cache| cache.load(engine, &bytes)) {
+    if let Some(component) = cache.and_then(|cache| cache.load(engine, bytes)) {
         return Ok(component);
     }
-    let component = Component::new(engine, &bytes)
+    let component = Component::new(engine, bytes)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("cannot compile guest {shown}"))?;
     if let Some(cache) = cache {
-        cache.store(engine, &bytes, &component);
+        cache.store(engine, bytes, &component);
     }
     Ok(component)
 }

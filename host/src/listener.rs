@@ -1,7 +1,8 @@
 //! A listener: the bound socket, the accept loop with its connection cap
 //! and overload policy, each connection's task, and graceful shutdown.
 
-use crate::pool::Pool;
+use crate::generation::{Current, Generation};
+use crate::store::Policy;
 use anyhow::{Context, Result};
 use futures_util::FutureExt;
 use std::future::Future;
@@ -15,13 +16,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-/// Everything a listener's connections share, built once.
+/// Everything a listener's connections share.
 pub struct Service {
     /// The listener's name, carried by every event of its connections.
     pub name: String,
-    /// The guest's file name, for log lines.
-    pub guest: String,
-    pub pool: Pool,
+    /// Limits, dial list and overload roster, the same for every generation.
+    pub policy: Arc<Policy>,
+    /// The generation new connections get.
+    pub current: Arc<Current>,
     pub stats: Stats,
 }
 
@@ -36,6 +38,8 @@ pub struct Stats {
     pub panics: AtomicU64,
     /// Connections closed to admit new ones at `--max-connections`.
     pub evicted: AtomicU64,
+    /// Connections of a replaced generation closed at `--drain-timeout`.
+    pub drained: AtomicU64,
 }
 
 /// First pause after a failed accept; doubled on each failure in a row.
@@ -70,7 +74,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> Result<()> {
-    let policy = service.pool.policy().clone();
+    let policy = service.policy.clone();
     let limit = Arc::new(Semaphore::new(policy.limits.max_connections as usize));
     let mut tasks = JoinSet::new();
     let mut accept_errors = AcceptErrors::default();
@@ -112,8 +116,11 @@ pub async fn run(
                 }
             },
         };
-        let span = tracing::error_span!(parent: None, "conn", listener = %service.name, %peer);
-        tasks.spawn(connection_task(service.clone(), stream, peer, permit).instrument(span));
+        let generation = service.current.get();
+        let span =
+            tracing::error_span!(parent: None, "conn", listener = %service.name, generation = generation.id, %peer);
+        let task = connection_task(service.clone(), generation, stream, peer, permit);
+        tasks.spawn(task.instrument(span));
         while let Some(joined) = tasks.try_join_next() {
             reap(&service, joined);
         }
@@ -141,12 +148,13 @@ pub async fn run(
     let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
     tracing::info!(
         "stopped: {} connections accepted, {} completed, {} guest errors, {} faults, {} closed for newcomers, \
-         {} host panics",
+         {} closed by a drain, {} host panics",
         count(&s.accepted),
         count(&s.completed),
         count(&s.guest_errors),
         count(&s.faults),
         count(&s.evicted),
+        count(&s.drained),
         count(&s.panics),
     );
     Ok(())
@@ -155,17 +163,42 @@ pub async fn run(
 /// One connection's task: registered with the overload roster while it
 /// runs; the permit is released before spares are refilled, so a waiting
 /// client is admitted without waiting for instantiation.
-async fn connection_task(service: Arc<Service>, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
-    let registration = service.pool.policy().overload.roster.register();
-    let served = AssertUnwindSafe(crate::session::serve(&service, stream, peer, registration.signal.clone()));
-    if let Err(panic) = served.catch_unwind().await {
-        service.stats.panics.fetch_add(1, Ordering::Relaxed);
-        tracing::error!("connection task panicked (a host bug; other connections go on): {}", panic_message(&panic));
+async fn connection_task(
+    service: Arc<Service>,
+    generation: Arc<Generation>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
+    let registration = service.policy.overload.roster.register();
+    let served = crate::session::serve(&generation, &service.stats, stream, peer, registration.signal.clone());
+    let served = catching_panics(&service.stats, served);
+    if service.current.drain_timeout().is_some() {
+        // A replaced generation's connection may be closed once it drained.
+        tokio::select! {
+            () = served => {}
+            () = generation.drained(registration.id()) => {
+                service.stats.drained.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("closed: generation {} drained (--drain-timeout)", generation.id);
+            }
+        }
+    } else {
+        served.await;
     }
     drop(registration);
     drop(permit);
     // Boxed, like instantiation: keeps the task small while it serves.
-    Box::pin(service.pool.refill()).await;
+    Box::pin(generation.pool.refill()).await;
+}
+
+/// Runs a connection's future; a panic in it (a host bug, never a guest's
+/// doing: guest faults are errors) is logged in the connection's span and
+/// counted, and the listener goes on.
+async fn catching_panics(stats: &Stats, served: impl Future<Output = ()>) {
+    if let Err(panic) = AssertUnwindSafe(served).catch_unwind().await {
+        stats.panics.fetch_add(1, Ordering::Relaxed);
+        tracing::error!("connection task panicked (a host bug; other connections go on): {}", panic_message(&panic));
+    }
 }
 
 /// Logs a task that ended abnormally: a panic escaping `catch_unwind` (in
@@ -212,6 +245,16 @@ impl AcceptErrors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_connection_that_panics_is_counted_and_the_next_is_served() {
+        let stats = Stats::default();
+        catching_panics(&stats, async { panic!("a host bug on purpose") }).await;
+        let mut served = false;
+        catching_panics(&stats, async { served = true }).await;
+        assert!(served);
+        assert_eq!(stats.panics.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn accept_errors_back_off_exponentially_and_reset() {

@@ -146,6 +146,13 @@ pub struct Registration<'a> {
     pub signal: Arc<Signal>,
 }
 
+impl Registration<'_> {
+    /// The connection's number in its listener, in order of arrival.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         self.roster.live.lock().unwrap().remove(&self.id);

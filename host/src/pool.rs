@@ -6,6 +6,7 @@
 use crate::bindings::server::{Server, ServerPre};
 use crate::limits::Limits;
 use crate::store::{new_store, GuestState, Policy, Stdout};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use wasmtime::Store;
 
@@ -14,9 +15,11 @@ use wasmtime::Store;
 pub const SPARE_INSTANCES: u32 = 2;
 
 /// Pool slots a listener with these limits needs: one per connection, per
-/// idle instance kept for reuse, per spare, and one for a client run.
+/// idle instance kept for reuse, per spare (twice: a replaced generation's
+/// refill may finish a spare just after the swap, and drops it at once),
+/// and one for a client run.
 pub fn slots_needed(limits: &Limits) -> u32 {
-    limits.max_connections + limits.max_idle_instances() + SPARE_INSTANCES + 1
+    limits.max_connections + limits.max_idle_instances() + 2 * SPARE_INSTANCES + 1
 }
 
 /// A guest instance and its store.
@@ -36,6 +39,9 @@ pub struct Pool {
     /// Fresh instances, never used, made ahead of time so that a new
     /// connection does not wait for instantiation.
     spares: Mutex<Spares>,
+    /// Set when a newer generation replaced this pool's: it keeps serving
+    /// the connections it has, and makes or keeps no more instances.
+    retired: AtomicBool,
 }
 
 #[derive(Default)]
@@ -48,7 +54,22 @@ struct Spares {
 
 impl Pool {
     pub fn new(pre: ServerPre<GuestState>, policy: Arc<Policy>) -> Self {
-        Pool { pre, policy, idle: Mutex::new(Vec::new()), spares: Mutex::new(Spares::default()) }
+        Pool {
+            pre,
+            policy,
+            idle: Mutex::new(Vec::new()),
+            spares: Mutex::new(Spares::default()),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Drops the spare and idle instances, freeing their pool slots, and
+    /// stops making or keeping more.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap());
+        let spares = std::mem::take(&mut self.spares.lock().unwrap().ready);
+        drop((idle, spares));
     }
 
     pub fn policy(&self) -> &Arc<Policy> {
@@ -83,7 +104,10 @@ impl Pool {
     /// otherwise drops it (freeing its pool slot).
     pub fn put_back(&self, instance: Instance) {
         let limits = &self.policy.limits;
-        if instance.served >= limits.connections_per_instance || instance.store.data().live_connections > 0 {
+        if instance.served >= limits.connections_per_instance
+            || instance.store.data().live_connections > 0
+            || self.retired.load(Ordering::Relaxed)
+        {
             return;
         }
         let mut idle = self.idle.lock().unwrap();
@@ -96,6 +120,9 @@ impl Pool {
     /// connection is over and its permit released, off any client's path.
     pub async fn refill(&self) {
         loop {
+            if self.retired.load(Ordering::Relaxed) {
+                return;
+            }
             {
                 let mut spares = self.spares.lock().unwrap();
                 if spares.ready.len() as u32 + spares.making >= SPARE_INSTANCES {
@@ -108,6 +135,8 @@ impl Pool {
             let mut spares = self.spares.lock().unwrap();
             spares.making -= 1;
             match made {
+                // A pool retired meanwhile drops what it just made.
+                Ok(_) if self.retired.load(Ordering::Relaxed) => return,
                 Ok(guest) => spares.ready.push(Instance { store, guest, served: 0 }),
                 Err(e) => {
                     // Instantiation will be retried, and reported, inline.

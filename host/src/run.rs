@@ -1,13 +1,15 @@
 //! `host run`: admit the guest, then serve it on a listener or run it once,
-//! by its world. Engine, linker and `InstancePre` are built once here; each
+//! by its world. Engine and linker are built once here, and an
+//! `InstancePre` per generation of the guest (see `reload.rs`); each
 //! connection gets its own store (see `session.rs`).
 
-use crate::bindings::server::ServerPre;
 use crate::cache::Cache;
 use crate::config::RunConfig;
+use crate::generation::Current;
 use crate::guest::{self, World};
 use crate::listener::{self, Service, Stats};
-use crate::pool::{self, Pool};
+use crate::pool;
+use crate::reload::{self, Loader};
 use crate::store::Policy;
 use crate::{client, engine, linker, shutdown};
 use anyhow::{bail, Context, Result};
@@ -18,7 +20,9 @@ use tracing::Instrument;
 pub fn run(config: RunConfig) -> Result<()> {
     let engine = engine::build(pool::slots_needed(&config.limits), config.limits.max_memory)?;
     let cache = config.cache_dir.clone().and_then(Cache::open);
-    let component = guest::load(&engine, &config.guest, cache.as_ref())?;
+    let bytes =
+        std::fs::read(&config.guest).with_context(|| format!("cannot read guest {}", config.guest.display()))?;
+    let component = guest::load_bytes(&engine, &config.guest, &bytes, cache.as_ref())?;
     let world = guest::world_of(&engine, &component, &config.guest)?;
     guest::check_imports(&engine, &component, &config.guest, &config.grants)?;
     let guest_name = guest::display_name(&config.guest);
@@ -31,10 +35,7 @@ pub fn run(config: RunConfig) -> Result<()> {
         }
         _ => {}
     }
-    let pre = linker::build(&engine)?
-        .instantiate_pre(&component)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("cannot link guest {guest_name}"))?;
+    let linker = linker::build(&engine)?;
     let policy = Arc::new(Policy {
         limits: config.limits.clone(),
         dial: config.dial,
@@ -44,43 +45,40 @@ pub fn run(config: RunConfig) -> Result<()> {
     let tokio =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     let _ticker = engine::EpochTicker::start(&engine)?;
-    match world {
-        World::Server => {
-            let addr = config.listen.expect("checked above");
-            let pre = ServerPre::new(pre)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("{guest_name} does not match the server world"))?;
-            // `host run` has one listener, named after its guest.
-            let name = config.guest.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let service = Arc::new(Service {
-                name: name.clone(),
-                guest: guest_name.clone(),
-                pool: Pool::new(pre, policy),
-                stats: Stats::default(),
-            });
-            let span = tracing::info_span!("listener", name = %name);
-            tokio.block_on(
-                async {
-                    let listener = listener::bind(addr, config.backlog)?;
-                    let bound = listener.local_addr().context("cannot read the bound address")?;
-                    // Tests and scripts read this line to find the port.
-                    println!("listening on {bound}");
-                    std::io::stdout().flush().ok();
-                    tracing::info!("serving {guest_name} (world server) on {bound}");
-                    let shutdown = shutdown::signal()?;
-                    // The accept loop runs on a worker, beside the connections
-                    // it spawns, rather than on this thread: handing every new
-                    // connection across threads costs a wake-up each.
-                    let serve = listener::run(listener, service, shutdown, config.shutdown_timeout);
-                    tokio::spawn(serve.in_current_span()).await.context("the accept loop failed")?
-                }
-                .instrument(span),
-            )
-        }
-        World::Client => {
-            let mut args = vec![config.connect.clone().expect("checked above")];
-            args.extend(config.args);
-            tokio.block_on(client::run(pre, policy, &guest_name, args))
-        }
+    if world == World::Client {
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("cannot link guest {guest_name}"))?;
+        let mut args = vec![config.connect.clone().expect("checked above")];
+        args.extend(config.args);
+        return tokio.block_on(client::run(pre, policy, &guest_name, args));
     }
+    let addr = config.listen.expect("checked above");
+    let loader = Arc::new(Loader::new(engine, linker, cache, config.guest.clone(), config.grants, policy.clone()));
+    let first = loader.generation(1, &component, &bytes)?;
+    // `host run` has one listener, named after its guest.
+    let name = config.guest.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let current = Arc::new(Current::new(first, config.drain_timeout));
+    let service = Arc::new(Service { name: name.clone(), policy, current: current.clone(), stats: Stats::default() });
+    let span = tracing::info_span!("listener", name = %name);
+    tokio.block_on(
+        async {
+            let listener = listener::bind(addr, config.backlog)?;
+            let bound = listener.local_addr().context("cannot read the bound address")?;
+            let shutdown = shutdown::signal()?;
+            reload::spawn(loader, current, config.watch)?;
+            // Tests and scripts read this line to find the port.
+            println!("listening on {bound}");
+            std::io::stdout().flush().ok();
+            let watching = if config.watch { ", reloading when it changes" } else { "" };
+            tracing::info!("serving {guest_name} (world server, generation 1) on {bound}{watching}");
+            // The accept loop runs on a worker, beside the connections it
+            // spawns, rather than on this thread: handing every new
+            // connection across threads costs a wake-up each.
+            let serve = listener::run(listener, service, shutdown, config.shutdown_timeout);
+            tokio::spawn(serve.in_current_span()).await.context("the accept loop failed")?
+        }
+        .instrument(span),
+    )
 }

@@ -5,7 +5,8 @@
 use crate::bindings::server::Server;
 use crate::connection::Connection;
 use crate::fault::{stop_signal, Fault};
-use crate::listener::Service;
+use crate::generation::Generation;
+use crate::listener::Stats;
 use crate::overload::Signal;
 use crate::pool::Instance;
 use crate::store::GuestState;
@@ -24,10 +25,10 @@ enum Ended {
 
 /// Serves one connection to its end. Never fails: what goes wrong is the
 /// connection's own, logged in its span and counted.
-pub async fn serve(service: &Service, stream: TcpStream, peer: SocketAddr, signal: Arc<Signal>) {
+pub async fn serve(generation: &Generation, stats: &Stats, stream: TcpStream, peer: SocketAddr, signal: Arc<Signal>) {
     // Small protocol messages go out at once rather than waiting on Nagle.
     let _ = stream.set_nodelay(true);
-    let pool = &service.pool;
+    let pool = &generation.pool;
     let (mut store, ready, served) = match pool.take_ready() {
         Some(Instance { mut store, guest, served }) => {
             store.data_mut().start_connection(signal, true);
@@ -39,8 +40,8 @@ pub async fn serve(service: &Service, stream: TcpStream, peer: SocketAddr, signa
             (store, None, 0)
         }
     };
-    let ended = run_guest(service, &mut store, ready, Connection::accepted(stream, peer)).await;
-    report(service, &ended, store.data());
+    let ended = run_guest(generation, &mut store, ready, Connection::accepted(stream, peer)).await;
+    report(generation, stats, &ended, store.data());
     if let Ended::Returned(_, guest) = ended {
         // The instance ended cleanly, so it may serve again.
         pool.put_back(Instance { store, guest, served: served + 1 });
@@ -51,12 +52,17 @@ pub async fn serve(service: &Service, stream: TcpStream, peer: SocketAddr, signa
 
 /// Instantiates (unless the instance is ready) and calls `handle`, raced
 /// against the CPU watch and the lifetime.
-async fn run_guest(service: &Service, store: &mut Store<GuestState>, ready: Option<Server>, conn: Connection) -> Ended {
+async fn run_guest(
+    generation: &Generation,
+    store: &mut Store<GuestState>,
+    ready: Option<Server>,
+    conn: Connection,
+) -> Ended {
     let stop = stop_signal(store.data());
     let call = async {
         let guest = match ready {
             Some(guest) => guest,
-            None => service.pool.instantiate(store).await?,
+            None => generation.pool.instantiate(store).await?,
         };
         let conn = store.data_mut().table.push(conn)?;
         store.data_mut().live_connections += 1;
@@ -74,8 +80,7 @@ async fn run_guest(service: &Service, store: &mut Store<GuestState>, ready: Opti
 }
 
 /// Counts the outcome and logs it in the connection's span.
-fn report(service: &Service, ended: &Ended, state: &GuestState) {
-    let stats = &service.stats;
+fn report(generation: &Generation, stats: &Stats, ended: &Ended, state: &GuestState) {
     match ended {
         Ended::Returned(Ok(()), _) => {
             stats.completed.fetch_add(1, Ordering::Relaxed);
@@ -83,14 +88,14 @@ fn report(service: &Service, ended: &Ended, state: &GuestState) {
         }
         Ended::Returned(Err(reason), _) => {
             stats.guest_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("guest {} returned an error: {reason}", service.guest);
+            tracing::warn!("guest {} returned an error: {reason}", generation.guest);
         }
         Ended::Fault(fault) => {
             stats.faults.fetch_add(1, Ordering::Relaxed);
             if state.policy.verbose {
                 fault.log_backtrace();
             }
-            tracing::error!("guest {} closed: {}", service.guest, fault.describe(state));
+            tracing::error!("guest {} closed: {}", generation.guest, fault.describe(state));
         }
     }
 }

@@ -7,7 +7,8 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -520,4 +521,38 @@ fn busy_bulk_connections_are_not_charged_for_each_others_time() {
         assert_eq!(h.join().unwrap(), 64 << 20, "every byte echoed");
     }
     assert!(!host.log().iter().any(|l| l.contains("CPU time limit")), "no connection interrupted");
+}
+
+#[test]
+fn running_out_of_file_descriptors_backs_off_and_recovers() {
+    // The host gets few descriptors; the clients hold more connections open
+    // than it can accept, so accepts fail with EMFILE until they close.
+    let mut command = Command::new("prlimit");
+    command
+        .env("NETPLUG_CACHE_DIR", cache_dir())
+        .arg("--nofile=64:64")
+        .arg(host_bin())
+        .arg("run")
+        .arg(guest("hello"))
+        .args(["--port", "0"]);
+    let host = Host::start(command);
+    let held: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut stream = connect(host.addr);
+            // Accepted or not, the kernel completed the handshake.
+            stream.write_all(b"").unwrap();
+            stream
+        })
+        .collect();
+    host.wait_for_log("the first failure", |l| l.contains("accept failed") && l.contains("retrying with backoff"));
+    // The clients give up: the guests they reached finish, the host gets
+    // its descriptors back, and accepts the ones still queued.
+    drop(held);
+    host.wait_for_log("the recovery", |l| l.contains("accepting again after"));
+    assert_eq!(seed_exchange(host.addr).0, b"HELLO,WORLD", "served again");
+    // One line when an episode starts and one when it ends, however many
+    // accepts failed in between (the queued clients may start a second
+    // short episode as they are accepted).
+    let (failed, recovered) = (host.count_log("accept failed"), host.count_log("accepting again after"));
+    assert!(failed <= recovered + 1 && failed <= 3, "{failed} failure lines, {recovered} recoveries");
 }

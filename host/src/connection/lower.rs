@@ -1,6 +1,6 @@
 //! The one place the host uses `wasmtime::component::__internal`, the
 //! doc-hidden part of wasmtime's API with no stability promise. Checked
-//! against wasmtime 50.0.1 (pinned with `=` in host/Cargo.toml): on an
+//! against wasmtime 48.0.8 (pinned with `=` in host/Cargo.toml): on an
 //! upgrade, re-read `LowerContext` (runtime/component/func/options.rs) and
 //! the `Lower` impl of `[u8]` (func/typed.rs) and compare with this file.
 //!

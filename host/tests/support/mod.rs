@@ -86,18 +86,17 @@ impl Host {
 
     /// Like `serve_path`, with extra environment variables for the host.
     pub fn serve_with_env(guest: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Host {
+        let mut command = host_command();
+        command.envs(env.iter().copied()).arg("run").arg(guest).args(["--port", "0"]).args(extra);
+        Self::start(command)
+    }
+
+    /// Starts `command`, a `host run ... --port 0` (possibly behind a
+    /// wrapper that execs it, such as `prlimit`), and waits for its address.
+    pub fn start(mut command: Command) -> Host {
         raise_fd_limit();
-        let mut child = host_command()
-            .envs(env.iter().copied())
-            .arg("run")
-            .arg(guest)
-            .args(["--port", "0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start host");
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start host");
         let log = Arc::new(Log::default());
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();

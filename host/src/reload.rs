@@ -1,0 +1,161 @@
+//! Reloading a listener's guest: what triggers it (SIGHUP, and with
+//! `--watch` a change of the file) and what it does. A reload that fails
+//! (not WebAssembly, a half-written file, another world, a refused import,
+//! a compile error) leaves the current generation serving and logs one
+//! line naming the file and the reason; the next good file is picked up.
+
+use crate::bindings::server::ServerPre;
+use crate::cache::Cache;
+use crate::generation::{Current, Generation};
+use crate::guest::{self, World};
+use crate::store::{GuestState, Policy};
+use anyhow::{bail, Context, Result};
+use notify::{RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use wasmtime::component::{Component, Linker};
+use wasmtime::Engine;
+
+/// Editors and `cp` write a file in several steps: a change is acted on
+/// once the file has been quiet this long.
+pub const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Everything needed to turn the guest file into a generation.
+pub struct Loader {
+    pub engine: Engine,
+    pub linker: Linker<GuestState>,
+    pub cache: Option<Cache>,
+    pub path: PathBuf,
+    pub grants: Vec<String>,
+    pub policy: Arc<Policy>,
+    /// The SHA-256 of the bytes the current generation was loaded from: a
+    /// trigger that finds the same bytes changes nothing.
+    loaded: Mutex<[u8; 32]>,
+}
+
+impl Loader {
+    pub fn new(
+        engine: Engine,
+        linker: Linker<GuestState>,
+        cache: Option<Cache>,
+        path: PathBuf,
+        grants: Vec<String>,
+        policy: Arc<Policy>,
+    ) -> Self {
+        Loader { engine, linker, cache, path, grants, policy, loaded: Mutex::new([0; 32]) }
+    }
+
+    /// Loads the guest file as generation `id`, or says why it cannot serve.
+    pub fn load(&self, id: u64) -> Result<Generation> {
+        let bytes = std::fs::read(&self.path).with_context(|| format!("cannot read guest {}", self.path.display()))?;
+        let component = guest::load_bytes(&self.engine, &self.path, &bytes, self.cache.as_ref())?;
+        let name = guest::display_name(&self.path);
+        match guest::world_of(&self.engine, &component, &self.path)? {
+            World::Server => {}
+            World::Client => bail!("{name} is a client guest; this listener serves a server guest"),
+        }
+        guest::check_imports(&self.engine, &component, &self.path, &self.grants)?;
+        self.generation(id, &component, &bytes)
+    }
+
+    /// Links an admitted component (world and imports checked) read from
+    /// `bytes` as generation `id`.
+    pub fn generation(&self, id: u64, component: &Component, bytes: &[u8]) -> Result<Generation> {
+        let name = guest::display_name(&self.path);
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("cannot link guest {name}"))?;
+        let pre = ServerPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{name} does not match the server world"))?;
+        *self.loaded.lock().unwrap() = Sha256::digest(bytes).into();
+        Ok(Generation::new(id, name, pre, self.policy.clone()))
+    }
+
+    /// Whether the file still holds the bytes of the current generation.
+    fn unchanged(&self) -> bool {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => <[u8; 32]>::from(Sha256::digest(&bytes)) == *self.loaded.lock().unwrap(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Reloads on SIGHUP and, with `watch`, when the guest file changes, until
+/// the process ends. The signal handler is installed before this returns.
+pub fn spawn(loader: Arc<Loader>, current: Arc<Current>, watch: bool) -> Result<()> {
+    let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let (changed_tx, mut changed) = mpsc::unbounded_channel();
+    let watcher = if watch { Some(watch_file(&loader.path, changed_tx)?) } else { None };
+    tokio::spawn(async move {
+        // Owned by the task: dropping it would stop the notifications.
+        let _watcher = watcher;
+        loop {
+            let trigger = tokio::select! {
+                _ = hangup.recv() => "SIGHUP",
+                Some(()) = changed.recv() => {
+                    // Wait until the writes stop.
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {}
+                    if loader.unchanged() {
+                        continue;
+                    }
+                    "file change"
+                }
+            };
+            reload(&loader, &current, trigger).await;
+        }
+    });
+    Ok(())
+}
+
+/// Loads the next generation off the async workers (compiling is CPU work)
+/// and makes it current, or logs why not.
+async fn reload(loader: &Arc<Loader>, current: &Current, trigger: &str) {
+    let serving = current.get().id;
+    let next = serving + 1;
+    let load = loader.clone();
+    let loaded = tokio::task::spawn_blocking(move || load.load(next)).await;
+    let path = loader.path.display();
+    match loaded {
+        Ok(Ok(generation)) => {
+            let guest = generation.guest.clone();
+            current.replace(generation);
+            tracing::info!(
+                "{trigger}: generation {next} serving {guest}; generation {serving} finishes its connections"
+            );
+        }
+        Ok(Err(e)) => tracing::error!("{trigger}: reload of {path} failed, generation {serving} keeps serving: {e:#}"),
+        Err(e) => tracing::error!("{trigger}: reload of {path} failed, generation {serving} keeps serving: {e}"),
+    }
+}
+
+/// Watches the guest file's directory (so that a rename over the file is
+/// seen as well as writes into it) and sends a unit for each event that
+/// touches the file.
+fn watch_file(path: &Path, changed: mpsc::UnboundedSender<()>) -> Result<notify::RecommendedWatcher> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_os_string()).context("the guest path has no file name")?;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        if event.paths.iter().any(|p| p.file_name() == Some(name.as_os_str())) {
+            let _ = changed.send(());
+        }
+    })
+    .context("cannot start watching files")?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {} for changes", dir.display()))?;
+    Ok(watcher)
+}
