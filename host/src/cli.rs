@@ -56,6 +56,9 @@ pub struct RunCommand {
     pub swap: SwapArgs,
 
     #[command(flatten)]
+    pub guest_config: GuestConfigArgs,
+
+    #[command(flatten)]
     pub limits: LimitArgs,
 
     #[command(flatten)]
@@ -129,6 +132,18 @@ pub struct SwapArgs {
     /// closed, spread over a few seconds. By default they run to their end.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub drain_timeout: Option<Duration>,
+}
+
+/// What the guest is configured with.
+#[derive(Args, Debug, Clone)]
+pub struct GuestConfigArgs {
+    /// A configuration value the guest reads through `wasi:config/store`
+    /// (`get("KEY")`). Repeatable; of a repeated KEY the last value wins.
+    /// VALUE is everything after the first `=`, and may hold `=`, spaces or
+    /// nothing. The guest sees these pairs only, never the host's
+    /// environment variables.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config_pair)]
+    pub config: Vec<(String, String)>,
 }
 
 /// Limits on each connection's guest instance.
@@ -256,6 +271,16 @@ fn parse_ip(text: &str) -> Result<IpAddr, String> {
         .map_err(|_| format!("`{text}` is not an IP address (examples: 127.0.0.1, ::1, 0.0.0.0)"))
 }
 
+/// A `--config` pair: the key up to the first `=`, which must not be empty,
+/// and the rest as the value.
+fn parse_config_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some(("", _)) => Err(format!("`{text}` has an empty key: expected KEY=VALUE")),
+        Some((key, value)) => Ok((key.to_string(), value.to_string())),
+        None => Err(format!("`{text}` has no `=`: expected KEY=VALUE (for example greeting=HOWDY)")),
+    }
+}
+
 /// A linear-memory size: at least one wasm page, at most 4 GiB.
 fn parse_memory(text: &str) -> Result<u64, String> {
     let n = parse_size(text)?;
@@ -295,6 +320,8 @@ mod tests {
             &["--overload-threshold", "101"],
             &["--addr", "localhost"],
             &["--connect", "127.0.0.1:1"],
+            &["--config", "nonsense"],
+            &["--config", "=value"],
         ] {
             let args = ["host", "run", "g.wasm", "--port", "0"].iter().chain(bad);
             assert!(Cli::try_parse_from(args).is_err(), "{bad:?} accepted");
@@ -302,5 +329,15 @@ mod tests {
         let cli = Cli::try_parse_from(["host", "run", "g.wasm", "--port", "0", "--addr", "[::1]"]).unwrap();
         let Command::Run(run) = cli.command else { panic!("not run") };
         assert_eq!(run.listen.addr, "::1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn config_pairs_split_at_the_first_equals_sign() {
+        let args =
+            ["host", "run", "g.wasm", "--port", "0", "--config", "a=b = c", "--config", "empty=", "--config", "a=2"];
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Command::Run(run) = cli.command else { panic!("not run") };
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(run.guest_config.config, [pair("a", "b = c"), pair("empty", ""), pair("a", "2")]);
     }
 }

@@ -7,6 +7,7 @@ use crate::cli::RunCommand;
 use crate::dial::DialPolicy;
 use crate::limits::Limits;
 use crate::overload::OverloadPolicy;
+use crate::wasi_config::GuestConfig;
 use anyhow::Result;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +24,8 @@ pub struct RunConfig {
     pub dial: DialPolicy,
     /// WASI packages the guest may import though they are refused by default.
     pub grants: Vec<String>,
+    /// What the guest reads through `wasi:config/store`.
+    pub guest_config: GuestConfig,
     pub limits: Limits,
     pub overload: OverloadPolicy,
     /// Reload when the guest file changes.
@@ -49,6 +52,7 @@ impl RunConfig {
             connect: cmd.connect,
             dial: DialPolicy::new(&allowed)?,
             grants: cmd.grants.grant,
+            guest_config: GuestConfig::new(cmd.guest_config.config),
             overload: OverloadPolicy::new(&cmd.overload, &limits),
             limits,
             watch: cmd.swap.watch,

@@ -91,7 +91,9 @@ pub fn world_of(engine: &Engine, component: &Component, path: &Path) -> Result<W
 /// `wasi:cli`, `wasi:io`, `wasi:clocks` and `wasi:random` ones; with no
 /// environment, arguments, preopens or stdin configured they grant nothing
 /// beyond a clock, randomness and the stdio that goes to the host log.
-const GRANTED: &[&str] = &["netplug:protocol/", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/"];
+/// `wasi:config` exposes only what the operator gave with `--config`.
+const GRANTED: &[&str] =
+    &["netplug:protocol/", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:config/"];
 
 /// Whether the host links `name` for guests, and why not when it does not.
 /// `extra` holds the packages granted with `--grant`.

@@ -28,3 +28,4 @@ pub mod session;
 pub mod shutdown;
 pub mod store;
 pub mod units;
+pub mod wasi_config;

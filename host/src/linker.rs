@@ -1,6 +1,7 @@
 //! The linker every guest instance is built from: exactly what a guest may
 //! use. WASI's stdio, clocks and random (configured empty per store, see
-//! `store.rs`), and the netplug interfaces: `types` (the connection,
+//! `store.rs`), `wasi:config/store` (the operator's `--config` pairs,
+//! `wasi_config.rs`), and the netplug interfaces: `types` (the connection,
 //! `connection/`), `log` (`guest_log.rs`) and `dialer` (`dial.rs`).
 
 use crate::bindings::server::netplug::protocol::{dialer, log};
@@ -12,6 +13,7 @@ use wasmtime::Engine;
 pub fn build(engine: &Engine) -> Result<Linker<GuestState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("cannot link WASI")?;
+    crate::wasi_config::link(&mut linker)?;
     crate::connection::link(&mut linker).map_err(anyhow::Error::from).context("cannot link the connection")?;
     log::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
         .map_err(anyhow::Error::from)

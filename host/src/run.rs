@@ -40,6 +40,7 @@ pub fn run(config: RunConfig) -> Result<()> {
         limits: config.limits.clone(),
         dial: config.dial,
         overload: config.overload,
+        config: config.guest_config,
         verbose: config.verbose,
     });
     let tokio =

@@ -5,6 +5,7 @@ use crate::dial::DialPolicy;
 use crate::guest_log::{GuestLog, LogStdio};
 use crate::limits::{Limits, MemoryGuard};
 use crate::overload::{OverloadPolicy, Signal};
+use crate::wasi_config::GuestConfig;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::Level;
@@ -18,6 +19,9 @@ pub struct Policy {
     pub limits: Limits,
     pub dial: DialPolicy,
     pub overload: OverloadPolicy,
+    /// The guest's `wasi:config/store`, borrowed from here by every store
+    /// (`wasi_config.rs`) rather than copied into each.
+    pub config: GuestConfig,
     pub verbose: bool,
 }
 
@@ -77,7 +81,8 @@ impl WasiView for GuestState {
 }
 
 /// A fresh store for one guest instance: no filesystem, no environment, no
-/// network of its own; stdio into the log; limits from `policy`.
+/// network of its own; stdio into the log; limits and the guest's
+/// configuration from `policy`.
 pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store<GuestState> {
     let limits = &policy.limits;
     let log = Arc::new(Mutex::new(GuestLog::new(limits.max_log_lines, limits.max_log_bytes)));
