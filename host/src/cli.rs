@@ -21,6 +21,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Run(Box<RunCommand>),
+    Compile(CompileCommand),
     Inspect(InspectCommand),
 }
 
@@ -36,7 +37,9 @@ pub const MAX_CONNECTIONS: u32 = 20_000;
 /// exporting `run` is run once against `--connect`.
 #[derive(Parser, Debug)]
 pub struct RunCommand {
-    /// The guest component (a `.wasm` built for wasm32-wasip2).
+    /// The guest component (a `.wasm` built for wasm32-wasip2), or a `.cwasm`
+    /// that `host compile` precompiled from one (native code: see `host
+    /// compile --help`).
     #[arg(value_name = "GUEST.wasm")]
     pub guest: PathBuf,
 
@@ -66,7 +69,8 @@ pub struct RunCommand {
 
     /// Compile the guest afresh and leave the compiled-guest cache alone
     /// (by default compilations are cached in `$NETPLUG_CACHE_DIR`, else
-    /// `$XDG_CACHE_HOME/netplug`, else `~/.cache/netplug`).
+    /// `$XDG_CACHE_HOME/netplug`, else `~/.cache/netplug`). A `.cwasm` is
+    /// never compiled nor cached.
     #[arg(long)]
     pub no_cache: bool,
 
@@ -255,11 +259,43 @@ pub enum LogLevel {
     Trace,
 }
 
+/// Precompile a guest for this host: a `.cwasm` that `host run` and `host
+/// inspect` load instead of compiling.
+///
+/// The guest is admitted as `host run` would admit it (a component of the
+/// server or client world, importing only what the host grants) and
+/// compiled with the settings `host run` compiles with. The `.cwasm` fits
+/// this host build only: another one refuses it and asks for it to be
+/// compiled again. The file is written whole or not at all, and one line
+/// on stdout says what was written.
+///
+/// A `.cwasm` is native code that runs inside the host process, outside the
+/// sandbox: load only `.cwasm` files you trust as you trust the host binary,
+/// kept where only trusted users can write.
+#[derive(Parser, Debug)]
+pub struct CompileCommand {
+    /// The guest component (a `.wasm` built for wasm32-wasip2).
+    #[arg(value_name = "GUEST.wasm")]
+    pub guest: PathBuf,
+
+    /// Where to write the precompiled guest [default: GUEST.wasm with the
+    /// extension `.cwasm`]. An existing file is replaced.
+    #[arg(short, long, value_name = "GUEST.cwasm")]
+    pub output: Option<PathBuf>,
+
+    /// Admit a guest that imports `wasi:filesystem` or `wasi:sockets`, as
+    /// `host run --grant` does; `host run` checks the imports again and
+    /// needs the same `--grant` to load the `.cwasm`. Repeatable.
+    #[arg(long, value_name = "INTERFACE", value_parser = ["wasi:filesystem", "wasi:sockets"])]
+    pub grant: Vec<String>,
+}
+
 /// Print a guest's world, imports and exports, and what the host would grant
 /// or refuse.
 #[derive(Parser, Debug)]
 pub struct InspectCommand {
-    /// The guest component (a `.wasm` built for wasm32-wasip2).
+    /// The guest component (a `.wasm` built for wasm32-wasip2), or a `.cwasm`
+    /// from `host compile`.
     #[arg(value_name = "GUEST.wasm")]
     pub guest: PathBuf,
 }
@@ -308,6 +344,16 @@ mod tests {
         assert_eq!(run.limits.idle_timeout, Duration::from_secs(30));
         assert_eq!(run.limits.max_lifetime, MaybeLimit(None));
         assert_eq!(run.listen.addr, "127.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn compile_takes_an_output_and_grants() {
+        let cli =
+            Cli::try_parse_from(["host", "compile", "g.wasm", "-o", "out.cwasm", "--grant", "wasi:sockets"]).unwrap();
+        let Command::Compile(compile) = cli.command else { panic!("not compile") };
+        assert_eq!(compile.output, Some(PathBuf::from("out.cwasm")));
+        assert_eq!(compile.grant, ["wasi:sockets"]);
+        assert!(Cli::try_parse_from(["host", "compile", "g.wasm", "--grant", "wasi:http"]).is_err());
     }
 
     #[test]

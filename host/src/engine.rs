@@ -30,8 +30,10 @@ const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 const DECOMMIT_BATCH: usize = 16;
 
 /// The settings every engine shares, whatever its allocator: they decide
-/// the compiled code, so a compiled guest (the cache) fits every engine.
-fn base_config() -> Config {
+/// the compiled code, so a compiled guest (a cache entry, a `.cwasm` from
+/// `host compile`) fits every engine. wasmtime's check of a precompiled
+/// guest compares these, never the pooling allocator's sizes.
+pub fn base_config() -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config
@@ -74,8 +76,8 @@ pub fn build(slots: u32, max_memory: u64) -> Result<Engine> {
     Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasm engine")
 }
 
-/// An engine that only compiles and inspects guests (`host inspect`): no
-/// instance pool to reserve.
+/// An engine that only compiles and inspects guests (`host inspect`, `host
+/// compile`): no instance pool to reserve.
 pub fn for_inspection() -> Result<Engine> {
     Engine::new(&base_config()).map_err(anyhow::Error::from).context("cannot create the wasm engine")
 }

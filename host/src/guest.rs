@@ -1,8 +1,10 @@
 //! Admitting a guest: read and compile it (through the compiled-guest
-//! cache), tell its world from its exports, and audit its imports against
-//! what the host grants. `host run` and `host inspect` both go through here.
+//! cache), or load it precompiled (a `.cwasm` from `host compile`); tell its
+//! world from its exports, and audit its imports against what the host
+//! grants. `host run`, `host compile` and `host inspect` all go through here.
 
 use crate::cache::Cache;
+use crate::precompiled;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use wasmtime::component::types::ComponentItem;
@@ -41,9 +43,14 @@ pub fn load(engine: &Engine, path: &Path, cache: Option<&Cache>) -> Result<Compo
     load_bytes(engine, path, &bytes, cache)
 }
 
-/// Compiles the bytes read from `path` (named in errors).
+/// Compiles the bytes read from `path` (named in errors). A precompiled
+/// guest, told by its contents whatever its name, is loaded as is and never
+/// cached.
 pub fn load_bytes(engine: &Engine, path: &Path, bytes: &[u8], cache: Option<&Cache>) -> Result<Component> {
     let shown = path.display();
+    if precompiled::is_precompiled(bytes) {
+        return precompiled::load(engine, path, bytes);
+    }
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         bail!("{shown} is not a WebAssembly file (it does not start with the \\0asm magic bytes)");
     }
