@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -107,7 +108,7 @@ fn a_compiled_guest_serves_the_seed_exchange_and_leaves_the_cache_alone() {
     assert_eq!(reply, b"HELLO,WORLD");
     let line = host.wait_for_log("with the client's data", |l| l.contains("sent 17 bytes: this is client..."));
     assert!(line.contains(&local.to_string()), "names the peer {local}: {line}");
-    assert!(host.log().iter().any(|l| l.contains("serving hello.cwasm (world server)")), "{:?}", host.log());
+    assert!(host.log().iter().any(|l| l.contains("serving hello.cwasm (world server")), "{:?}", host.log());
     // Nothing was compiled, so nothing was cached.
     let entries = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
     assert_eq!(entries, 0, "no cache entry for a .cwasm");
@@ -167,6 +168,36 @@ fn pool_settings_do_not_matter() {
     let err = refused(&["run", cwasm.to_str().unwrap(), "--port", "0", "--max-memory", "1MiB"], cwasm);
     assert!(err.contains("cannot load guest") && err.contains("exceeds the limit"), "{err}");
     assert!(!err.contains("another host"), "{err}");
+}
+
+/// A reload reads the served file afresh and tells a `.cwasm` by its
+/// contents, so a `.wasm` may be replaced by a precompiled guest under the
+/// same name; a damaged one leaves the current guest serving.
+#[test]
+fn a_reload_takes_a_cwasm_and_refuses_a_damaged_one() {
+    let dir = scratch("reload");
+    let served = dir.join("guest.wasm");
+    std::fs::copy(guest("hello"), &served).unwrap();
+    let host = Host::serve_path(&served, &[]);
+    assert_eq!(seed_exchange(host.addr).0, b"HELLO,WORLD");
+    let echo = dir.join("echo.cwasm");
+    compile(&[guest("echo").to_str().unwrap(), "-o", echo.to_str().unwrap()]);
+    std::fs::rename(&echo, &served).unwrap();
+    signal(host.pid(), "HUP");
+    host.wait_for_log("the swap", |l| l.contains("generation 2 serving"));
+    let echoed = |addr| {
+        let mut stream = connect(addr);
+        stream.write_all(b"this is client...").unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        read_to_end(&mut stream)
+    };
+    assert_eq!(echoed(host.addr), b"this is client...", "the echo guest, precompiled, serves");
+    let bytes = std::fs::read(&served).unwrap();
+    std::fs::write(&served, &bytes[..bytes.len() / 2]).unwrap();
+    signal(host.pid(), "HUP");
+    let line = host.wait_for_log("the failed reload", |l| l.contains("reload of") && l.contains("failed"));
+    assert!(line.contains("truncated") && line.contains("generation 2 keeps serving"), "{line}");
+    assert_eq!(echoed(host.addr), b"this is client...");
 }
 
 #[test]
