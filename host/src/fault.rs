@@ -84,9 +84,9 @@ impl Fault {
 
     /// With `--verbose`: the full error with the guest's wasm backtrace, as
     /// one event (its lines in one field) in the connection's span.
-    pub fn log_backtrace(&self) {
+    pub fn log_backtrace(&self, span: &tracing::Span) {
         if let Fault::Trap(err) = self {
-            tracing::error!(backtrace = %format!("{err:?}"), "guest backtrace");
+            tracing::error!(parent: span, backtrace = %format!("{err:?}"), "guest backtrace");
         }
     }
 }

@@ -21,6 +21,8 @@ pub const TARGET: &str = "guest";
 /// One connection's log budget.
 #[derive(Debug)]
 pub struct GuestLog {
+    /// The connection's span, the parent of its guest's lines.
+    pub span: tracing::Span,
     lines_left: u32,
     bytes_left: u64,
     dropped: u64,
@@ -38,26 +40,27 @@ fn level_enabled(level: Level) -> bool {
     }
 }
 
-fn emit(level: Level, line: &str) {
+fn emit(span: &tracing::Span, level: Level, line: &str) {
     match level {
-        Level::ERROR => tracing::error!(target: TARGET, "{line}"),
-        Level::WARN => tracing::warn!(target: TARGET, "{line}"),
-        Level::INFO => tracing::info!(target: TARGET, "{line}"),
-        Level::DEBUG => tracing::debug!(target: TARGET, "{line}"),
-        Level::TRACE => tracing::trace!(target: TARGET, "{line}"),
+        Level::ERROR => tracing::error!(target: TARGET, parent: span, "{line}"),
+        Level::WARN => tracing::warn!(target: TARGET, parent: span, "{line}"),
+        Level::INFO => tracing::info!(target: TARGET, parent: span, "{line}"),
+        Level::DEBUG => tracing::debug!(target: TARGET, parent: span, "{line}"),
+        Level::TRACE => tracing::trace!(target: TARGET, parent: span, "{line}"),
     }
 }
 
 impl GuestLog {
     pub fn new(max_lines: u32, max_bytes: u64) -> Self {
-        GuestLog { lines_left: max_lines, bytes_left: max_bytes, dropped: 0 }
+        GuestLog { span: tracing::Span::none(), lines_left: max_lines, bytes_left: max_bytes, dropped: 0 }
     }
 
     /// Starts a new connection's budget in place, so that stdio streams the
     /// guest already holds keep counting against the right budget when an
     /// instance serves another connection.
     pub fn reset(&mut self, max_lines: u32, max_bytes: u64) {
-        *self = GuestLog::new(max_lines, max_bytes);
+        let span = std::mem::replace(&mut self.span, tracing::Span::none());
+        *self = GuestLog { span, ..GuestLog::new(max_lines, max_bytes) };
     }
 
     /// Whether a line at `level` would be written now. A guest that asks
@@ -88,13 +91,13 @@ impl GuestLog {
         }
         self.lines_left -= 1;
         self.bytes_left -= len;
-        emit(level, line);
+        emit(&self.span, level, line);
         true
     }
 
     fn drop_line(&mut self) {
         if self.dropped == 0 {
-            tracing::warn!("guest log limit reached (--max-log-lines/--max-log-bytes): dropping further guest output");
+            tracing::warn!(parent: &self.span, "guest log limit reached (--max-log-lines/--max-log-bytes): dropping further guest output");
         }
         self.dropped += 1;
     }

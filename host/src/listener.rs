@@ -14,7 +14,6 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
 /// Everything a listener's connections share.
 pub struct Service {
@@ -119,8 +118,9 @@ pub async fn run(
         let generation = service.current.get();
         let span =
             tracing::error_span!(parent: None, "conn", listener = %service.name, generation = generation.id, %peer);
-        let task = connection_task(service.clone(), generation, stream, peer, permit);
-        tasks.spawn(task.instrument(span));
+        // Not entered by the task on every poll (that would cost each recv
+        // and send): events about the connection name it as their parent.
+        tasks.spawn(connection_task(service.clone(), generation, stream, peer, permit, span));
         while let Some(joined) = tasks.try_join_next() {
             reap(&service, joined);
         }
@@ -169,17 +169,19 @@ async fn connection_task(
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
+    span: tracing::Span,
 ) {
     let registration = service.policy.overload.roster.register();
-    let served = crate::session::serve(&generation, &service.stats, stream, peer, registration.signal.clone());
-    let served = catching_panics(&service.stats, served);
+    let signal = registration.signal.clone();
+    let served = crate::session::serve(&generation, &service.stats, stream, peer, signal, &span);
+    let served = catching_panics(&service.stats, served, &span);
     if service.current.drain_timeout().is_some() {
         // A replaced generation's connection may be closed once it drained.
         tokio::select! {
             () = served => {}
             () = generation.drained(registration.id()) => {
                 service.stats.drained.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("closed: generation {} drained (--drain-timeout)", generation.id);
+                tracing::warn!(parent: &span, "closed: generation {} drained (--drain-timeout)", generation.id);
             }
         }
     } else {
@@ -194,10 +196,10 @@ async fn connection_task(
 /// Runs a connection's future; a panic in it (a host bug, never a guest's
 /// doing: guest faults are errors) is logged in the connection's span and
 /// counted, and the listener goes on.
-async fn catching_panics(stats: &Stats, served: impl Future<Output = ()>) {
+async fn catching_panics(stats: &Stats, served: impl Future<Output = ()>, span: &tracing::Span) {
     if let Err(panic) = AssertUnwindSafe(served).catch_unwind().await {
         stats.panics.fetch_add(1, Ordering::Relaxed);
-        tracing::error!("connection task panicked (a host bug; other connections go on): {}", panic_message(&panic));
+        tracing::error!(parent: span, "connection task panicked (a host bug; other connections go on): {}", panic_message(&panic));
     }
 }
 
@@ -249,9 +251,10 @@ mod tests {
     #[tokio::test]
     async fn a_connection_that_panics_is_counted_and_the_next_is_served() {
         let stats = Stats::default();
-        catching_panics(&stats, async { panic!("a host bug on purpose") }).await;
+        let span = tracing::Span::none();
+        catching_panics(&stats, async { panic!("a host bug on purpose") }, &span).await;
         let mut served = false;
-        catching_panics(&stats, async { served = true }).await;
+        catching_panics(&stats, async { served = true }, &span).await;
         assert!(served);
         assert_eq!(stats.panics.load(Ordering::Relaxed), 1);
     }

@@ -19,11 +19,13 @@
 
 use crate::cli::OverloadArgs;
 use crate::limits::Limits;
+use futures_util::task::AtomicWaker;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// A connection must have waited at least this long on its peer to be
 /// closed for a newcomer: one in the middle of a quick exchange is not idle.
@@ -77,7 +79,9 @@ pub struct Signal {
     waiting_since: AtomicU64,
     /// 0, or an `Interrupt` as its `u8`.
     interrupt: AtomicU8,
-    notify: Notify,
+    /// The task waiting on the peer, woken when an interrupt is raised.
+    /// Lock-free: registering costs each wait two atomic operations.
+    waker: AtomicWaker,
 }
 
 fn origin() -> Instant {
@@ -86,8 +90,11 @@ fn origin() -> Instant {
 }
 
 impl Signal {
-    pub fn begin_wait(&self) {
-        self.waiting_since.store(origin().elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
+    /// Marks the connection as waiting on its peer since `at` (the time the
+    /// CPU clock already read, so as not to read it twice).
+    pub fn begin_wait(&self, at: Instant) {
+        let since = at.saturating_duration_since(origin()).as_nanos() as u64;
+        self.waiting_since.store(since + 1, Ordering::Relaxed);
     }
 
     pub fn end_wait(&self) {
@@ -113,20 +120,24 @@ impl Signal {
     fn raise(&self, why: Interrupt) {
         // Eviction outranks shutdown: an evicted connection stays evicted.
         self.interrupt.fetch_max(why as u8, Ordering::Release);
-        // Stores a permit if the connection is not waiting right now, so
-        // its next wait sees the interrupt at once.
-        self.notify.notify_one();
+        // A wait that starts later sees the flag itself.
+        self.waker.wake();
     }
 
     /// Resolves when the listener raises an interrupt (possibly one raised
-    /// before this was called and not yet seen).
-    pub async fn raised(&self) -> Interrupt {
-        loop {
+    /// before this was called).
+    pub fn raised(&self) -> impl Future<Output = Interrupt> + '_ {
+        std::future::poll_fn(move |cx| {
             if let Some(why) = self.interrupt() {
-                return why;
+                return Poll::Ready(why);
             }
-            self.notify.notified().await;
-        }
+            self.waker.register(cx.waker());
+            // Raised between the check and the registration: seen here.
+            match self.interrupt() {
+                Some(why) => Poll::Ready(why),
+                None => Poll::Pending,
+            }
+        })
     }
 }
 
@@ -201,15 +212,17 @@ impl Roster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
 
     #[test]
     fn the_longest_idle_connection_is_evicted_first() {
         let roster = Roster::default();
         let (a, b, c) = (roster.register(), roster.register(), roster.register());
         assert_eq!(roster.open(), 3);
-        a.signal.begin_wait();
+        a.signal.begin_wait(Instant::now());
         std::thread::sleep(EVICT_MIN_IDLE / 2);
-        b.signal.begin_wait();
+        b.signal.begin_wait(Instant::now());
         // Nobody has been idle long enough yet.
         assert_eq!(roster.evict_longest_idle(), None);
         std::thread::sleep(EVICT_MIN_IDLE / 2 + Duration::from_millis(50));
@@ -235,20 +248,10 @@ mod tests {
 
     #[test]
     fn the_idle_timeout_shrinks_past_the_high_water_mark() {
-        let limits = Limits {
-            max_connections: 10,
-            max_memory: 1 << 20,
-            cpu_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(30),
-            max_lifetime: None,
-            max_bytes_in: None,
-            max_bytes_out: None,
-            max_resources: 1,
-            max_log_lines: 1,
-            max_log_bytes: 1,
-            connections_per_instance: 1,
-        };
-        let args = OverloadArgs { overload_threshold: 80, overload_idle_timeout: Duration::from_secs(2) };
+        // The defaults, as the command line gives them, on 10 connections.
+        let cli = Cli::try_parse_from(["host", "run", "g.wasm", "--port", "0", "--max-connections", "10"]).unwrap();
+        let Command::Run(run) = cli.command else { unreachable!() };
+        let (limits, args) = (Limits::from(&run.limits), run.overload);
         let policy = OverloadPolicy::new(&args, &limits);
         let normal = limits.idle_timeout;
         let held: Vec<_> = (0..8).map(|_| policy.roster.register()).collect();

@@ -25,18 +25,25 @@ enum Ended {
 
 /// Serves one connection to its end. Never fails: what goes wrong is the
 /// connection's own, logged in its span and counted.
-pub async fn serve(generation: &Generation, stats: &Stats, stream: TcpStream, peer: SocketAddr, signal: Arc<Signal>) {
+pub async fn serve(
+    generation: &Generation,
+    stats: &Stats,
+    stream: TcpStream,
+    peer: SocketAddr,
+    signal: Arc<Signal>,
+    span: &tracing::Span,
+) {
     // Small protocol messages go out at once rather than waiting on Nagle.
     let _ = stream.set_nodelay(true);
     let pool = &generation.pool;
     let (mut store, ready, served) = match pool.take_ready() {
         Some(Instance { mut store, guest, served }) => {
-            store.data_mut().start_connection(signal, true);
+            store.data_mut().start_connection(signal, span, true);
             (store, Some(guest), served)
         }
         None => {
             let mut store = pool.new_store();
-            store.data_mut().start_connection(signal, false);
+            store.data_mut().start_connection(signal, span, false);
             (store, None, 0)
         }
     };
@@ -84,18 +91,18 @@ fn report(generation: &Generation, stats: &Stats, ended: &Ended, state: &GuestSt
     match ended {
         Ended::Returned(Ok(()), _) => {
             stats.completed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("closed");
+            tracing::debug!(parent: &state.span, "closed");
         }
         Ended::Returned(Err(reason), _) => {
             stats.guest_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("guest {} returned an error: {reason}", generation.guest);
+            tracing::warn!(parent: &state.span, "guest {} returned an error: {reason}", generation.guest);
         }
         Ended::Fault(fault) => {
             stats.faults.fetch_add(1, Ordering::Relaxed);
             if state.policy.verbose {
-                fault.log_backtrace();
+                fault.log_backtrace(&state.span);
             }
-            tracing::error!("guest {} closed: {}", generation.guest, fault.describe(state));
+            tracing::error!(parent: &state.span, "guest {} closed: {}", generation.guest, fault.describe(state));
         }
     }
 }

@@ -44,6 +44,10 @@ pub struct GuestState {
     /// How the listener reaches the connection now served (eviction,
     /// shutdown); a fresh, never-raised one between connections.
     pub signal: Arc<Signal>,
+    /// The connection's span (listener, generation, peer): the parent of
+    /// every event about it. Events name it explicitly instead of the task
+    /// entering it on every poll, which would cost each `recv` and `send`.
+    pub span: tracing::Span,
     /// When the connection must be closed whatever it is doing.
     pub deadline: Option<Instant>,
     /// Connections the guest holds that it dialed itself.
@@ -60,8 +64,10 @@ impl GuestState {
     /// connection's signal, and (for an instance that served one before) a
     /// fresh log budget, CPU budget and lifetime. Memory is the instance's
     /// own and stays as the guest left it (that is what reuse gives up).
-    pub fn start_connection(&mut self, signal: Arc<Signal>, reused: bool) {
+    pub fn start_connection(&mut self, signal: Arc<Signal>, span: &tracing::Span, reused: bool) {
         self.signal = signal;
+        self.span = span.clone();
+        self.log.lock().unwrap().span = span.clone();
         if !reused {
             return;
         }
@@ -102,6 +108,7 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store
         policy: policy.clone(),
         log,
         signal: Arc::default(),
+        span: tracing::Span::none(),
         deadline: limits.max_lifetime.map(|d| Instant::now() + d),
         dialed: 0,
         live_connections: 0,

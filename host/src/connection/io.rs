@@ -40,12 +40,13 @@ pub(crate) async fn bounded<T>(
     budget: Duration,
     signal: &Signal,
     at_boundary: bool,
+    started: Instant,
     io: impl Future<Output = T>,
 ) -> Waited<T> {
     tokio::pin!(io);
     let timeout = tokio::time::sleep(budget);
     tokio::pin!(timeout);
-    signal.begin_wait();
+    signal.begin_wait(started);
     let mut listening = true;
     let waited = loop {
         tokio::select! {
@@ -114,7 +115,7 @@ impl GuestState {
         }
         if let Some(max) = self.policy.limits.max_bytes_out {
             if c.bytes_out + len as u64 > max {
-                tracing::warn!("byte quota: send of {len} bytes would pass --max-bytes-out {max}");
+                tracing::warn!(parent: &self.span, "byte quota: send of {len} bytes would pass --max-bytes-out {max}");
                 return Ok(Some(ErrorCode::QuotaExceeded));
             }
         }
@@ -137,15 +138,15 @@ impl GuestState {
             Waited::Done(Ok(value)) => return Ok(Ok(value)),
             Waited::Done(Err(e)) => code_for(&e),
             Waited::TimedOut => {
-                report_timeout(&self.policy.limits, end, what);
+                report_timeout(&self.span, &self.policy.limits, end, what);
                 ErrorCode::TimedOut
             }
             Waited::Evicted => {
-                report_eviction(what);
+                report_eviction(&self.span, what);
                 ErrorCode::TimedOut
             }
             Waited::ShutDown => {
-                tracing::debug!("host shutting down: ending the connection between requests");
+                tracing::debug!(parent: &self.span, "host shutting down: ending the connection between requests");
                 ErrorCode::Closed
             }
         };
@@ -174,7 +175,7 @@ impl GuestState {
         if let Some(quota) = max_in {
             let left = quota.saturating_sub(c.bytes_in);
             if left == 0 {
-                tracing::warn!("byte quota: --max-bytes-in {quota} received, refusing recv");
+                tracing::warn!(parent: &self.span, "byte quota: --max-bytes-in {quota} received, refusing recv");
                 return Ok(Err(ErrorCode::QuotaExceeded));
             }
             want = want.min(left);
@@ -183,7 +184,7 @@ impl GuestState {
         let at_boundary = c.answered && c.bytes_in > 0;
         let stream = c.stream.clone();
         let started = self.clock.begin_wait();
-        let waited = match bounded(budget, &self.signal, at_boundary, read_when_ready(&stream, want)).await {
+        let waited = match bounded(budget, &self.signal, at_boundary, started, read_when_ready(&stream, want)).await {
             // A request already queued is served even at shutdown.
             Waited::ShutDown => match try_read_head(&stream, want) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Waited::ShutDown,
@@ -226,7 +227,7 @@ pub(super) async fn send_from_guest(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // The budget covers the whole send, not each partial write.
                 let left = budget.saturating_sub(started.elapsed());
-                match bounded(left, &signal, false, stream.writable()).await {
+                match bounded(left, &signal, false, started, stream.writable()).await {
                     Waited::Done(Ok(())) => {}
                     Waited::Done(Err(e)) => break Waited::Done(Err(e)),
                     Waited::TimedOut => break Waited::TimedOut,
@@ -249,16 +250,18 @@ pub(super) async fn send_from_guest(
 }
 
 /// Logs a wait that ran out; the guest sees `timed-out`.
-pub(crate) fn report_timeout(limits: &crate::limits::Limits, end: WaitEnd, what: &str) {
+pub(crate) fn report_timeout(span: &tracing::Span, limits: &crate::limits::Limits, end: WaitEnd, what: &str) {
     match end {
         WaitEnd::Idle { timeout, overloaded: false } => {
-            tracing::warn!("idle timeout ({timeout:?}) waiting to {what}")
+            tracing::warn!(parent: span, "idle timeout ({timeout:?}) waiting to {what}")
         }
         WaitEnd::Idle { timeout, overloaded: true } => tracing::warn!(
+            parent: span,
             "idle timeout ({timeout:?}, --overload-idle-timeout: the listener is past its --overload-threshold) \
              waiting to {what}"
         ),
         WaitEnd::Lifetime => tracing::warn!(
+            parent: span,
             "connection lifetime ({:?}) reached while waiting to {what}",
             limits.max_lifetime.unwrap_or_default()
         ),
@@ -266,8 +269,9 @@ pub(crate) fn report_timeout(limits: &crate::limits::Limits, end: WaitEnd, what:
 }
 
 /// Logs an eviction; the guest sees `timed-out`.
-pub(crate) fn report_eviction(what: &str) {
+pub(crate) fn report_eviction(span: &tracing::Span, what: &str) {
     tracing::warn!(
+        parent: span,
         "closed to admit a new connection while waiting to {what}: the listener is at --max-connections \
          and this connection had waited longest on its peer"
     );
