@@ -28,7 +28,7 @@ pub async fn run(pre: InstancePre<GuestState>, policy: Arc<Policy>, guest: &str,
         stop = stop => Fault::Stopped(stop),
     };
     if policy.verbose {
-        fault.log_backtrace(&store.data().span);
+        fault.log_backtrace(store.data().span.get());
     }
     bail!("guest {guest} stopped: {}", fault.describe(store.data()))
 }

@@ -74,7 +74,7 @@ impl dialer::Host for GuestState {
             DialTarget::Allowed(addrs) => addrs,
             DialTarget::Invalid => return Ok(Err(ErrorCode::InvalidArgument)),
             DialTarget::Denied => {
-                tracing::warn!(parent: &self.span, "dial to {address} denied: not allowed by --allow-connect");
+                tracing::warn!(parent: self.span.get(), "dial to {address} denied: not allowed by --allow-connect");
                 return Ok(Err(ErrorCode::Denied));
             }
         };
@@ -84,7 +84,7 @@ impl dialer::Host for GuestState {
         let max = self.policy.limits.max_resources;
         if self.dialed + 1 >= max {
             if self.dialed + 1 == max {
-                tracing::warn!(parent: &self.span, "resource limit: guest holds {} connections (--max-resources)", self.dialed);
+                tracing::warn!(parent: self.span.get(), "resource limit: guest holds {} connections (--max-resources)", self.dialed);
             }
             return Ok(Err(ErrorCode::ResourceLimit));
         }
@@ -95,15 +95,15 @@ impl dialer::Host for GuestState {
         let stream = match waited {
             Waited::Done(Ok(stream)) => stream,
             Waited::Done(Err(e)) => {
-                tracing::info!(parent: &self.span, "dial to {address} failed: {e}");
+                tracing::info!(parent: self.span.get(), "dial to {address} failed: {e}");
                 return Ok(Err(code_for(&e)));
             }
             Waited::TimedOut => {
-                report_timeout(&self.span, &self.policy.limits, end, "connect");
+                report_timeout(self.span.get(), &self.policy.limits, end, "connect");
                 return Ok(Err(ErrorCode::TimedOut));
             }
             Waited::Evicted => {
-                report_eviction(&self.span, "connect");
+                report_eviction(self.span.get(), "connect");
                 return Ok(Err(ErrorCode::TimedOut));
             }
             Waited::ShutDown => unreachable!("a dial is never at a request boundary"),

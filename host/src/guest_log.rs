@@ -22,7 +22,7 @@ pub const TARGET: &str = "guest";
 #[derive(Debug)]
 pub struct GuestLog {
     /// The connection's span, the parent of its guest's lines.
-    pub span: tracing::Span,
+    pub span: Arc<crate::store::ConnSpan>,
     lines_left: u32,
     bytes_left: u64,
     dropped: u64,
@@ -52,14 +52,14 @@ fn emit(span: &tracing::Span, level: Level, line: &str) {
 
 impl GuestLog {
     pub fn new(max_lines: u32, max_bytes: u64) -> Self {
-        GuestLog { span: tracing::Span::none(), lines_left: max_lines, bytes_left: max_bytes, dropped: 0 }
+        GuestLog { span: Arc::default(), lines_left: max_lines, bytes_left: max_bytes, dropped: 0 }
     }
 
     /// Starts a new connection's budget in place, so that stdio streams the
     /// guest already holds keep counting against the right budget when an
     /// instance serves another connection.
     pub fn reset(&mut self, max_lines: u32, max_bytes: u64) {
-        let span = std::mem::replace(&mut self.span, tracing::Span::none());
+        let span = std::mem::take(&mut self.span);
         *self = GuestLog { span, ..GuestLog::new(max_lines, max_bytes) };
     }
 
@@ -91,13 +91,13 @@ impl GuestLog {
         }
         self.lines_left -= 1;
         self.bytes_left -= len;
-        emit(&self.span, level, line);
+        emit(self.span.get(), level, line);
         true
     }
 
     fn drop_line(&mut self) {
         if self.dropped == 0 {
-            tracing::warn!(parent: &self.span, "guest log limit reached (--max-log-lines/--max-log-bytes): dropping further guest output");
+            tracing::warn!(parent: self.span.get(), "guest log limit reached (--max-log-lines/--max-log-bytes): dropping further guest output");
         }
         self.dropped += 1;
     }

@@ -2,7 +2,7 @@
 //! and overload policy, each connection's task, and graceful shutdown.
 
 use crate::generation::{Current, Generation};
-use crate::store::Policy;
+use crate::store::{ConnSpan, Policy};
 use anyhow::{Context, Result};
 use futures_util::FutureExt;
 use std::future::Future;
@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 /// Everything a listener's connections share.
 pub struct Service {
     /// The listener's name, carried by every event of its connections.
-    pub name: String,
+    pub name: Arc<str>,
     /// Limits, dial list and overload roster, the same for every generation.
     pub policy: Arc<Policy>,
     /// The generation new connections get.
@@ -116,8 +116,7 @@ pub async fn run(
             },
         };
         let generation = service.current.get();
-        let span =
-            tracing::error_span!(parent: None, "conn", listener = %service.name, generation = generation.id, %peer);
+        let span = Arc::new(ConnSpan::new(service.name.clone(), generation.id, peer));
         // Not entered by the task on every poll (that would cost each recv
         // and send): events about the connection name it as their parent.
         tasks.spawn(connection_task(service.clone(), generation, stream, peer, permit, span));
@@ -169,7 +168,7 @@ async fn connection_task(
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
-    span: tracing::Span,
+    span: Arc<ConnSpan>,
 ) {
     let registration = service.policy.overload.roster.register();
     let signal = registration.signal.clone();
@@ -181,7 +180,7 @@ async fn connection_task(
             () = served => {}
             () = generation.drained(registration.id()) => {
                 service.stats.drained.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(parent: &span, "closed: generation {} drained (--drain-timeout)", generation.id);
+                tracing::warn!(parent: span.get(), "closed: generation {} drained (--drain-timeout)", generation.id);
             }
         }
     } else {
@@ -196,10 +195,10 @@ async fn connection_task(
 /// Runs a connection's future; a panic in it (a host bug, never a guest's
 /// doing: guest faults are errors) is logged in the connection's span and
 /// counted, and the listener goes on.
-async fn catching_panics(stats: &Stats, served: impl Future<Output = ()>, span: &tracing::Span) {
+async fn catching_panics(stats: &Stats, served: impl Future<Output = ()>, span: &ConnSpan) {
     if let Err(panic) = AssertUnwindSafe(served).catch_unwind().await {
         stats.panics.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(parent: span, "connection task panicked (a host bug; other connections go on): {}", panic_message(&panic));
+        tracing::error!(parent: span.get(), "connection task panicked (a host bug; other connections go on): {}", panic_message(&panic));
     }
 }
 
@@ -251,7 +250,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_that_panics_is_counted_and_the_next_is_served() {
         let stats = Stats::default();
-        let span = tracing::Span::none();
+        let span = ConnSpan::default();
         catching_panics(&stats, async { panic!("a host bug on purpose") }, &span).await;
         let mut served = false;
         catching_panics(&stats, async { served = true }, &span).await;

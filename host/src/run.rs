@@ -61,7 +61,8 @@ pub fn run(config: RunConfig) -> Result<()> {
     // `host run` has one listener, named after its guest.
     let name = config.guest.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let current = Arc::new(Current::new(first, config.drain_timeout));
-    let service = Arc::new(Service { name: name.clone(), policy, current: current.clone(), stats: Stats::default() });
+    let service =
+        Arc::new(Service { name: name.as_str().into(), policy, current: current.clone(), stats: Stats::default() });
     let span = tracing::info_span!("listener", name = %name);
     tokio.block_on(
         async {

@@ -9,7 +9,7 @@ use crate::generation::Generation;
 use crate::listener::Stats;
 use crate::overload::Signal;
 use crate::pool::Instance;
-use crate::store::GuestState;
+use crate::store::{ConnSpan, GuestState};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     signal: Arc<Signal>,
-    span: &tracing::Span,
+    span: &Arc<ConnSpan>,
 ) {
     // Small protocol messages go out at once rather than waiting on Nagle.
     let _ = stream.set_nodelay(true);
@@ -91,18 +91,18 @@ fn report(generation: &Generation, stats: &Stats, ended: &Ended, state: &GuestSt
     match ended {
         Ended::Returned(Ok(()), _) => {
             stats.completed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(parent: &state.span, "closed");
+            tracing::debug!(parent: state.span.get(), "closed");
         }
         Ended::Returned(Err(reason), _) => {
             stats.guest_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(parent: &state.span, "guest {} returned an error: {reason}", generation.guest);
+            tracing::warn!(parent: state.span.get(), "guest {} returned an error: {reason}", generation.guest);
         }
         Ended::Fault(fault) => {
             stats.faults.fetch_add(1, Ordering::Relaxed);
             if state.policy.verbose {
-                fault.log_backtrace(&state.span);
+                fault.log_backtrace(state.span.get());
             }
-            tracing::error!(parent: &state.span, "guest {} closed: {}", generation.guest, fault.describe(state));
+            tracing::error!(parent: state.span.get(), "guest {} closed: {}", generation.guest, fault.describe(state));
         }
     }
 }

@@ -6,7 +6,8 @@ use crate::guest_log::{GuestLog, LogStdio};
 use crate::limits::{Limits, MemoryGuard};
 use crate::overload::{OverloadPolicy, Signal};
 use crate::wasi_config::GuestConfig;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use tracing::Level;
 use wasmtime::component::ResourceTable;
@@ -47,7 +48,7 @@ pub struct GuestState {
     /// The connection's span (listener, generation, peer): the parent of
     /// every event about it. Events name it explicitly instead of the task
     /// entering it on every poll, which would cost each `recv` and `send`.
-    pub span: tracing::Span,
+    pub span: Arc<ConnSpan>,
     /// When the connection must be closed whatever it is doing.
     pub deadline: Option<Instant>,
     /// Connections the guest holds that it dialed itself.
@@ -64,7 +65,7 @@ impl GuestState {
     /// connection's signal, and (for an instance that served one before) a
     /// fresh log budget, CPU budget and lifetime. Memory is the instance's
     /// own and stays as the guest left it (that is what reuse gives up).
-    pub fn start_connection(&mut self, signal: Arc<Signal>, span: &tracing::Span, reused: bool) {
+    pub fn start_connection(&mut self, signal: Arc<Signal>, span: &Arc<ConnSpan>, reused: bool) {
         self.signal = signal;
         self.span = span.clone();
         self.log.lock().unwrap().span = span.clone();
@@ -108,7 +109,7 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store
         policy: policy.clone(),
         log,
         signal: Arc::default(),
-        span: tracing::Span::none(),
+        span: Arc::default(),
         deadline: limits.max_lifetime.map(|d| Instant::now() + d),
         dialed: 0,
         live_connections: 0,
@@ -118,4 +119,31 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store
     store.limiter(|s| &mut s.memory);
     budget::install(&mut store);
     store
+}
+
+/// A connection's span (listener, generation, peer), made only when the
+/// first event about the connection is: at `--log-level warn` most
+/// connections log nothing, and making a span (its fields formatted and
+/// registered) measurably costs each short connection.
+#[derive(Debug, Default)]
+pub struct ConnSpan {
+    /// `None` outside a listener (a client run).
+    fields: Option<(Arc<str>, u64, SocketAddr)>,
+    span: OnceLock<tracing::Span>,
+}
+
+impl ConnSpan {
+    pub fn new(listener: Arc<str>, generation: u64, peer: SocketAddr) -> Self {
+        ConnSpan { fields: Some((listener, generation, peer)), span: OnceLock::new() }
+    }
+
+    /// The span, the parent of every event about the connection.
+    pub fn get(&self) -> &tracing::Span {
+        self.span.get_or_init(|| match &self.fields {
+            Some((listener, generation, peer)) => {
+                tracing::error_span!(parent: None, "conn", listener = %listener, generation, %peer)
+            }
+            None => tracing::Span::none(),
+        })
+    }
 }

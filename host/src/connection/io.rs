@@ -115,7 +115,7 @@ impl GuestState {
         }
         if let Some(max) = self.policy.limits.max_bytes_out {
             if c.bytes_out + len as u64 > max {
-                tracing::warn!(parent: &self.span, "byte quota: send of {len} bytes would pass --max-bytes-out {max}");
+                tracing::warn!(parent: self.span.get(), "byte quota: send of {len} bytes would pass --max-bytes-out {max}");
                 return Ok(Some(ErrorCode::QuotaExceeded));
             }
         }
@@ -138,15 +138,15 @@ impl GuestState {
             Waited::Done(Ok(value)) => return Ok(Ok(value)),
             Waited::Done(Err(e)) => code_for(&e),
             Waited::TimedOut => {
-                report_timeout(&self.span, &self.policy.limits, end, what);
+                report_timeout(self.span.get(), &self.policy.limits, end, what);
                 ErrorCode::TimedOut
             }
             Waited::Evicted => {
-                report_eviction(&self.span, what);
+                report_eviction(self.span.get(), what);
                 ErrorCode::TimedOut
             }
             Waited::ShutDown => {
-                tracing::debug!(parent: &self.span, "host shutting down: ending the connection between requests");
+                tracing::debug!(parent: self.span.get(), "host shutting down: ending the connection between requests");
                 ErrorCode::Closed
             }
         };
@@ -175,7 +175,7 @@ impl GuestState {
         if let Some(quota) = max_in {
             let left = quota.saturating_sub(c.bytes_in);
             if left == 0 {
-                tracing::warn!(parent: &self.span, "byte quota: --max-bytes-in {quota} received, refusing recv");
+                tracing::warn!(parent: self.span.get(), "byte quota: --max-bytes-in {quota} received, refusing recv");
                 return Ok(Err(ErrorCode::QuotaExceeded));
             }
             want = want.min(left);
