@@ -68,12 +68,16 @@ impl GuestState {
     pub fn start_connection(&mut self, signal: Arc<Signal>, span: &Arc<ConnSpan>, reused: bool) {
         self.signal = signal;
         self.span = span.clone();
-        self.log.lock().unwrap().span = span.clone();
+        let limits = &self.policy.limits;
+        let mut log = self.log.lock().unwrap();
+        if reused {
+            log.reset(limits.max_log_lines, limits.max_log_bytes);
+        }
+        log.span = span.clone();
+        drop(log);
         if !reused {
             return;
         }
-        let limits = &self.policy.limits;
-        self.log.lock().unwrap().reset(limits.max_log_lines, limits.max_log_bytes);
         self.clock = CpuClock::start();
         self.deadline = limits.max_lifetime.map(|d| Instant::now() + d);
         self.cpu_exhausted = false;
