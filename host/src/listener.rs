@@ -174,17 +174,16 @@ async fn connection_task(
     let signal = registration.signal.clone();
     let served = crate::session::serve(&generation, &service.stats, stream, peer, signal, &span);
     let served = catching_panics(&service.stats, served, &span);
-    if service.current.drain_timeout().is_some() {
+    // One select rather than a select and a plain await: the connection's
+    // future then appears once in the task, which is moved whole when spawned.
+    let drains = service.current.drain_timeout().is_some();
+    tokio::select! {
+        () = served => {}
         // A replaced generation's connection may be closed once it drained.
-        tokio::select! {
-            () = served => {}
-            () = generation.drained(registration.id()) => {
-                service.stats.drained.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(parent: span.get(), "closed: generation {} drained (--drain-timeout)", generation.id);
-            }
+        () = generation.drained(registration.id()), if drains => {
+            service.stats.drained.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(parent: span.get(), "closed: generation {} drained (--drain-timeout)", generation.id);
         }
-    } else {
-        served.await;
     }
     drop(registration);
     drop(permit);
