@@ -15,9 +15,7 @@ pub fn run(cmd: &CompileCommand) -> Result<()> {
     // size decides nothing about the code and which wasmtime's compatibility
     // check does not look at.
     let engine = engine::for_inspection()?;
-    let component = guest::load(&engine, &cmd.guest, None)?;
-    let world = guest::world_of(&engine, &component, &cmd.guest)?;
-    guest::check_imports(&engine, &component, &cmd.guest, &cmd.grant)?;
+    let guest::Admitted { component, world, .. } = guest::admit(&engine, &cmd.guest, None, &cmd.grant)?;
     let object = component
         .serialize()
         .map_err(anyhow::Error::from)

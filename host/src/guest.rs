@@ -39,8 +39,30 @@ pub fn display_name(path: &Path) -> String {
 /// Reads and compiles a guest, naming the file and what is wrong with it.
 /// With a cache, a previous compilation of the same bytes is reused.
 pub fn load(engine: &Engine, path: &Path, cache: Option<&Cache>) -> Result<Component> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read guest {}", path.display()))?;
-    load_bytes(engine, path, &bytes, cache)
+    load_bytes(engine, path, &read(path)?, cache)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read guest {}", path.display()))
+}
+
+/// A guest the host would run: read, compiled, its world told and its
+/// imports granted. `bytes` are what it was read from.
+pub struct Admitted {
+    pub bytes: Vec<u8>,
+    pub component: Component,
+    pub world: World,
+}
+
+/// Admits the guest at `path` (`grants`: the packages of `--grant`), or
+/// says in one line why not. `host run`, `host compile` and every reload
+/// go through here.
+pub fn admit(engine: &Engine, path: &Path, cache: Option<&Cache>, grants: &[String]) -> Result<Admitted> {
+    let bytes = read(path)?;
+    let component = load_bytes(engine, path, &bytes, cache)?;
+    let world = world_of(engine, &component, path)?;
+    check_imports(engine, &component, path, grants)?;
+    Ok(Admitted { bytes, component, world })
 }
 
 /// Compiles the bytes read from `path` (named in errors). A precompiled

@@ -72,10 +72,6 @@ impl Pool {
         drop((idle, spares));
     }
 
-    pub fn policy(&self) -> &Arc<Policy> {
-        &self.policy
-    }
-
     /// An instance ready to serve: one kept for reuse (if reuse is on), else
     /// a fresh spare; `None` if the caller must instantiate.
     pub fn take_ready(&self) -> Option<Instance> {

@@ -51,15 +51,12 @@ impl Loader {
 
     /// Loads the guest file as generation `id`, or says why it cannot serve.
     pub fn load(&self, id: u64) -> Result<Generation> {
-        let bytes = std::fs::read(&self.path).with_context(|| format!("cannot read guest {}", self.path.display()))?;
-        let component = guest::load_bytes(&self.engine, &self.path, &bytes, self.cache.as_ref())?;
-        let name = guest::display_name(&self.path);
-        match guest::world_of(&self.engine, &component, &self.path)? {
-            World::Server => {}
-            World::Client => bail!("{name} is a client guest; this listener serves a server guest"),
+        let admitted = guest::admit(&self.engine, &self.path, self.cache.as_ref(), &self.grants)?;
+        if admitted.world == World::Client {
+            let name = guest::display_name(&self.path);
+            bail!("{name} is a client guest; this listener serves a server guest");
         }
-        guest::check_imports(&self.engine, &component, &self.path, &self.grants)?;
-        self.generation(id, &component, &bytes)
+        self.generation(id, &admitted.component, &admitted.bytes)
     }
 
     /// Links an admitted component (world and imports checked) read from

@@ -6,7 +6,7 @@
 use crate::cache::Cache;
 use crate::config::RunConfig;
 use crate::generation::Current;
-use crate::guest::{self, World};
+use crate::guest::{self, Admitted, World};
 use crate::listener::{self, Service, Stats};
 use crate::pool;
 use crate::reload::{self, Loader};
@@ -20,11 +20,7 @@ use tracing::Instrument;
 pub fn run(config: RunConfig) -> Result<()> {
     let engine = engine::build(pool::slots_needed(&config.limits), config.limits.max_memory)?;
     let cache = config.cache_dir.clone().and_then(Cache::open);
-    let bytes =
-        std::fs::read(&config.guest).with_context(|| format!("cannot read guest {}", config.guest.display()))?;
-    let component = guest::load_bytes(&engine, &config.guest, &bytes, cache.as_ref())?;
-    let world = guest::world_of(&engine, &component, &config.guest)?;
-    guest::check_imports(&engine, &component, &config.guest, &config.grants)?;
+    let Admitted { bytes, component, world } = guest::admit(&engine, &config.guest, cache.as_ref(), &config.grants)?;
     let guest_name = guest::display_name(&config.guest);
     match world {
         World::Server if config.listen.is_none() => {
