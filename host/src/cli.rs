@@ -21,6 +21,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Run(Box<RunCommand>),
+    Serve(ServeCommand),
     Compile(CompileCommand),
     Inspect(InspectCommand),
 }
@@ -81,6 +82,37 @@ pub struct RunCommand {
     /// address.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
+}
+
+/// Serve the listeners of a configuration file: several protocols, each on
+/// its own address with its own guest, limits and configuration, in one
+/// process.
+///
+/// The file is checked as a whole (every key, every guest) before anything
+/// is bound; an error names the file, line and key. SIGHUP reads it again:
+/// added listeners start, removed ones stop accepting and finish their
+/// connections, a listener whose settings changed is replaced on the same
+/// socket, a changed guest file becomes a new generation, and the rest are
+/// left alone. A file that does not check leaves everything as it was. The
+/// README's "Configuration file" section lists every key.
+#[derive(Parser, Debug)]
+pub struct ServeCommand {
+    /// The configuration file (TOML). Guest paths in it are relative to it.
+    #[arg(value_name = "CONFIG.toml")]
+    pub config: PathBuf,
+
+    /// Check the file and every guest in it, print one line, and exit
+    /// without binding anything.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Compile guests afresh and leave the compiled-guest cache alone (see
+    /// `host run --help`).
+    #[arg(long)]
+    pub no_cache: bool,
+
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// Where and how a server guest is served.
@@ -309,7 +341,7 @@ fn parse_ip(text: &str) -> Result<IpAddr, String> {
 
 /// A `--config` pair: the key up to the first `=`, which must not be empty,
 /// and the rest as the value.
-fn parse_config_pair(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_config_pair(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some(("", _)) => Err(format!("`{text}` has an empty key: expected KEY=VALUE")),
         Some((key, value)) => Ok((key.to_string(), value.to_string())),
@@ -318,7 +350,7 @@ fn parse_config_pair(text: &str) -> Result<(String, String), String> {
 }
 
 /// A linear-memory size: at least one wasm page, at most 4 GiB.
-fn parse_memory(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_memory(text: &str) -> Result<u64, String> {
     let n = parse_size(text)?;
     if !(64 << 10..=4 << 30).contains(&n) {
         return Err(format!("`{text}` is out of range: expected 64KiB (one wasm page) to 4GiB"));
