@@ -49,7 +49,8 @@ impl Durable {
         if !dir.is_dir() {
             bail!("--kv {}: the directory {} does not exist", path.display(), dir.display());
         }
-        let db = Database::create(path).with_context(|| format!("--kv {}: cannot open the database", path.display()))?;
+        let db =
+            Database::create(path).with_context(|| format!("--kv {}: cannot open the database", path.display()))?;
         let tables: HashSet<String> = db
             .begin_read()
             .map_err(redb::Error::from)

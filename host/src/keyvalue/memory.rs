@@ -4,8 +4,8 @@
 //! other; an `increment` holds its shard's write lock from read to write,
 //! which makes it exact under any concurrency. Nothing here awaits.
 
-use super::{incremented, page, MAX_BUCKETS};
 use super::KeyResponse;
+use super::{incremented, page, MAX_BUCKETS};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, RwLock};
@@ -141,7 +141,7 @@ mod tests {
         for i in 0..MAX_BUCKETS - 2 {
             memory.bucket(&i.to_string()).unwrap();
         }
-        assert!(memory.bucket("one too many").unwrap_err().contains("buckets"));
+        assert!(memory.bucket("one too many").err().unwrap().contains("buckets"));
         assert!(memory.bucket("a").is_ok(), "an existing bucket still opens");
     }
 

@@ -149,7 +149,10 @@ impl KvStore {
     fn check_key(&self, key: &str) -> Result<(), Error> {
         let max = self.limits.max_key_size;
         if key.len() as u64 > max {
-            return Err(Error::Other(format!("key of {} bytes is over the limit of {max} (--kv-max-key-size)", key.len())));
+            return Err(Error::Other(format!(
+                "key of {} bytes is over the limit of {max} (--kv-max-key-size)",
+                key.len()
+            )));
         }
         Ok(())
     }
@@ -282,7 +285,12 @@ impl store::HostBucket for GuestState {
         }
     }
 
-    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
+    async fn set(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         let kv = op!(self);
         check!(kv.check_key(&key));
         check!(kv.check_value(&value));
