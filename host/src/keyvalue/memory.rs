@@ -39,10 +39,13 @@ impl Memory {
     }
 }
 
+/// One shard of a bucket: some of its keys and their values.
+type Shard = RwLock<HashMap<String, Vec<u8>>>;
+
 /// One bucket: its keys spread over `SHARDS` locked maps.
 pub struct Bucket {
     hasher: RandomState,
-    shards: Box<[RwLock<HashMap<String, Vec<u8>>>]>,
+    shards: Box<[Shard]>,
 }
 
 impl Default for Bucket {
@@ -52,7 +55,7 @@ impl Default for Bucket {
 }
 
 impl Bucket {
-    fn shard(&self, key: &str) -> &RwLock<HashMap<String, Vec<u8>>> {
+    fn shard(&self, key: &str) -> &Shard {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
