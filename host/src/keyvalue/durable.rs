@@ -132,9 +132,17 @@ impl Durable {
             name,
             |t| {
                 // The table iterates in key order; the cursor is an offset.
-                let keys: Result<Vec<String>, _> =
-                    t.iter()?.map(|entry| entry.map(|(k, _)| k.value().to_string())).collect();
-                Ok(page(keys?.into_iter(), cursor))
+                // Keys are read as the page needs them, not all at once.
+                let mut failure = None;
+                let keys = t.iter()?.map_while(|entry| match entry {
+                    Ok((key, _)) => Some(key.value().to_string()),
+                    Err(e) => {
+                        failure = Some(e);
+                        None
+                    }
+                });
+                let response = page(keys, cursor);
+                failure.map_or(Ok(response), Err)
             },
             empty,
         )
