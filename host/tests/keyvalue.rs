@@ -138,3 +138,13 @@ fn buckets_are_separate_namespaces() {
     );
     assert_eq!(session(host.addr, &["EXISTS k"]), ["1"]);
 }
+
+#[test]
+fn a_reused_instance_gets_a_fresh_operation_quota() {
+    // Each connection opens its bucket and makes one GET: two operations.
+    let host = Host::serve(GUEST, &["--kv", "memory", "--kv-max-ops", "2", "--connections-per-instance", "100"]);
+    for _ in 0..5 {
+        assert_eq!(session(host.addr, &["GET k"]), ["(nil)"]);
+    }
+    assert!(session(host.addr, &["GET k", "GET k"])[1].starts_with("ERR operation limit"));
+}
