@@ -1,7 +1,9 @@
 //! The command line. The doc comments here are the `--help` text; option
 //! groups are flattened structs so that later commands can share them.
 
-use crate::units::{parse_duration, parse_optional_duration, parse_optional_size, parse_size, MaybeLimit};
+use crate::units::{
+    parse_duration, parse_optional_count, parse_optional_duration, parse_optional_size, parse_size, MaybeLimit,
+};
 use clap::{Args, Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -61,6 +63,9 @@ pub struct RunCommand {
 
     #[command(flatten)]
     pub guest_config: GuestConfigArgs,
+
+    #[command(flatten)]
+    pub kv: KvArgs,
 
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -180,6 +185,33 @@ pub struct GuestConfigArgs {
     /// environment variables.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config_pair)]
     pub config: Vec<(String, String)>,
+}
+
+/// Shared state: the `wasi:keyvalue` store every connection of the listener
+/// shares.
+#[derive(Args, Debug, Clone)]
+pub struct KvArgs {
+    /// Grant `wasi:keyvalue` (`store` and `atomics`): one store shared by
+    /// every connection. `memory` keeps it in the host's memory until it
+    /// exits; anything else is the path of a database file (redb) that
+    /// survives restarts, created if missing in a directory that must exist.
+    /// Without it, a guest importing `wasi:keyvalue` is refused.
+    #[arg(long, value_name = "memory|PATH")]
+    pub kv: Option<String>,
+
+    /// Longest key a guest may use; a longer one fails with an error.
+    #[arg(long, default_value = "64KiB", value_parser = parse_size, value_name = "SIZE")]
+    pub kv_max_key_size: u64,
+
+    /// Largest value a guest may store; a larger one fails with an error.
+    /// Values are binary-safe.
+    #[arg(long, default_value = "4MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub kv_max_value_size: u64,
+
+    /// Key-value operations one connection may make, or `unlimited`; past
+    /// it every operation fails with an error.
+    #[arg(long, default_value = "unlimited", value_parser = parse_optional_count, value_name = "N")]
+    pub kv_max_ops: MaybeLimit<u64>,
 }
 
 /// Limits on each connection's guest instance.
@@ -316,9 +348,10 @@ pub struct CompileCommand {
     pub output: Option<PathBuf>,
 
     /// Admit a guest that imports `wasi:filesystem` or `wasi:sockets`, as
-    /// `host run --grant` does; `host run` checks the imports again and
-    /// needs the same `--grant` to load the `.cwasm`. Repeatable.
-    #[arg(long, value_name = "INTERFACE", value_parser = ["wasi:filesystem", "wasi:sockets"])]
+    /// `host run --grant` does, or `wasi:keyvalue`, as `host run --kv` does;
+    /// `host run` checks the imports again and needs the same `--grant` (or
+    /// `--kv`) to load the `.cwasm`. Repeatable.
+    #[arg(long, value_name = "INTERFACE", value_parser = ["wasi:filesystem", "wasi:sockets", "wasi:keyvalue"])]
     pub grant: Vec<String>,
 }
 

@@ -10,10 +10,11 @@
 //! Limits left unset take the values `host run` defaults to (its flags'
 //! defaults, read from the command-line parser, so the two cannot differ).
 
-use crate::cli::{parse_memory, LimitArgs, OverloadArgs, MAX_CONNECTIONS};
+use crate::cli::{parse_memory, KvArgs, LimitArgs, OverloadArgs, MAX_CONNECTIONS};
+use crate::keyvalue::KvConfig;
 use crate::limits::Limits;
 use crate::serve::MAX_INSTANCES;
-use crate::units::{parse_duration, parse_optional_duration, parse_optional_size, parse_size};
+use crate::units::{parse_duration, parse_optional_count, parse_optional_duration, parse_optional_size, parse_size};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde::de::{self, Deserializer, Visitor};
@@ -63,6 +64,8 @@ pub struct ListenerSettings {
     pub grants: Vec<String>,
     /// The guest's `wasi:config/store` pairs, sorted by key.
     pub guest_config: Vec<(String, String)>,
+    /// The `wasi:keyvalue` store (`kv`), its path resolved.
+    pub kv: Option<KvConfig>,
     pub limits: Limits,
     pub overload_threshold: u8,
     pub overload_idle_timeout: Duration,
@@ -157,8 +160,18 @@ impl ServeFile {
                 );
             }
             let mut args = FlagDefaults::parse_from(["host"]);
-            raw.defaults.apply(&mut args.limits, &mut args.overload);
-            listener.limits.apply(&mut args.limits, &mut args.overload);
+            raw.defaults.apply(&mut args);
+            listener.limits.apply(&mut args);
+            // A path is relative to the file, like the guest's.
+            args.kv.kv = listener.kv.map(|kv| match kv.as_str() {
+                "memory" => kv,
+                path => dir.join(path).display().to_string(),
+            });
+            let kv = KvConfig::from_args(&args.kv);
+            let mut grants: Vec<String> = listener.grant.into_iter().map(|g| g.0).collect();
+            if kv.is_some() {
+                grants.push(crate::keyvalue::GRANT.to_string());
+            }
             let limits = Limits::from(&args.limits);
             let mut guest_config: Vec<(String, String)> =
                 listener.config.into_iter().map(|(key, value)| (key, value.0)).collect();
@@ -170,8 +183,9 @@ impl ServeFile {
                 watch: listener.watch,
                 drain_timeout: listener.drain_timeout.map(|d| d.0),
                 allow_connect: listener.allow_connect,
-                grants: listener.grant.into_iter().map(|g| g.0).collect(),
+                grants,
                 guest_config,
+                kv,
                 limits,
                 overload_threshold: args.overload.overload_threshold,
                 overload_idle_timeout: args.overload.overload_idle_timeout,
@@ -193,13 +207,16 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
-/// `host run`'s limit and overload flags with nothing given: their defaults.
+/// `host run`'s limit, overload and key-value flags with nothing given:
+/// their defaults.
 #[derive(Parser)]
 struct FlagDefaults {
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
     overload: OverloadArgs,
+    #[command(flatten)]
+    kv: KvArgs,
 }
 
 /// The file as written. Every table refuses keys it does not know, so a
@@ -228,6 +245,8 @@ struct RawListener {
     allow_connect: Vec<String>,
     #[serde(default)]
     grant: Vec<Grant>,
+    /// `memory` or a database path, as `--kv`.
+    kv: Option<String>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -252,11 +271,15 @@ struct RawLimits {
     max_log_bytes: Option<Size>,
     overload_threshold: Option<Count<1, 100>>,
     overload_idle_timeout: Option<Dur>,
+    kv_max_key_size: Option<Size>,
+    kv_max_value_size: Option<Size>,
+    kv_max_ops: Option<MaybeCount>,
 }
 
 impl RawLimits {
     /// Overrides the flags' values with those this table sets.
-    fn apply(&self, limits: &mut LimitArgs, overload: &mut OverloadArgs) {
+    fn apply(&self, args: &mut FlagDefaults) {
+        let FlagDefaults { limits, overload, kv } = args;
         macro_rules! set {
             ($($field:ident => $target:expr, $value:expr;)*) => {
                 $(if let Some(v) = &self.$field { $target = $value(v); })*
@@ -276,6 +299,9 @@ impl RawLimits {
             max_log_bytes => limits.max_log_bytes, |v: &Size| v.0;
             overload_threshold => overload.overload_threshold, |v: &Count<1, 100>| v.0 as u8;
             overload_idle_timeout => overload.overload_idle_timeout, |v: &Dur| v.0;
+            kv_max_key_size => kv.kv_max_key_size, |v: &Size| v.0;
+            kv_max_value_size => kv.kv_max_value_size, |v: &Size| v.0;
+            kv_max_ops => kv.kv_max_ops.0, |v: &MaybeCount| v.0;
         }
     }
 }
@@ -328,6 +354,11 @@ parsed_text!(
     /// A size or `unlimited`.
     MaybeSize(Option<u64>), "a size such as \"1MiB\", or \"unlimited\"",
     |t| parse_optional_size(t).map(|s| s.0)
+);
+parsed_text!(
+    /// A count or `unlimited`.
+    MaybeCount(Option<u64>), "a number, or \"unlimited\"",
+    |t| parse_optional_count(t).map(|n| n.0)
 );
 parsed_text!(
     /// A linear-memory size, 64KiB to 4GiB.

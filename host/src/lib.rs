@@ -18,6 +18,7 @@ pub mod generation;
 pub mod guest;
 pub mod guest_log;
 pub mod inspect;
+pub mod keyvalue;
 pub mod limits;
 pub mod linker;
 pub mod listener;

@@ -37,6 +37,7 @@ pub fn run(config: RunConfig) -> Result<()> {
         dial: config.dial,
         overload: config.overload,
         config: config.guest_config,
+        kv: crate::keyvalue::KvStore::open_configured(config.kv.as_ref())?,
         verbose: config.verbose,
     });
     let tokio =

@@ -16,6 +16,7 @@ use crate::config_file::{ListenerConfig, ServeFile};
 use crate::dial::DialPolicy;
 use crate::generation::Current;
 use crate::guest::Admitted;
+use crate::keyvalue::KvStore;
 use crate::listener::{self, Service, Stats, Stopping};
 use crate::overload::OverloadPolicy;
 use crate::reload::{self, Loader};
@@ -60,7 +61,8 @@ pub fn serve(cmd: ServeCommand) -> Result<()> {
         None => needed.saturating_mul(2).min(MAX_INSTANCES).max(needed),
     };
     let shared = Arc::new(Shared::new(instances, &cmd)?);
-    let prepared: Vec<Prepared> = file.listeners.iter().cloned().map(|l| prepare(&shared, l)).collect::<Result<_>>()?;
+    let prepared: Vec<Prepared> =
+        file.listeners.iter().cloned().map(|l| prepare(&shared, l, None)).collect::<Result<_>>()?;
     if cmd.check {
         let names: Vec<&str> = prepared.iter().map(|p| p.config.name.as_str()).collect();
         println!("{}: ok, {} listener(s): {}", file.path.display(), names.len(), names.join(", "));
@@ -185,9 +187,19 @@ struct Prepared {
 }
 
 /// Builds a listener's policy and admits its guest (compiling it, through
-/// the cache), naming the file, line and key of whatever is wrong.
-fn prepare(shared: &Shared, config: ListenerConfig) -> Result<Prepared> {
+/// the cache), naming the file, line and key of whatever is wrong. A
+/// listener replacing one (`previous`) keeps its key-value store if it
+/// names the same one: its data stays, and a database file is not opened
+/// twice.
+fn prepare(shared: &Shared, config: ListenerConfig, previous: Option<&Loader>) -> Result<Prepared> {
     let s = &config.settings;
+    let kv = match &s.kv {
+        None => None,
+        Some(kv) => match previous.and_then(|p| p.policy.kv.as_ref()).and_then(|old| old.reused_for(kv)) {
+            Some(reused) => Some(Arc::new(reused)),
+            None => Some(Arc::new(KvStore::open(kv).map_err(|e| config.origin.key_error(&config.name, "kv", &e))?)),
+        },
+    };
     let dial =
         DialPolicy::new(&s.allow_connect).map_err(|e| config.origin.key_error(&config.name, "allow-connect", &e))?;
     let overload =
@@ -197,6 +209,7 @@ fn prepare(shared: &Shared, config: ListenerConfig) -> Result<Prepared> {
         dial,
         overload: OverloadPolicy::new(&overload, &s.limits),
         config: GuestConfig::new(s.guest_config.clone()),
+        kv,
         verbose: shared.verbose,
     });
     let loader = Arc::new(Loader::new(
@@ -451,9 +464,9 @@ fn plan(
     let mut unchanged = 0;
     for listener in &file.listeners {
         match known.get(&listener.name) {
-            None => changes.push(Change::Add(prepare(shared, listener.clone())?)),
-            Some((settings, _)) if *settings != listener.settings => {
-                changes.push(Change::Replace(prepare(shared, listener.clone())?))
+            None => changes.push(Change::Add(prepare(shared, listener.clone(), None)?)),
+            Some((settings, loader)) if *settings != listener.settings => {
+                changes.push(Change::Replace(prepare(shared, listener.clone(), Some(loader))?))
             }
             Some((_, loader)) if !loader.unchanged() => {
                 let admitted = loader.admit().map_err(|e| listener.origin.guest_error(&listener.name, &e))?;
