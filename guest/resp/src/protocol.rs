@@ -89,6 +89,14 @@ pub struct Session {
     /// Bytes the buffer must hold before the request at its start can be
     /// complete; no parse is tried below it.
     need: usize,
+    /// The client asked for RESP3 (`HELLO 3`).
+    resp3: bool,
+}
+
+/// Where a batch's replies go, and in which protocol version.
+pub struct Out<'a> {
+    bytes: &'a mut Vec<u8>,
+    resp3: bool,
 }
 
 impl Session {
@@ -111,6 +119,7 @@ impl Session {
             return After::Continue;
         }
         let mut pos = 0;
+        let out = &mut Out { bytes: out, resp3: self.resp3 };
         let after = loop {
             match parse(&self.buffer[pos..]) {
                 Parsed::Command(args, used) => {
@@ -130,6 +139,7 @@ impl Session {
                 }
             }
         };
+        self.resp3 = out.resp3;
         self.buffer.drain(..pos);
         if self.buffer.is_empty() && self.buffer.capacity() > 1 << 20 {
             self.buffer = Vec::new();
@@ -403,49 +413,61 @@ pub fn decode(stored: &[u8]) -> (u64, &[u8]) {
 
 // Replies.
 
-fn simple(out: &mut Vec<u8>, text: &str) {
-    out.push(b'+');
-    out.extend_from_slice(text.as_bytes());
-    out.extend_from_slice(b"\r\n");
+fn simple(out: &mut Out<'_>, text: &str) {
+    out.bytes.push(b'+');
+    out.bytes.extend_from_slice(text.as_bytes());
+    out.bytes.extend_from_slice(b"\r\n");
 }
 
-fn ok(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"+OK\r\n");
+fn ok(out: &mut Out<'_>) {
+    out.bytes.extend_from_slice(b"+OK\r\n");
 }
 
 /// `-ERR message`, with any CR or LF in it turned into a space.
-fn error(out: &mut Vec<u8>, message: &str) {
+fn error(out: &mut Out<'_>, message: &str) {
     error_bytes(out, message.as_bytes());
 }
 
-fn error_bytes(out: &mut Vec<u8>, message: &[u8]) {
-    out.extend_from_slice(b"-ERR ");
-    out.extend(message.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
-    out.extend_from_slice(b"\r\n");
+fn error_bytes(out: &mut Out<'_>, message: &[u8]) {
+    out.bytes.extend_from_slice(b"-ERR ");
+    out.bytes.extend(message.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.bytes.extend_from_slice(b"\r\n");
 }
 
-fn integer(out: &mut Vec<u8>, n: i64) {
-    out.push(b':');
-    out.extend_from_slice(n.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
+fn integer(out: &mut Out<'_>, n: i64) {
+    out.bytes.push(b':');
+    out.bytes.extend_from_slice(n.to_string().as_bytes());
+    out.bytes.extend_from_slice(b"\r\n");
 }
 
-fn bulk(out: &mut Vec<u8>, data: &[u8]) {
-    out.push(b'$');
-    out.extend_from_slice(data.len().to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
+fn bulk(out: &mut Out<'_>, data: &[u8]) {
+    out.bytes.push(b'$');
+    out.bytes.extend_from_slice(data.len().to_string().as_bytes());
+    out.bytes.extend_from_slice(b"\r\n");
+    out.bytes.extend_from_slice(data);
+    out.bytes.extend_from_slice(b"\r\n");
 }
 
-fn nil(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"$-1\r\n");
+/// The null reply: `$-1` in RESP2, `_` in RESP3.
+fn nil(out: &mut Out<'_>) {
+    out.bytes.extend_from_slice(if out.resp3 { b"_\r\n" } else { b"$-1\r\n" });
 }
 
-fn array(out: &mut Vec<u8>, len: usize) {
-    out.push(b'*');
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
+/// A map of `len` pairs: an array of keys and values in RESP2.
+fn map(out: &mut Out<'_>, len: usize) {
+    if out.resp3 {
+        out.bytes.push(b'%');
+        out.bytes.extend_from_slice(len.to_string().as_bytes());
+        out.bytes.extend_from_slice(b"\r\n");
+    } else {
+        array(out, len * 2);
+    }
+}
+
+fn array(out: &mut Out<'_>, len: usize) {
+    out.bytes.push(b'*');
+    out.bytes.extend_from_slice(len.to_string().as_bytes());
+    out.bytes.extend_from_slice(b"\r\n");
 }
 
 const NOT_INTEGER: &str = "value is not an integer or out of range";
@@ -483,6 +505,7 @@ const COMMANDS: &[(&str, i32)] = &[
     ("command", -1),
     ("config", -2),
     ("client", -2),
+    ("hello", -1),
 ];
 
 /// A failed store operation, replied as an error.
@@ -495,7 +518,7 @@ impl From<String> for Failed {
 }
 
 /// Runs one command, appending its reply to `out`.
-pub fn execute(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Vec<u8>) -> After {
+pub fn execute(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> After {
     let name = &args[0];
     let Some(&(command, arity)) = COMMANDS.iter().find(|(c, _)| name.eq_ignore_ascii_case(c.as_bytes())) else {
         unknown_command(args, out);
@@ -518,7 +541,7 @@ pub fn execute(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Vec<u8>)
 /// `unknown command 'NAME', with args beginning with: 'A' 'B' `, as
 /// redis-server builds it: each argument quoted and followed by a space
 /// while the list is under 128 bytes, each cut to what is left of them.
-fn unknown_command(args: &[Cow<'_, [u8]>], out: &mut Vec<u8>) {
+fn unknown_command(args: &[Cow<'_, [u8]>], out: &mut Out<'_>) {
     // `%.Ns` of C: up to N bytes, stopping at a NUL.
     fn c_str(s: &[u8], max: usize) -> &[u8] {
         let s = &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())];
@@ -540,7 +563,7 @@ fn unknown_command(args: &[Cow<'_, [u8]>], out: &mut Vec<u8>) {
     error_bytes(out, &message);
 }
 
-fn unknown_subcommand(out: &mut Vec<u8>, sub: &[u8], command: &str) {
+fn unknown_subcommand(out: &mut Out<'_>, sub: &[u8], command: &str) {
     let mut message = b"unknown subcommand '".to_vec();
     message.extend_from_slice(&sub[..sub.len().min(128)]);
     message.extend_from_slice(format!("'. Try {command} HELP.").as_bytes());
@@ -593,7 +616,7 @@ fn deadline_of(store: &mut dyn Store, when: i64, unit_ms: i64, relative: bool) -
     Some(ms as u64)
 }
 
-fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Vec<u8>) -> Result<After, Failed> {
+fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Result<After, Failed> {
     match command {
         "get" => match read(store, &store_key(&args[1]))? {
             Some((_, value)) => bulk(out, &value),
@@ -730,7 +753,8 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut V
             // No command table: clients (redis-cli, redis-benchmark) start
             // without it.
             None => array(out, 0),
-            Some(sub) if is(sub, "docs") || is(sub, "info") => array(out, 0),
+            Some(sub) if is(sub, "docs") => map(out, 0),
+            Some(sub) if is(sub, "info") => array(out, 0),
             Some(sub) if is(sub, "count") => integer(out, COMMANDS.len() as i64),
             Some(sub) => unknown_subcommand(out, sub, "COMMAND"),
         },
@@ -748,7 +772,7 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut V
                         }
                     }
                 }
-                array(out, pairs.len() * 2);
+                map(out, pairs.len());
                 for (name, value) in pairs {
                     bulk(out, name.as_bytes());
                     bulk(out, value.as_bytes());
@@ -766,6 +790,7 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut V
                 unknown_subcommand(out, &args[1], "CLIENT");
             }
         }
+        "hello" => hello(args, out)?,
         _ => unreachable!("{command} is in COMMANDS"),
     }
     Ok(After::Continue)
@@ -783,8 +808,55 @@ fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     }
 }
 
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: RESP2 or RESP3, and
+/// the server's description. As redis-server's default user, which has no
+/// password, `AUTH` takes any.
+fn hello(args: &[Cow<'_, [u8]>], out: &mut Out<'_>) -> Result<(), Failed> {
+    let mut resp3 = out.resp3;
+    if let Some(version) = args.get(1) {
+        let version =
+            string2ll(version).ok_or_else(|| Failed("Protocol version is not an integer or out of range".into()))?;
+        if !(2..=3).contains(&version) {
+            out.bytes.extend_from_slice(b"-NOPROTO unsupported protocol version\r\n");
+            return Ok(());
+        }
+        resp3 = version == 3;
+        let mut j = 2;
+        while j < args.len() {
+            let more = args.len() - j - 1;
+            if is(&args[j], "auth") && more >= 2 {
+                j += 3;
+            } else if is(&args[j], "setname") && more >= 1 {
+                j += 2;
+            } else {
+                let mut message = b"Syntax error in HELLO option '".to_vec();
+                message.extend_from_slice(&args[j]);
+                message.push(b'\'');
+                return Err(Failed(String::from_utf8_lossy(&message).into_owned()));
+            }
+        }
+    }
+    out.resp3 = resp3;
+    map(out, 7);
+    for (name, value) in [("server", "redis"), ("version", "7.0.15")] {
+        bulk(out, name.as_bytes());
+        bulk(out, value.as_bytes());
+    }
+    bulk(out, b"proto");
+    integer(out, if resp3 { 3 } else { 2 });
+    bulk(out, b"id");
+    integer(out, 1);
+    for (name, value) in [("mode", "standalone"), ("role", "master")] {
+        bulk(out, name.as_bytes());
+        bulk(out, value.as_bytes());
+    }
+    bulk(out, b"modules");
+    array(out, 0);
+    Ok(())
+}
+
 /// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`.
-fn set(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Vec<u8>) -> Result<(), Failed> {
+fn set(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Result<(), Failed> {
     let (mut nx, mut xx, mut get, mut keep_ttl) = (false, false, false, false);
     // The unit in ms, whether relative, and the argument.
     let mut expire: Option<(i64, bool, &[u8])> = None;
@@ -828,7 +900,7 @@ fn set(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Vec<u8>) -> Resu
     let key = store_key(&args[1]);
     let old = if nx || xx || get || keep_ttl { read(store, &key)? } else { None };
     let found = old.is_some();
-    let reply_old = |out: &mut Vec<u8>| match &old {
+    let reply_old = |out: &mut Out<'_>| match &old {
         Some((_, value)) => bulk(out, value),
         None => nil(out),
     };
@@ -853,7 +925,7 @@ fn set(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Vec<u8>) -> Resu
 }
 
 /// `EXPIRE key seconds [NX|XX|GT|LT]`, `PEXPIRE` in milliseconds.
-fn expire(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Vec<u8>) -> Result<(), Failed> {
+fn expire(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Result<(), Failed> {
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for opt in &args[3..] {
         if is(opt, "nx") {
@@ -1191,6 +1263,26 @@ mod tests {
         expected.extend_from_slice(&value);
         expected.extend_from_slice(b"\r\n");
         assert!(out == expected);
+    }
+
+    #[test]
+    fn hello_switches_to_resp3() {
+        let mut store = memory();
+        let mut session = Session::new();
+        let mut out = Vec::new();
+        session.feed(b"HELLO 4\r\nHELLO x\r\nHELLO 2 foo\r\nHELLO 3 SETNAME me\r\n", &mut store, &mut out);
+        let reply = text(std::mem::take(&mut out));
+        assert!(
+            reply.starts_with(
+                "-NOPROTO unsupported protocol version\r\n-ERR Protocol version is not an integer or out of range\r\n\
+                 -ERR Syntax error in HELLO option 'foo'\r\n%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"
+            ),
+            "{reply}"
+        );
+        session.feed(b"GET nope\r\nMGET nope\r\nCONFIG GET save\r\nHELLO 2\r\nGET nope\r\n", &mut store, &mut out);
+        let reply = text(out);
+        assert!(reply.starts_with("_\r\n*1\r\n_\r\n%1\r\n$4\r\nsave\r\n$0\r\n\r\n*14\r\n"), "{reply}");
+        assert!(reply.ends_with("$-1\r\n"), "{reply}");
     }
 
     #[test]
