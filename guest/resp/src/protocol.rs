@@ -736,9 +736,10 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
         },
         "echo" => bulk(out, &args[1]),
         "select" => {
-            let db = string2ll(&args[1])
-                .filter(|db| i32::try_from(*db).is_ok())
-                .ok_or_else(|| Failed(NOT_INTEGER.into()))?;
+            let db = string2ll(&args[1]).ok_or_else(|| Failed(NOT_INTEGER.into()))?;
+            if i32::try_from(db).is_err() {
+                return Err(Failed("value is out of range, value must between -2147483648 and 2147483647".into()));
+            }
             if !(0..DATABASES).contains(&db) {
                 return Err(Failed("DB index is out of range".into()));
             }
