@@ -260,7 +260,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
         let (mut in_double, mut in_single) = (false, false);
         loop {
             if in_double {
-                let Some(&c) = line.get(i) else { return None };
+                let &c = line.get(i)?;
                 if c == b'\\' && i + 3 < line.len() && line[i + 1] == b'x' {
                     if let (Some(high), Some(low)) = (hex_digit(line[i + 2]), hex_digit(line[i + 3])) {
                         current.push(high * 16 + low);
@@ -290,7 +290,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                 current.push(c);
                 i += 1;
             } else if in_single {
-                let Some(&c) = line.get(i) else { return None };
+                let &c = line.get(i)?;
                 if c == b'\\' && line.get(i + 1) == Some(&b'\'') {
                     current.push(b'\'');
                     i += 2;
@@ -398,7 +398,7 @@ fn needs_header(value: &[u8]) -> bool {
         return true;
     }
     let store_reads = std::str::from_utf8(value).is_ok_and(|text| text.parse::<u64>().is_ok());
-    store_reads && !string2ll(value).is_some_and(|n| n >= 0)
+    store_reads && string2ll(value).is_none_or(|n| n < 0)
 }
 
 /// The deadline (0 for none) and the value of stored bytes.
@@ -695,7 +695,7 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
             }
         }
         "mset" => {
-            if args.len() % 2 == 0 {
+            if args.len().is_multiple_of(2) {
                 return Err(Failed("wrong number of arguments for 'mset' command".into()));
             }
             for pair in args[1..].chunks(2) {
@@ -953,7 +953,7 @@ fn expire(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mu
     let invalid = || Failed(format!("invalid expire time in '{command}' command"));
     let mut ms = when;
     if command == "expire" {
-        if when > i64::MAX / 1000 || when < i64::MIN / 1000 {
+        if !(i64::MIN / 1000..=i64::MAX / 1000).contains(&when) {
             return Err(invalid());
         }
         ms = when * 1000;
@@ -1122,7 +1122,7 @@ mod tests {
     fn keys_map_to_store_keys_without_collisions() {
         assert_eq!(store_key(b"user:1"), "user:1");
         assert_eq!(store_key(b"\xff"), "\0ff");
-        assert_eq!(store_key(b"\0ff"), "\0006666");
+        assert_eq!(store_key(b"\0ff"), "\x00006666");
     }
 
     #[test]
