@@ -435,3 +435,22 @@ fn a_mebibyte_value_fits_the_default_limits() {
          -ERR value of 1033 bytes is over the limit of 1024 (--kv-max-value-size)\r\n+PONG\r\n"
     );
 }
+
+#[test]
+fn store_errors_are_error_replies() {
+    // `open` and two increments use the three operations; then every
+    // command that reaches the store gets the store's message, and the
+    // connection goes on.
+    let host = Host::serve(GUEST, &["--kv", "memory", "--kv-max-ops", "3"]);
+    let reply = exchange(host.addr, b"INCR n\r\nINCR n\r\nINCR n\r\nGET n\r\nPING\r\n");
+    let limit = "-ERR operation limit reached: 3 per connection (--kv-max-ops)\r\n";
+    assert_eq!(String::from_utf8(reply).unwrap(), format!(":1\r\n:2\r\n{limit}{limit}+PONG\r\n"));
+    // A key over the store's limit, likewise.
+    let host = Host::serve(GUEST, &["--kv", "memory", "--kv-max-key-size", "8"]);
+    let reply = exchange(host.addr, b"SET a-long-key v\r\nINCR a-long-key\r\nSET k v\r\nGET k\r\n");
+    let reply = String::from_utf8(reply).unwrap();
+    let lines: Vec<&str> = reply.split("\r\n").collect();
+    assert!(lines[0].starts_with("-ERR key of 10 bytes is over the limit of 8"), "{reply}");
+    assert!(lines[1].starts_with("-ERR key of 10 bytes is over the limit of 8"), "{reply}");
+    assert_eq!(&lines[2..], ["+OK", "$1", "v", ""], "{reply}");
+}
