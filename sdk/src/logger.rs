@@ -1,0 +1,94 @@
+//! The `log` crate's macros, written to the host's log.
+//!
+//! [`serve!`](crate::serve) and [`client!`](crate::client) install the
+//! logger before the first call into the guest. Whether a level would
+//! appear is asked of the host (`log.enabled`) at most once per level, the
+//! first time a line at that level is logged, and the answer is kept: a
+//! disabled level lowers `log::max_level()`, so the macros skip it from
+//! then on without a host call (and without evaluating their arguments). A
+//! guest that never logs never asks. The host's levels are nested (a level
+//! is enabled when it passes the host's `--log-level`, and the log budget
+//! applies to all alike), so one answer decides the levels on one side of
+//! it too.
+
+use crate::bindings::server::netplug::protocol::log as host;
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+struct HostLog;
+
+static LOGGER: HostLog = HostLog;
+
+/// Levels as `log::Level as usize`: Error 1 ... Trace 5. Every level up to
+/// `ON` is known to be enabled, every level above `UNDECIDED_TO` known to
+/// be disabled; those in between have not been asked about yet.
+static ON: AtomicUsize = AtomicUsize::new(0);
+static UNDECIDED_TO: AtomicUsize = AtomicUsize::new(Level::Trace as usize);
+
+/// Installs the logger, once per instance (a later call, or one after the
+/// guest installed a logger of its own, does nothing).
+pub(crate) fn install() {
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(LevelFilter::Trace);
+    }
+}
+
+fn wit_level(level: Level) -> host::Level {
+    match level {
+        Level::Error => host::Level::Error,
+        Level::Warn => host::Level::Warn,
+        Level::Info => host::Level::Info,
+        Level::Debug => host::Level::Debug,
+        Level::Trace => host::Level::Trace,
+    }
+}
+
+fn filter_of(n: usize) -> LevelFilter {
+    match n {
+        0 => LevelFilter::Off,
+        1 => LevelFilter::Error,
+        2 => LevelFilter::Warn,
+        3 => LevelFilter::Info,
+        4 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    }
+}
+
+/// Whether `level` would appear, asking the host only if no earlier answer
+/// decides it.
+fn enabled(level: Level) -> bool {
+    let n = level as usize;
+    if n <= ON.load(Relaxed) {
+        return true;
+    }
+    if n > UNDECIDED_TO.load(Relaxed) {
+        return false;
+    }
+    if host::enabled(wit_level(level)) {
+        ON.store(n, Relaxed);
+        true
+    } else {
+        UNDECIDED_TO.store(n - 1, Relaxed);
+        log::set_max_level(filter_of(n - 1));
+        false
+    }
+}
+
+impl Log for HostLog {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        enabled(metadata.level())
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !enabled(record.level()) {
+            return;
+        }
+        let level = wit_level(record.level());
+        match record.args().as_str() {
+            Some(message) => host::log(level, message),
+            None => host::log(level, &record.args().to_string()),
+        }
+    }
+
+    fn flush(&self) {}
+}
