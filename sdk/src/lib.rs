@@ -107,7 +107,7 @@ macro_rules! serve {
                     $crate::__private::handle(conn, $handler)
                 }
             }
-            $crate::__export_server_with_config_impl!(__NetplugServer with_types_in $crate::bindings::server);
+    $crate::__export_server_with_config_impl!(__NetplugServer with_types_in $crate::bindings::server);
         };
     };
 }
@@ -129,7 +129,7 @@ macro_rules! client {
                     $crate::__private::run(args, $run)
                 }
             }
-            $crate::__export_client_impl!(__NetplugClient with_types_in $crate::bindings::client);
+    $crate::__export_client_impl!(__NetplugClient with_types_in $crate::bindings::client);
         };
     };
 }

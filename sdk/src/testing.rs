@@ -69,9 +69,7 @@ impl MemoryTransport {
         B: AsRef<[u8]>,
     {
         MemoryTransport {
-            input: RefCell::new(
-                chunks.into_iter().map(|c| c.as_ref().to_vec()).filter(|c| !c.is_empty()).collect(),
-            ),
+            input: RefCell::new(chunks.into_iter().map(|c| c.as_ref().to_vec()).filter(|c| !c.is_empty()).collect()),
             end: None,
             output: RefCell::new(Vec::new()),
             shut_down: Cell::new(false),
