@@ -1,19 +1,21 @@
 //! The `log` crate's macros, written to the host's log.
 //!
 //! [`serve!`](crate::serve) and [`client!`](crate::client) install the
-//! logger before the first call into the guest. Whether a level would
-//! appear is asked of the host (`log.enabled`) at most once per level, the
-//! first time a line at that level is logged, and the answer is kept: a
-//! disabled level lowers `log::max_level()`, so the macros skip it from
-//! then on without a host call (and without evaluating their arguments). A
-//! guest that never logs never asks. The host's levels are nested (a level
-//! is enabled when it passes the host's `--log-level`, and the log budget
-//! applies to all alike), so one answer decides the levels on one side of
-//! it too.
+//! logger before each call into the guest. Whether a level would appear is
+//! asked of the host (`log.enabled`) at most once per level and call (a
+//! connection, or a client's run), the first time a line at that level is
+//! logged, and the answer is kept: a disabled level lowers
+//! `log::max_level()`, so the macros skip it from then on without a host
+//! call (and without evaluating their arguments). A guest that never logs
+//! never asks. The host's levels are nested (a level is enabled when it
+//! passes the host's `--log-level`, and the log budget applies to all
+//! alike), so one answer decides the levels on one side of it too. The
+//! answers are forgotten at the next call, since an instance the host
+//! reuses serves the next connection with a fresh log budget.
 
 use crate::bindings::server::netplug::protocol::log as host;
 use log::{Level, LevelFilter, Log, Metadata, Record};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 struct HostLog;
 
@@ -25,12 +27,21 @@ static LOGGER: HostLog = HostLog;
 static ON: AtomicUsize = AtomicUsize::new(0);
 static UNDECIDED_TO: AtomicUsize = AtomicUsize::new(Level::Trace as usize);
 
-/// Installs the logger, once per instance (a later call, or one after the
-/// guest installed a logger of its own, does nothing).
+/// Whether `LOGGER` is the `log` crate's logger (not one the guest set).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the logger, the first time, and forgets the host's answers of
+/// the last call. If the guest set a logger of its own, leaves it alone.
 pub(crate) fn install() {
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(LevelFilter::Trace);
+    if !INSTALLED.load(Relaxed) {
+        if log::set_logger(&LOGGER).is_err() {
+            return;
+        }
+        INSTALLED.store(true, Relaxed);
     }
+    ON.store(0, Relaxed);
+    UNDECIDED_TO.store(Level::Trace as usize, Relaxed);
+    log::set_max_level(LevelFilter::Trace);
 }
 
 fn wit_level(level: Level) -> host::Level {
