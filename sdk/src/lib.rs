@@ -1,4 +1,4 @@
-//! Write [netplug](https://github.com/) protocol guests in plain Rust.
+//! Write netplug protocol guests in plain Rust.
 //!
 //! A guest is a `cdylib` built for `wasm32-wasip2`. With this crate it is a
 //! function over a [`Connection`], which is `std::io`'s [`Read`](std::io::Read),

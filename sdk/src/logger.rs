@@ -68,6 +68,11 @@ fn filter_of(n: usize) -> LevelFilter {
 /// Whether `level` would appear, asking the host only if no earlier answer
 /// decides it.
 fn enabled(level: Level) -> bool {
+    enabled_asking(level, |level| host::enabled(wit_level(level)))
+}
+
+/// `enabled`, with `ask` standing for the host.
+fn enabled_asking(level: Level, ask: impl FnOnce(Level) -> bool) -> bool {
     let n = level as usize;
     if n <= ON.load(Relaxed) {
         return true;
@@ -75,7 +80,7 @@ fn enabled(level: Level) -> bool {
     if n > UNDECIDED_TO.load(Relaxed) {
         return false;
     }
-    if host::enabled(wit_level(level)) {
+    if ask(level) {
         ON.store(n, Relaxed);
         true
     } else {
@@ -102,4 +107,55 @@ impl Log for HostLog {
     }
 
     fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// The host is asked about a level at most once, and about none that an
+    /// earlier answer decides; a disabled level lowers `log::max_level()`.
+    /// (The only test touching the logger's statics.)
+    #[test]
+    fn each_level_is_asked_about_at_most_once() {
+        let asked = RefCell::new(Vec::new());
+        // A host at `--log-level info`.
+        let host = |level: Level| {
+            asked.borrow_mut().push(level);
+            level <= Level::Info
+        };
+        ON.store(0, Relaxed);
+        UNDECIDED_TO.store(Level::Trace as usize, Relaxed);
+        log::set_max_level(LevelFilter::Trace);
+        assert!(enabled_asking(Level::Info, host));
+        assert!(enabled_asking(Level::Warn, host));
+        assert!(enabled_asking(Level::Error, host));
+        assert!(enabled_asking(Level::Info, host));
+        assert_eq!(*asked.borrow(), [Level::Info]);
+        assert_eq!(log::max_level(), LevelFilter::Trace);
+        assert!(!enabled_asking(Level::Trace, host));
+        assert_eq!(log::max_level(), LevelFilter::Debug);
+        assert!(!enabled_asking(Level::Debug, host));
+        assert_eq!(log::max_level(), LevelFilter::Info);
+        assert!(!enabled_asking(Level::Trace, host));
+        assert!(!enabled_asking(Level::Debug, host));
+        assert_eq!(*asked.borrow(), [Level::Info, Level::Trace, Level::Debug]);
+        // A host at `--log-level warn`: one question settles Info and below.
+        asked.borrow_mut().clear();
+        let host = |level: Level| {
+            asked.borrow_mut().push(level);
+            level <= Level::Warn
+        };
+        ON.store(0, Relaxed);
+        UNDECIDED_TO.store(Level::Trace as usize, Relaxed);
+        assert!(!enabled_asking(Level::Info, host));
+        assert_eq!(log::max_level(), LevelFilter::Warn);
+        assert!(!enabled_asking(Level::Debug, host));
+        assert!(enabled_asking(Level::Error, host));
+        assert!(enabled_asking(Level::Warn, host));
+        assert_eq!(*asked.borrow(), [Level::Info, Level::Error, Level::Warn]);
+        assert_eq!(filter_of(0), LevelFilter::Off);
+        log::set_max_level(LevelFilter::Off);
+    }
 }

@@ -267,6 +267,18 @@ mod tests {
     }
 
     #[test]
+    fn io_copy_between_halves() {
+        let mut conn = MemoryConnection::with_input(["one ", "two"]);
+        let (mut rx, mut tx) = conn.halves();
+        assert_eq!(io::copy(&mut rx, &mut tx).unwrap(), 7);
+        assert_eq!(conn.transport().output(), b"one two");
+        // And through a BufReader, as any Read.
+        let mut conn = MemoryConnection::with_input(["a\nb", "\n"]);
+        let lines: Vec<String> = io::BufReader::new(&mut conn).lines().map(Result::unwrap).collect();
+        assert_eq!(lines, ["a", "b"]);
+    }
+
+    #[test]
     fn failures_after_the_input_are_io_errors() {
         let transport = MemoryTransport::new(["a"]).then_fail(ErrorCode::TimedOut);
         let mut conn = Connection::new(transport);
