@@ -30,7 +30,7 @@ run: build
 # in-memory connections.
 NATIVE := $(shell rustc -vV | sed -n 's/^host: //p')
 test: build
-	cd guest && $(CARGO) test --target $(NATIVE) -p netplug-guest -p echo -p http
+	cd guest && $(CARGO) test --target $(NATIVE) -p netplug-guest -p echo -p http -p resp
 	$(CARGO) test --release -p host --no-fail-fast
 
 # Formatting and clippy, warnings as errors, for both workspaces: the root
