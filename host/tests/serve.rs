@@ -383,3 +383,11 @@ fn a_changed_guest_file_is_a_new_generation_by_watch_or_by_sighup_and_other_list
     assert_eq!(host.count_log("listener{name=still}: netplug::reload"), 0);
     assert!(host.terminate().success());
 }
+
+#[test]
+fn the_example_configuration_checks() {
+    let example = repo_root().join("examples/netplug.toml");
+    let out = run_host(&["serve", "--check", example.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok, 4 listener(s): cache, echo, hello, http"));
+}

@@ -17,6 +17,7 @@ mod durable;
 mod memory;
 
 use crate::cli::KvArgs;
+use crate::budget::CpuClock;
 use crate::store::{ConnSpan, GuestState};
 use anyhow::{Context, Result};
 use std::fmt;
@@ -241,11 +242,17 @@ fn admit_op<'a>(kv: &'a Option<Arc<KvStore>>, ops: &mut u64, span: &ConnSpan) ->
 
 /// Runs a durable store's transaction on the blocking pool: redb blocks
 /// (a commit waits for its fsync), and a worker blocked on it would stall
-/// every other connection it serves.
+/// every other connection it serves. The wait is not charged to the
+/// guest's CPU budget, like a wait on its peer: the disk's speed is not the
+/// guest's doing.
 async fn blocking<T: Send + 'static>(
+    clock: &CpuClock,
     job: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> wasmtime::Result<Result<T, Error>> {
-    match tokio::task::spawn_blocking(job).await {
+    let began = clock.begin_wait();
+    let done = tokio::task::spawn_blocking(job).await;
+    clock.end_wait(began);
+    match done {
         Ok(result) => Ok(result.map_err(Error::Other)),
         Err(e) => wasmtime::bail!("the key-value store failed: {e}"),
     }
@@ -293,7 +300,7 @@ impl store::HostBucket for GuestState {
             Bucket::Memory(b) => Ok(Ok(b.get(&key))),
             Bucket::Durable(db, table) => {
                 let (db, table) = (db.clone(), table.clone());
-                blocking(move || db.get(&table, &key)).await
+                blocking(&self.clock, move || db.get(&table, &key)).await
             }
         }
     }
@@ -314,7 +321,7 @@ impl store::HostBucket for GuestState {
             }
             Bucket::Durable(db, table) => {
                 let (db, table) = (db.clone(), table.clone());
-                blocking(move || db.set(&table, &key, &value)).await
+                blocking(&self.clock, move || db.set(&table, &key, &value)).await
             }
         }
     }
@@ -329,7 +336,7 @@ impl store::HostBucket for GuestState {
             }
             Bucket::Durable(db, table) => {
                 let (db, table) = (db.clone(), table.clone());
-                blocking(move || db.delete(&table, &key)).await
+                blocking(&self.clock, move || db.delete(&table, &key)).await
             }
         }
     }
@@ -341,7 +348,7 @@ impl store::HostBucket for GuestState {
             Bucket::Memory(b) => Ok(Ok(b.exists(&key))),
             Bucket::Durable(db, table) => {
                 let (db, table) = (db.clone(), table.clone());
-                blocking(move || db.exists(&table, &key)).await
+                blocking(&self.clock, move || db.exists(&table, &key)).await
             }
         }
     }
@@ -356,7 +363,7 @@ impl store::HostBucket for GuestState {
             Bucket::Memory(b) => Ok(Ok(b.list_keys(cursor))),
             Bucket::Durable(db, table) => {
                 let (db, table) = (db.clone(), table.clone());
-                blocking(move || db.list_keys(&table, cursor)).await
+                blocking(&self.clock, move || db.list_keys(&table, cursor)).await
             }
         }
     }
@@ -380,7 +387,7 @@ impl atomics::Host for GuestState {
             Bucket::Memory(b) => Ok(b.increment(key, delta).map_err(Error::Other)),
             Bucket::Durable(db, table) => {
                 let (db, table) = (db.clone(), table.clone());
-                blocking(move || db.increment(&table, &key, delta)).await
+                blocking(&self.clock, move || db.increment(&table, &key, delta)).await
             }
         }
     }
