@@ -21,8 +21,10 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-const USAGE: &str = "usage: bench ab --a HOST_BIN --b HOST_BIN [--label-a TEXT] [--label-b TEXT] [--reps N] [--duration SECS] [--rows LIST] [--out DIR]
-  LIST: comma-separated of seed32,seed256,echo64k,echo-rr8,http-ka,http-close (default: all)";
+const USAGE: &str = "usage: bench ab --a HOST_BIN --b HOST_BIN [--label-a TEXT] [--label-b TEXT] [--reps N] [--duration SECS] [--rows LIST] [--out DIR] [--guests-a DIR] [--guests-b DIR] [--serve-b]
+  LIST: comma-separated of seed32,seed256,echo64k,echo-rr8,http-ka,http-close (default: all)
+  --guests-a/--guests-b: each side's guests (default: target/wasm32-wasip2/release), to compare two builds of the guests
+  --serve-b: B serves through `host serve` and a one-listener file instead of `host run`";
 
 /// One row of the A/B table: its `--rows` name, the guest both builds
 /// serve, and how the main report's loads are picked and counted.
@@ -117,6 +119,8 @@ struct Opts {
     duration: f64,
     rows: Vec<&'static Spec>,
     out: PathBuf,
+    guests: [Option<PathBuf>; 2],
+    serve_b: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Opts> {
@@ -130,12 +134,18 @@ fn parse_args(args: &[String]) -> Result<Opts> {
         duration: 3.0,
         rows: ROWS.iter().collect(),
         out: PathBuf::from("bench/results/ab"),
+        guests: [None, None],
+        serve_b: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             println!("{USAGE}");
             std::process::exit(0);
+        }
+        if flag == "--serve-b" {
+            o.serve_b = true;
+            continue;
         }
         let v = it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
         match flag.as_str() {
@@ -147,6 +157,8 @@ fn parse_args(args: &[String]) -> Result<Opts> {
             "--duration" => o.duration = v.parse().with_context(|| format!("--duration {v}"))?,
             "--rows" => o.rows = select_rows(v)?,
             "--out" => o.out = PathBuf::from(v),
+            "--guests-a" => o.guests[0] = Some(guest_dir(v)?),
+            "--guests-b" => o.guests[1] = Some(guest_dir(v)?),
             _ => bail!("unknown argument {flag}\n{USAGE}"),
         }
     }
@@ -175,6 +187,15 @@ fn select_rows(list: &str) -> Result<Vec<&'static Spec>> {
         bail!("--rows is empty");
     }
     Ok(ROWS.iter().filter(|r| names.contains(&r.name)).collect())
+}
+
+/// The absolute path of a directory of guests.
+fn guest_dir(dir: &str) -> Result<PathBuf> {
+    let abs = Path::new(dir).canonicalize().with_context(|| format!("guest directory {dir}"))?;
+    if !abs.is_dir() {
+        bail!("{} is not a directory of guests", abs.display());
+    }
+    Ok(abs)
 }
 
 /// The absolute path of an executable host binary given as `flag`.
@@ -213,7 +234,10 @@ pub fn main(args: &[String]) -> Result<()> {
     let paths = crate::find_paths(&o.out, Some(o.a.clone()))?;
     crate::fresh_logs(&paths.logs)?;
     let built_at_start = [mtime(&o.a), mtime(&o.b)];
-    let builds = [Build { tag: "a", bin: o.a.clone() }, Build { tag: "b", bin: o.b.clone() }];
+    let builds = [
+        Build { tag: "a", bin: o.a.clone(), guests: o.guests[0].clone(), serve: false },
+        Build { tag: "b", bin: o.b.clone(), guests: o.guests[1].clone(), serve: o.serve_b },
+    ];
     let mut runner = Runner::new(plan, paths.clone())?;
     let rows: Vec<AbRow> = o.rows.iter().map(|spec| run_row(&mut runner, &paths, &builds, spec)).collect();
 
@@ -234,7 +258,11 @@ pub fn main(args: &[String]) -> Result<()> {
     let _ = writeln!(md, "- machine: {nproc} CPUs (`nproc`), {}", crate::cpu_model());
     let _ = writeln!(md, "- A ({}): `{}`, built {}", o.label_a, o.a.display(), built(&o.a));
     let _ = writeln!(md, "- B ({}): `{}`, built {}", o.label_b, o.b.display(), built(&o.b));
-    let _ = writeln!(md, "- guests: `{}`; bench at commit {}", paths.guests.display(), crate::git_description());
+    let side = |i: usize| o.guests[i].as_ref().unwrap_or(&paths.guests).display().to_string();
+    let _ = writeln!(md, "- guests: A `{}`, B `{}`; bench at commit {}", side(0), side(1), crate::git_description());
+    if o.serve_b {
+        let _ = writeln!(md, "- B serves through `host serve` (a one-listener file), A through `host run`");
+    }
     let _ = writeln!(md, "- plan: {plan_text}; server on CPU 0, load generator on CPU 1");
     md.push_str(&table(&rows));
     if !notes.is_empty() {

@@ -31,6 +31,12 @@ pub struct Build {
     /// "a" or "b": the label in tags and log names.
     pub tag: &'static str,
     pub bin: PathBuf,
+    /// Where this side's guests are, if not the run's (comparing two
+    /// builds of the guests under one host).
+    pub guests: Option<PathBuf>,
+    /// Serve through `host serve` and a one-listener configuration file
+    /// instead of `host run` (comparing the two on the hot path).
+    pub serve: bool,
 }
 
 /// Paths of everything the orchestrator runs.
@@ -68,9 +74,20 @@ impl Kind {
                     Some(b) => (&b.bin, paths.cache_dir.join(b.tag)),
                     None => (&paths.host, paths.cache_dir.clone()),
                 };
-                cmd.arg(bin).arg("run").arg(paths.guests.join(guest));
-                cmd.args(["--port", &port.to_string(), "--addr", "127.0.0.1", "--log-level", "warn"]);
-                cmd.args(extra);
+                let guests = build.as_ref().and_then(|b| b.guests.as_ref()).unwrap_or(&paths.guests);
+                let guest = guests.join(guest);
+                if let Some(b) = build.as_ref().filter(|b| b.serve) {
+                    assert!(extra.is_empty(), "flags for `host serve` go in its file");
+                    let config = paths.logs.join(format!("{}-{port}.toml", b.tag));
+                    let text =
+                        format!("[listeners.bench]\naddress = \"127.0.0.1:{port}\"\nguest = \"{}\"\n", guest.display());
+                    std::fs::write(&config, text).expect("write the listener's configuration file");
+                    cmd.arg(bin).arg("serve").arg(config).args(["--log-level", "warn"]);
+                } else {
+                    cmd.arg(bin).arg("run").arg(guest);
+                    cmd.args(["--port", &port.to_string(), "--addr", "127.0.0.1", "--log-level", "warn"]);
+                    cmd.args(extra);
+                }
                 cmd.env("NETPLUG_CACHE_DIR", cache);
             }
             Kind::Native { mode } => {
@@ -178,9 +195,12 @@ pub fn terminate(child: &mut Child, grace: Duration) -> Result<bool> {
     Ok(false)
 }
 
+/// `listening on ADDR` (`host run`, the native servers) or `listener NAME
+/// listening on ADDR` (`host serve`).
 pub fn parse_listening(line: &str) -> Result<SocketAddr> {
     line.trim()
-        .strip_prefix("listening on ")
+        .split_once("listening on ")
+        .map(|(_, addr)| addr)
         .ok_or_else(|| anyhow!("unexpected first stdout line {line:?}"))?
         .parse()
         .with_context(|| format!("bad address in {line:?}"))

@@ -25,6 +25,10 @@ const TABLES_PER_GUEST: u32 = 4;
 const KEEP_RESIDENT: usize = 256 << 10;
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
+/// Unused slots past which one last used by another guest (an old
+/// generation) is reused before a never-used one.
+const WARM_SLOTS: u32 = 16;
+
 /// Freed instance slots returned to the kernel per `madvise` batch. A slot
 /// waiting in a batch cannot be reused, so small pools use smaller batches.
 const DECOMMIT_BATCH: usize = 16;
@@ -64,10 +68,13 @@ pub fn build(slots: u32, max_memory: u64) -> Result<Engine> {
         .pagemap_scan(wasmtime::Enabled::Auto)
         .linear_memory_keep_resident(if pagemap { KEEP_RESIDENT } else { 0 })
         .table_keep_resident(if pagemap { TABLE_KEEP_RESIDENT } else { 0 })
-        // Every unused slot may stay warm (its memory image mapped), so that
-        // high concurrency does not fall back to cold slots that need a fresh
-        // mmap of the image.
-        .max_unused_warm_slots(slots)
+        // An instance takes a slot last used by the same guest (its image
+        // still mapped) whenever there is one, whatever this is. It matters
+        // when there is none, as after a swap: past this many unused warm
+        // slots, a new generation reuses the least recently used slot of an
+        // old one (whose pages are resident) instead of touching a fresh
+        // slot, so resident memory does not grow with every swap.
+        .max_unused_warm_slots(WARM_SLOTS.min(slots))
         // What is still returned to the kernel goes in batches, saving a
         // madvise call and a TLB flush per connection.
         .decommit_batch_size(DECOMMIT_BATCH.min((slots as usize / 4).max(1)));
