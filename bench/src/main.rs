@@ -101,6 +101,7 @@ fn orchestrate(args: &[String]) -> Result<()> {
         memory = raw;
     }
     rows.extend(runner.startup_rows());
+    rows.extend(runner.swap_rows());
     rows.extend(runner.http_rows());
 
     // Anything the servers wrote to stderr at warn level is worth a look.

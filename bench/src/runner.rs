@@ -10,7 +10,7 @@ use crate::server::{self, Kind, Paths, Server, LOADGEN_CPU};
 use crate::wrk;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -425,19 +425,29 @@ impl Runner {
                     .into(),
             );
         }
+        // The guest precompiled by `host compile`, loaded with no cache.
+        let cwasm = match self.precompile("hello.wasm") {
+            Ok(path) => Some(Kind::host(path, vec!["--no-cache".to_string()])),
+            Err(e) => {
+                self.notes.push(format!("start-up from a .cwasm: {e:#}"));
+                None
+            }
+        };
         // Populate the cache once, unmeasured, so "warm" really is warm.
         let _ = self.startup_once(&warm, false);
-        let mut samples: [Vec<f64>; 3] = Default::default();
-        let kinds = [cold, warm, native];
+        let mut samples: [Vec<f64>; 4] = Default::default();
+        let mut kinds = vec![cold, warm, native];
+        kinds.extend(cwasm);
+        let names = ["host-cold", "host-warm", "native", "host-cwasm"];
         for rep in 0..self.plan.startup_runs {
-            for k in 0..3 {
-                let i = (k + rep) % 3;
+            for k in 0..kinds.len() {
+                let i = (k + rep) % kinds.len();
                 // Without --no-cache, a cold start is simulated by emptying
                 // the cache (restored by the next warm run).
                 let clear = i == 0 && !self.has_no_cache;
-                match self.startup_once(&kinds[i], clear) {
+                match self.startup_once(&kinds[i].clone(), clear) {
                     Ok(ms) => {
-                        self.raw.push(format!("startup {} ms={ms:.3}", ["host-cold", "host-warm", "native"][i]));
+                        self.raw.push(format!("startup {} ms={ms:.3}", names[i]));
                         samples[i].push(ms)
                     }
                     Err(e) => self.notes.push(format!("start-up {}: {e:#}", kinds[i].label())),
@@ -446,7 +456,11 @@ impl Runner {
         }
         let native_stat = Stat::from_values(&samples[2]);
         let mut rows = Vec::new();
-        for (i, name) in [(0, "4. start-up, host cold (--no-cache)"), (1, "4. start-up, host warm (cached)")] {
+        for (i, name) in [
+            (0, "4. start-up, host cold (--no-cache)"),
+            (1, "4. start-up, host warm (cached)"),
+            (3, "4. start-up, host from a .cwasm (host compile)"),
+        ] {
             let mut row = Row::new(name, "ms", false);
             row.host = Stat::from_values(&samples[i]);
             row.native = native_stat.clone();
@@ -454,6 +468,93 @@ impl Runner {
             rows.push(row);
         }
         rows
+    }
+
+    /// `host compile GUEST -o LOGS/GUEST.cwasm`, returning the `.cwasm`'s
+    /// path (absolute, so `Kind::host` takes it as is).
+    fn precompile(&self, guest: &str) -> Result<&'static str> {
+        let out = self.paths.logs.join(guest.replace(".wasm", ".cwasm"));
+        let status = Command::new(&self.paths.host)
+            .arg("compile")
+            .arg(self.paths.guests.join(guest))
+            .arg("-o")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .context("running host compile")?;
+        if !status.success() {
+            anyhow::bail!("host compile {guest} failed: {status}");
+        }
+        Ok(Box::leak(out.to_string_lossy().into_owned().into_boxed_str()))
+    }
+
+    /// The hot swap: `host run --watch` on a copy of the seed server, whose
+    /// file is replaced by another version (renamed over it, both already
+    /// in the compiled-guest cache); the time from the rename to the first
+    /// connection answered by the new version. Most of it is the 150 ms the
+    /// host waits for the file to be quiet.
+    pub fn swap_rows(&mut self) -> Vec<Row> {
+        eprintln!("» hot swap: file change to first connection on the new code");
+        let mut row = Row::new("9. hot swap, file change → first connection on the new guest (--watch)", "ms", false);
+        row.latency = false;
+        match self.swap_samples() {
+            Ok(ms) => {
+                for v in &ms {
+                    self.raw.push(format!("swap ms={v:.3}"));
+                }
+                row.host = Stat::from_values(&ms);
+            }
+            Err(e) => self.notes.push(format!("hot swap: {e:#}")),
+        }
+        vec![row]
+    }
+
+    fn swap_samples(&mut self) -> Result<Vec<f64>> {
+        let versions: Vec<(Vec<u8>, &[u8])> = vec![
+            (
+                std::fs::read(self.paths.guests.join("hello_v2.wasm")).context("hello_v2.wasm (make build)")?,
+                b"HELLO,AGAIN",
+            ),
+            (std::fs::read(self.paths.guests.join("hello.wasm"))?, b"HELLO,WORLD"),
+        ];
+        let file = self.paths.logs.join("swapped.wasm");
+        let tmp = self.paths.logs.join("swapped.wasm.tmp");
+        std::fs::write(&file, &versions[1].0)?;
+        let path: &'static str = Box::leak(file.to_string_lossy().into_owned().into_boxed_str());
+        let kind = Kind::host(path, vec!["--watch".to_string()]);
+        let tag = self.tag("swap", &kind);
+        let mut server = Server::start(&kind, &self.paths, &tag, Duration::from_secs(120))?;
+        let exchange = |addr: SocketAddr| -> Result<Vec<u8>> {
+            let mut s = TcpStream::connect(addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            s.write_all(b"this is client...")?;
+            let mut reply = Vec::new();
+            s.read_to_end(&mut reply)?;
+            Ok(reply)
+        };
+        // Both versions once through the cache, unmeasured.
+        let mut times = Vec::new();
+        for round in 0..(2 + self.plan.startup_runs) {
+            let (bytes, greeting) = &versions[round % 2];
+            std::fs::write(&tmp, bytes)?;
+            let t0 = Instant::now();
+            std::fs::rename(&tmp, &file)?;
+            loop {
+                if exchange(server.addr)? == *greeting {
+                    break;
+                }
+                if t0.elapsed() > Duration::from_secs(30) {
+                    anyhow::bail!("no answer from the new guest 30 s after the swap");
+                }
+            }
+            if round >= 2 {
+                times.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+            // Let the file be quiet before the next swap.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        server.stop()?;
+        Ok(times)
     }
 
     /// One start-up: a free port is picked first (the server must be told
