@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-const USAGE: &str = "usage: bench [--quick] [--out DIR] [--reps N] [--duration SECS] [--mem-conns N] [--skip-memory]
+const USAGE: &str = "usage: bench [--quick] [--out DIR] [--reps N] [--duration SECS] [--mem-conns N] [--skip-memory] [--only seed,echo,memory,startup,swap,http]
        bench ab --a HOST_BIN --b HOST_BIN [--label-a TEXT] [--label-b TEXT] [--reps N] [--duration SECS] [--rows LIST] [--out DIR]
        bench native seed|echo|http [--port N] [--addr IP]
        bench loadgen seed|echo-rr|echo-tput|idle --addr A --server-pid P [...]";
@@ -56,6 +56,8 @@ fn orchestrate(args: &[String]) -> Result<()> {
     let mut plan = Plan::new(quick);
     let mut out = PathBuf::from("bench/results");
     let mut skip_memory = false;
+    // Groups of rows to run (`--only`); all by default.
+    let mut only: Option<Vec<String>> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().with_context(|| format!("{a} needs a value"));
@@ -66,6 +68,7 @@ fn orchestrate(args: &[String]) -> Result<()> {
             "--duration" => plan.duration = val()?.parse()?,
             "--mem-conns" => plan.mem_conns = val()?.parse()?,
             "--skip-memory" => skip_memory = true,
+            "--only" => only = Some(val()?.split(',').map(str::to_string).collect()),
             _ => bail!("unknown argument {a}\n{USAGE}"),
         }
     }
@@ -90,19 +93,32 @@ fn orchestrate(args: &[String]) -> Result<()> {
     let host_at_start = host_mtime();
     let mut runner = Runner::new(plan, paths.clone())?;
     let mut rows: Vec<Row> = Vec::new();
-    let (seed_rows, python) = runner.seed_rows();
-    let seed32 = seed_rows.get(1).cloned();
-    rows.extend(seed_rows);
-    rows.extend(runner.echo_rows());
+    let wanted = |group: &str| only.as_ref().is_none_or(|o| o.iter().any(|g| g == group));
+    let (mut python, mut seed32) = (None, None);
+    if wanted("seed") {
+        let (seed_rows, py) = runner.seed_rows();
+        seed32 = seed_rows.get(1).cloned();
+        python = py;
+        rows.extend(seed_rows);
+    }
+    if wanted("echo") {
+        rows.extend(runner.echo_rows());
+    }
     let mut memory = Vec::new();
-    if !skip_memory {
+    if !skip_memory && wanted("memory") {
         let (mem_rows, raw) = runner.memory_rows();
         rows.extend(mem_rows);
         memory = raw;
     }
-    rows.extend(runner.startup_rows());
-    rows.extend(runner.swap_rows());
-    rows.extend(runner.http_rows());
+    if wanted("startup") {
+        rows.extend(runner.startup_rows());
+    }
+    if wanted("swap") {
+        rows.extend(runner.swap_rows());
+    }
+    if wanted("http") {
+        rows.extend(runner.http_rows());
+    }
 
     // Anything the servers wrote to stderr at warn level is worth a look.
     let mut notes = std::mem::take(&mut runner.notes);

@@ -45,6 +45,8 @@ pub struct Row {
     pub latency: bool,
     /// Shown instead of numbers (e.g. the HTTP row).
     pub na: Option<&'static str>,
+    /// No native peer does this (a hot swap): the native column says so.
+    pub host_only: bool,
 }
 
 impl Row {
@@ -58,6 +60,7 @@ impl Row {
             cpu_unit: "",
             latency: true,
             na: None,
+            host_only: false,
         }
     }
 
@@ -202,7 +205,7 @@ pub fn markdown(h: &Header, rows: &[Row], x: &Extras) -> String {
             r.name,
             r.unit,
             value(&r.host),
-            value(&r.native),
+            if r.host_only { "n/a".to_string() } else { value(&r.native) },
             opt(r.ratio(), "x"),
             cpu(&r.host),
             cpu(&r.native),

@@ -497,6 +497,7 @@ impl Runner {
         eprintln!("» hot swap: file change to first connection on the new code");
         let mut row = Row::new("9. hot swap, file change → first connection on the new guest (--watch)", "ms", false);
         row.latency = false;
+        row.host_only = true;
         match self.swap_samples() {
             Ok(ms) => {
                 for v in &ms {
@@ -506,7 +507,76 @@ impl Runner {
             }
             Err(e) => self.notes.push(format!("hot swap: {e:#}")),
         }
-        vec![row]
+        let mut memory = Row::new("9. hot swap, resident memory after 100 swaps under load (× after 2)", "×", false);
+        memory.latency = false;
+        memory.host_only = true;
+        match self.swap_memory(100) {
+            Ok((after2, after_all)) => {
+                self.raw.push(format!("swap-rss after2={after2} after100={after_all}"));
+                memory.host = Stat::from_values(&[after_all as f64 / after2 as f64]);
+            }
+            Err(e) => self.notes.push(format!("hot swap memory: {e:#}")),
+        }
+        vec![row, memory]
+    }
+
+    /// Resident memory of `host run --watch` under 32 clients doing seed
+    /// exchanges without pause, after 2 and after `swaps` swaps (SIGHUP after
+    /// each new file, alternating the two versions): whether replaced
+    /// generations give their memory back.
+    fn swap_memory(&mut self, swaps: usize) -> Result<(u64, u64)> {
+        let versions = [
+            std::fs::read(self.paths.guests.join("hello_v2.wasm"))?,
+            std::fs::read(self.paths.guests.join("hello.wasm"))?,
+        ];
+        let file = self.paths.logs.join("swapped-rss.wasm");
+        let tmp = self.paths.logs.join("swapped-rss.wasm.tmp");
+        std::fs::write(&file, &versions[1])?;
+        let path: &'static str = Box::leak(file.to_string_lossy().into_owned().into_boxed_str());
+        let kind = Kind::host(path, vec![]);
+        let tag = self.tag("swap-rss", &kind);
+        let mut server = Server::start(&kind, &self.paths, &tag, Duration::from_secs(120))?;
+        let (addr, pid) = (server.addr, server.pid());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients: Vec<_> = (0..32)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    // Bounded by the swaps below, and by time.
+                    let start = Instant::now();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed() < Duration::from_secs(300)
+                    {
+                        let Ok(mut s) = TcpStream::connect(addr) else { continue };
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                        let _ = s.write_all(b"this is client...");
+                        let mut reply = Vec::new();
+                        let _ = s.read_to_end(&mut reply);
+                    }
+                })
+            })
+            .collect();
+        let mut after2 = 0;
+        let result = (|| -> Result<u64> {
+            std::thread::sleep(Duration::from_secs(1));
+            for i in 1..=swaps {
+                std::fs::write(&tmp, &versions[i % 2])?;
+                std::fs::rename(&tmp, &file)?;
+                Command::new("kill").args(["-HUP", &pid.to_string()]).status()?;
+                std::thread::sleep(Duration::from_millis(250));
+                if i == 2 {
+                    std::thread::sleep(Duration::from_millis(500));
+                    after2 = crate::proc_stats::rss_bytes(pid)?;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            crate::proc_stats::rss_bytes(pid)
+        })();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for c in clients {
+            let _ = c.join();
+        }
+        server.stop()?;
+        Ok((after2, result?))
     }
 
     fn swap_samples(&mut self) -> Result<Vec<f64>> {
