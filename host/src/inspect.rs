@@ -18,6 +18,10 @@ pub fn run(path: &Path) -> Result<()> {
     for (name, _) in ty.exports(&engine) {
         println!("  {name}");
     }
+    let mismatch = guest::protocol_mismatch(&engine, &component);
+    if let Some(why) = &mismatch {
+        println!("warning: {why}");
+    }
     println!("imports:");
     let mut refused = 0;
     let mut needs_kv = false;
@@ -35,6 +39,7 @@ pub fn run(path: &Path) -> Result<()> {
         }
     }
     let verdict = match (&world, refused) {
+        _ if mismatch.is_some() => "the host would refuse this guest",
         (Ok(_), 0) if needs_kv => "the host would run this guest with --kv memory or --kv PATH",
         (Ok(_), 0) => "the host would run this guest",
         _ => "the host would refuse this guest",
