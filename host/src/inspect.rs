@@ -10,6 +10,10 @@ pub fn run(path: &Path) -> Result<()> {
     let ty = component.component_type();
     let world = guest::world_of(&engine, &component, path);
     println!("guest: {}", path.display());
+    let mismatch = guest::protocol_mismatch(&engine, &component);
+    if let Some(why) = &mismatch {
+        println!("warning: {why}");
+    }
     match &world {
         Ok(w) => println!("world: {}", w.name()),
         Err(e) => println!("world: none ({e:#})"),
@@ -17,10 +21,6 @@ pub fn run(path: &Path) -> Result<()> {
     println!("exports:");
     for (name, _) in ty.exports(&engine) {
         println!("  {name}");
-    }
-    let mismatch = guest::protocol_mismatch(&engine, &component);
-    if let Some(why) = &mismatch {
-        println!("warning: {why}");
     }
     println!("imports:");
     let mut refused = 0;
