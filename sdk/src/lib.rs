@@ -58,8 +58,8 @@ extern crate self as netplug_guest;
 pub mod bindings;
 pub mod config;
 mod connection;
-pub mod kv;
 mod error;
+pub mod kv;
 mod logger;
 pub mod testing;
 
