@@ -31,6 +31,7 @@ run: build
 NATIVE := $(shell rustc -vV | sed -n 's/^host: //p')
 test: build
 	cd guest && $(CARGO) test --target $(NATIVE) -p netplug-guest -p echo -p http -p resp
+	cd examples/upper && CARGO_TARGET_DIR=../../target/template-upper $(CARGO) test --target $(NATIVE)
 	$(CARGO) test --release -p host --no-fail-fast
 
 # Formatting and clippy, warnings as errors, for both workspaces: the root
@@ -43,6 +44,8 @@ lint: wasm-target
 	cd guest && $(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	cd guest && $(CARGO) clippy --release --all-targets -- -D warnings
+	cd examples/upper && $(CARGO) fmt --check
+	cd examples/upper && CARGO_TARGET_DIR=../../target/template-upper $(CARGO) clippy --release --all-targets -- -D warnings
 
 bench: build
 	$(CARGO) run --release -p bench -- --out bench/results

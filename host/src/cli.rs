@@ -26,6 +26,7 @@ pub enum Command {
     Serve(ServeCommand),
     Compile(CompileCommand),
     Inspect(InspectCommand),
+    Wit(WitCommand),
 }
 
 /// The most connections the instance pool can be sized for. Each pool slot
@@ -363,6 +364,16 @@ pub struct InspectCommand {
     /// from `host compile`.
     #[arg(value_name = "GUEST.wasm")]
     pub guest: PathBuf,
+}
+
+/// Print the WIT contract this host speaks (wit/netplug.wit, package
+/// netplug:protocol), to build a guest against.
+#[derive(Parser, Debug)]
+pub struct WitCommand {
+    /// Also print the packages it depends on (wit/deps/: wasi:config,
+    /// wasi:keyvalue), each file after a `// wit/PATH` line.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// An IP address, also accepted in brackets (`[::1]`).

@@ -11,6 +11,9 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
+/// The version of `netplug:protocol` this host speaks (wit/netplug.wit).
+pub const PROTOCOL_VERSION: &str = "0.1.0";
+
 /// The export that makes a component a server guest.
 pub const HANDLER_EXPORT: &str = "netplug:protocol/handler@0.1.0";
 /// The export that makes a component a client guest.
@@ -60,6 +63,9 @@ pub struct Admitted {
 pub fn admit(engine: &Engine, path: &Path, cache: Option<&Cache>, grants: &[String]) -> Result<Admitted> {
     let bytes = read(path)?;
     let component = load_bytes(engine, path, &bytes, cache)?;
+    // Before the world: a guest of another protocol version exports
+    // another `handler`, and the version is what the operator must hear.
+    check_version(engine, &component, path)?;
     let world = world_of(engine, &component, path)?;
     check_imports(engine, &component, path, grants)?;
     Ok(Admitted { bytes, component, world })
@@ -131,6 +137,9 @@ pub const NEEDS_KV: &str = "the shared key-value store is granted only with --kv
 /// `extra` holds the packages granted with `--grant`, and `wasi:keyvalue`
 /// when `--kv` is given.
 pub fn grant(name: &str, extra: &[String]) -> Result<(), &'static str> {
+    if version_mismatch(name).is_some() {
+        return Err(OTHER_VERSION);
+    }
     if GRANTED.iter().any(|prefix| name.starts_with(prefix)) {
         return Ok(());
     }
@@ -158,13 +167,82 @@ pub fn grant(name: &str, extra: &[String]) -> Result<(), &'static str> {
     })
 }
 
+/// Why a guest importing or exporting `name` cannot run here, when `name` is
+/// an interface of `netplug:protocol` at a version other than this host's
+/// (unversioned counts as another version): one phrase naming both.
+pub fn version_mismatch(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("netplug:protocol/")?;
+    let version = rest.split_once('@').map_or("", |(_, version)| version);
+    if version == PROTOCOL_VERSION {
+        return None;
+    }
+    let built = if version.is_empty() { "netplug:protocol".to_string() } else { format!("netplug:protocol@{version}") };
+    Some(format!(
+        "built against {built}; this host speaks {PROTOCOL_VERSION} \u{2014} rebuild the guest with a netplug-guest \
+         release for this host"
+    ))
+}
+
+/// Why `grant` refuses an interface of another `netplug:protocol` version
+/// ([`version_mismatch`] has the versions).
+pub const OTHER_VERSION: &str = "another version of netplug:protocol than this host's";
+
+/// The first protocol version mismatch among a guest's imports and
+/// exports ([`version_mismatch`]).
+pub fn protocol_mismatch(engine: &Engine, component: &Component) -> Option<String> {
+    let ty = component.component_type();
+    let mut names: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
+    names.extend(ty.exports(engine).map(|(name, _)| name.to_string()));
+    names.iter().find_map(|name| version_mismatch(name))
+}
+
+/// Refuses, in one line naming both versions, a guest built against another
+/// version of `netplug:protocol`.
+pub fn check_version(engine: &Engine, component: &Component, path: &Path) -> Result<()> {
+    match protocol_mismatch(engine, component) {
+        Some(why) => bail!("{} is {why}", path.display()),
+        None => Ok(()),
+    }
+}
+
 /// Refuses, naming the import, a guest that needs what the host will not
-/// grant.
+/// grant (and first, naming both versions, one built against another
+/// version of `netplug:protocol`).
 pub fn check_imports(engine: &Engine, component: &Component, path: &Path, extra: &[String]) -> Result<()> {
+    check_version(engine, component, path)?;
     for (name, _) in component.component_type().imports(engine) {
         if let Err(why) = grant(name, extra) {
             bail!("{} imports `{name}`, which the host refuses: {why}", path.display());
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_protocol_version_is_the_wit_package_version() {
+        let wit = include_str!("../../wit/netplug.wit");
+        assert!(wit.contains(&format!("package netplug:protocol@{PROTOCOL_VERSION};")));
+        assert!(HANDLER_EXPORT.ends_with(&format!("@{PROTOCOL_VERSION}")));
+    }
+
+    #[test]
+    fn another_protocol_version_is_refused_naming_both() {
+        assert_eq!(grant("netplug:protocol/types@0.1.0", &[]), Ok(()));
+        assert_eq!(version_mismatch("netplug:protocol/handler@0.1.0"), None);
+        assert_eq!(version_mismatch("wasi:io/streams@0.2.6"), None);
+        let why = version_mismatch("netplug:protocol/types@0.2.0").unwrap();
+        assert_eq!(
+            why,
+            "built against netplug:protocol@0.2.0; this host speaks 0.1.0 \u{2014} rebuild the guest with a \
+             netplug-guest release for this host"
+        );
+        assert!(!why.contains('\n'));
+        assert_eq!(grant("netplug:protocol/types@0.2.0", &[]), Err(OTHER_VERSION));
+        assert_eq!(grant("netplug:protocol/log", &[]), Err(OTHER_VERSION));
+        assert!(version_mismatch("netplug:protocol/log").unwrap().starts_with("built against netplug:protocol;"));
+    }
 }

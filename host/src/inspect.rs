@@ -10,6 +10,10 @@ pub fn run(path: &Path) -> Result<()> {
     let ty = component.component_type();
     let world = guest::world_of(&engine, &component, path);
     println!("guest: {}", path.display());
+    let mismatch = guest::protocol_mismatch(&engine, &component);
+    if let Some(why) = &mismatch {
+        println!("warning: {why}");
+    }
     match &world {
         Ok(w) => println!("world: {}", w.name()),
         Err(e) => println!("world: none ({e:#})"),
@@ -35,6 +39,7 @@ pub fn run(path: &Path) -> Result<()> {
         }
     }
     let verdict = match (&world, refused) {
+        _ if mismatch.is_some() => "the host would refuse this guest",
         (Ok(_), 0) if needs_kv => "the host would run this guest with --kv memory or --kv PATH",
         (Ok(_), 0) => "the host would run this guest",
         _ => "the host would refuse this guest",

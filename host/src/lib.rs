@@ -34,3 +34,4 @@ pub mod shutdown;
 pub mod store;
 pub mod units;
 pub mod wasi_config;
+pub mod wit;

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Command::Serve(cmd) => netplug::logging::init(cmd.log.log_level).and_then(|()| netplug::serve::serve(cmd)),
         Command::Compile(cmd) => netplug::compile::run(&cmd),
         Command::Inspect(cmd) => netplug::inspect::run(&cmd.guest),
+        Command::Wit(cmd) => netplug::wit::run(&cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -60,7 +61,7 @@ fn clap_exit(e: clap::Error) -> ExitCode {
             let first = text.lines().next().unwrap_or("invalid arguments");
             let sub = std::env::args()
                 .nth(1)
-                .filter(|a| ["run", "serve", "compile", "inspect"].contains(&a.as_str()))
+                .filter(|a| ["run", "serve", "compile", "inspect", "wit"].contains(&a.as_str()))
                 .unwrap_or_default();
             eprintln!("{first} (see `host {sub} --help`)");
             ExitCode::from(2)

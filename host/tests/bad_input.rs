@@ -132,3 +132,41 @@ fn inspect_names_world_imports_and_verdict() {
     assert!(text.contains("netplug:protocol/log@0.1.0: granted"), "{text}");
     assert!(text.contains("verdict: the host would run this guest"), "{text}");
 }
+
+/// A guest built against another version of `netplug:protocol` is refused
+/// at load in one line naming both versions, and `host inspect` warns.
+#[test]
+fn another_protocol_version_is_refused_naming_both() {
+    let path = guest("other_version");
+    let shown = path.to_str().unwrap();
+    let why = "built against netplug:protocol@0.2.0; this host speaks 0.1.0 \u{2014} rebuild the guest with a \
+               netplug-guest release for this host";
+    let err = refused(&["run", shown, "--port", "0"]);
+    assert!(err.contains("other_version.wasm is built against"), "{err}");
+    assert!(err.contains(why), "{err}");
+    let err = refused(&["compile", shown, "-o", "/nonexistent/x.cwasm"]);
+    assert!(err.contains(why), "{err}");
+
+    let out = run_host(&["inspect", shown]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l == format!("warning: {why}")), "{text}");
+    assert!(text.contains("netplug:protocol/types@0.2.0: REFUSED"), "{text}");
+    assert!(text.contains("verdict: the host would refuse this guest"), "{text}");
+}
+
+/// `host wit` prints the contract it speaks; `--all` adds its dependencies.
+#[test]
+fn wit_prints_the_contract() {
+    let out = run_host(&["wit"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text, std::fs::read_to_string(repo_root().join("wit/netplug.wit")).unwrap());
+    let out = run_host(&["wit", "--all"]);
+    assert!(out.status.success());
+    let all = String::from_utf8(out.stdout).unwrap();
+    assert!(all.starts_with("// wit/netplug.wit\n"), "{all}");
+    assert!(all.contains(&text));
+    assert!(all.contains("// wit/deps/wasi-config/store.wit\n"));
+    assert!(all.contains("// wit/deps/wasi-keyvalue/atomic.wit\n"));
+    assert!(all.contains("package wasi:keyvalue@0.2.0-draft;"));
+}

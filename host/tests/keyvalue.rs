@@ -2,7 +2,8 @@
 //! line protocol over the store): increments are exact across concurrent
 //! connections; `--kv PATH` survives a restart; a guest importing the
 //! interfaces is refused without `--kv`; size and operation limits give the
-//! guest an error and the host goes on; buckets are separate namespaces.
+//! guest an error and the host goes on; buckets are separate namespaces;
+//! the guest SDK's wrappers (test guest kv-sdk) reach the store.
 
 mod support;
 
@@ -147,4 +148,31 @@ fn a_reused_instance_gets_a_fresh_operation_quota() {
         assert_eq!(session(host.addr, &["GET k"]), ["(nil)"]);
     }
     assert!(session(host.addr, &["GET k", "GET k"])[1].starts_with("ERR operation limit"));
+}
+
+/// The guest SDK's wrappers (`netplug_guest::kv`) on the real store: every
+/// call, errors as the store's message, and `keys()` across pages (the host
+/// pages `list-keys` by 1000 keys).
+#[test]
+fn the_sdk_wrappers_reach_the_store() {
+    let host = Host::serve("kv_sdk", &["--kv", "memory"]);
+    let reply = session(
+        host.addr,
+        &[
+            "COUNT", "SET k v", "GET k", "EXISTS k", "DEL k", "EXISTS k", "GET k", "INCR n 5", "INCR n 2", "SET t x",
+            "INCR t 1",
+        ],
+    );
+    assert_eq!(reply[..9], ["0", "OK", "v", "1", "OK", "0", "(nil)", "5", "7"], "{reply:?}");
+    assert_eq!(reply[9], "OK");
+    assert!(reply[10].starts_with("ERR ") && reply[10].contains("not a decimal"), "{reply:?}");
+    assert_eq!(session(host.addr, &["FILL key 2500", "COUNT"]), ["OK", "2502"]);
+    // Without --kv, a guest that uses the wrappers imports the store and is
+    // refused; one that does not (echo) imports nothing of it.
+    let out = run_host(&["inspect", guest("kv_sdk").to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("wasi:keyvalue/store@0.2.0-draft: needs --kv"), "{text}");
+    assert!(text.contains("wasi:keyvalue/atomics@0.2.0-draft: needs --kv"), "{text}");
+    let out = run_host(&["inspect", guest("echo").to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("wasi:keyvalue"));
 }

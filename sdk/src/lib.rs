@@ -35,12 +35,16 @@
 //!   call the first time and none after (see the `logger` module source).
 //! - [`config::get`] reads the operator's `--config KEY=VALUE` pairs; a
 //!   guest that never calls it does not import `wasi:config/store`.
+//! - [`kv::Bucket`] is the listener's shared key-value store
+//!   (`wasi:keyvalue`, granted with `host run --kv`): `get`, `set`,
+//!   `delete`, `exists`, an atomic `increment` and `keys`. A guest that
+//!   never opens a bucket does not import `wasi:keyvalue`.
 //! - [`testing`] runs protocol code natively over memory, in `cargo test`.
 //!
 //! # Worlds and bindings
 //!
 //! The crate carries the WIT (`wit/`, the repository's contract) and
-//! generates the bindings of two worlds, `server-with-config` and `client`
+//! generates the bindings of two worlds, `server-with-kv` and `client`
 //! (see [`bindings`]). Only their imports are linked into every guest, and
 //! imports a guest does not call are dropped when the component is made;
 //! the export (`handler` or `run`) comes from whichever of [`serve!`] and
@@ -55,6 +59,7 @@ pub mod bindings;
 pub mod config;
 mod connection;
 mod error;
+pub mod kv;
 mod logger;
 pub mod testing;
 
@@ -107,7 +112,7 @@ macro_rules! serve {
                     $crate::__private::handle(conn, $handler)
                 }
             }
-    $crate::__export_server_with_config_impl!(__NetplugServer with_types_in $crate::bindings::server);
+    $crate::__export_server_with_kv_impl!(__NetplugServer with_types_in $crate::bindings::server);
         };
     };
 }

@@ -24,8 +24,10 @@
 //!
 //! Only the host's imports are out of reach natively: a
 //! [`HostConnection`](crate::HostConnection) cannot be made, [`dial`](crate::dial)
-//! fails with `Unsupported`, log lines go nowhere, and
-//! [`config::get`](crate::config::get) reads what [`set_config`] set.
+//! fails with `Unsupported`, log lines go nowhere,
+//! [`config::get`](crate::config::get) reads what [`set_config`] set, and
+//! [`kv::Bucket`](crate::kv::Bucket)s live in memory, per thread (see
+//! [`kv_reset`], [`kv_contents`] and [`kv_deny`]).
 
 use crate::{Connection, ErrorCode, Transport};
 use std::cell::{Cell, RefCell};
@@ -161,6 +163,25 @@ impl Transport for MemoryTransport {
 /// `--config` pairs are read instead).
 pub fn set_config(key: &str, value: Option<&str>) {
     crate::config::native::set(key, value);
+}
+
+/// Empties every in-memory bucket of this thread's native store (and
+/// undoes [`kv_deny`]), for a test that starts from an empty store.
+pub fn kv_reset() {
+    crate::kv::native::reset();
+}
+
+/// What the bucket `name` of this thread's native store holds, sorted by
+/// key.
+pub fn kv_contents(name: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    crate::kv::native::contents(name)
+}
+
+/// Makes [`Bucket::open`](crate::kv::Bucket::open) fail with
+/// `PermissionDenied` and `message` on this thread (as when the host denies
+/// the store), or succeed again with `None`.
+pub fn kv_deny(message: Option<&str>) {
+    crate::kv::native::deny(message);
 }
 
 #[cfg(test)]
@@ -302,6 +323,54 @@ mod tests {
         assert_eq!(crate::config::get_all(), [("greeting".to_string(), "HOWDY".to_string())]);
         set_config("greeting", None);
         assert_eq!(crate::config::get("greeting"), None);
+    }
+
+    #[test]
+    fn kv_buckets_in_memory() {
+        use crate::kv::Bucket;
+        kv_reset();
+        let a = Bucket::open("").unwrap();
+        let b = Bucket::open("other").unwrap();
+        assert_eq!(a.get("k").unwrap(), None);
+        a.set("k", b"v").unwrap();
+        assert_eq!(a.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert!(a.exists("k").unwrap());
+        assert!(!b.exists("k").unwrap());
+        // Buckets opened again see the same data.
+        assert_eq!(Bucket::open("").unwrap().get("k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(a.increment("n", 5).unwrap(), 5);
+        assert_eq!(a.increment("n", 2).unwrap(), 7);
+        assert_eq!(a.get("n").unwrap().as_deref(), Some(&b"7"[..]));
+        let err = a.increment("k", 1).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Other);
+        assert!(err.to_string().contains("not a decimal"), "{err}");
+        a.set("max", u64::MAX.to_string().as_bytes()).unwrap();
+        assert!(a.increment("max", 1).unwrap_err().to_string().contains("overflows"));
+        a.delete("k").unwrap();
+        a.delete("k").unwrap();
+        assert!(!a.exists("k").unwrap());
+        assert_eq!(kv_contents("").keys().collect::<Vec<_>>(), ["max", "n"]);
+        kv_deny(Some("no --kv"));
+        let err = Bucket::open("").unwrap_err();
+        assert_eq!((err.kind(), err.to_string()), (io::ErrorKind::PermissionDenied, "no --kv".to_string()));
+        kv_reset();
+        assert!(kv_contents("").is_empty());
+        assert!(Bucket::open("").is_ok());
+    }
+
+    #[test]
+    fn kv_keys_iterate_every_page() {
+        use crate::kv::Bucket;
+        kv_reset();
+        let bucket = Bucket::open("many").unwrap();
+        assert_eq!(bucket.keys().count(), 0);
+        for i in 0..250 {
+            bucket.set(&format!("{i:03}"), b"").unwrap();
+        }
+        let (first, cursor) = bucket.list_keys(None).unwrap();
+        assert_eq!((first.len(), cursor), (100, Some(100)));
+        let keys: Vec<String> = bucket.keys().map(Result::unwrap).collect();
+        assert_eq!(keys, (0..250).map(|i| format!("{i:03}")).collect::<Vec<_>>());
     }
 
     #[test]

@@ -1,60 +1,44 @@
 //! `resp.wasm`: a Redis-compatible server (RESP2, string commands) on the
-//! listener's shared `wasi:keyvalue` store (world `server-with-kv`; run with
-//! `host run resp.wasm --port 6379 --kv memory`). The protocol and the
-//! commands are in `protocol.rs`, over a small `Store` trait; this file binds
-//! them to the connection and the store.
+//! listener's shared `wasi:keyvalue` store (run with `host run resp.wasm
+//! --port 6379 --kv memory`). The protocol and the commands are in
+//! `protocol.rs`, over a small `Store` trait; this file binds them to the
+//! connection and the store through the guest SDK.
 //!
 //! Database 0 is the bucket `""`, the one other guests of the listener use by
 //! default; `SELECT N` (1 to 15) uses the bucket `dbN`.
 
 mod protocol;
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "server-with-kv",
-    generate_all,
-});
-
-use exports::netplug::protocol::handler::Guest;
-use netplug::protocol::types::Connection;
+use netplug_guest::kv::Bucket;
+use netplug_guest::{Connection, Transport};
 use protocol::{After, Session};
-use wasi::keyvalue::{atomics, store};
-
-struct Resp;
-
-fn message(e: store::Error) -> String {
-    match e {
-        store::Error::NoSuchStore => "no such store".to_string(),
-        store::Error::AccessDenied => "access denied".to_string(),
-        store::Error::Other(message) => message,
-    }
-}
+use std::io::BufRead;
 
 /// The shared store, through the open bucket of the selected database.
 struct Shared {
-    bucket: store::Bucket,
+    bucket: Bucket,
 }
 
 impl protocol::Store for Shared {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        self.bucket.get(key).map_err(message)
+        self.bucket.get(key).map_err(|e| e.to_string())
     }
 
     fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
-        self.bucket.set(key, value).map_err(message)
+        self.bucket.set(key, value).map_err(|e| e.to_string())
     }
 
     fn delete(&mut self, key: &str) -> Result<(), String> {
-        self.bucket.delete(key).map_err(message)
+        self.bucket.delete(key).map_err(|e| e.to_string())
     }
 
     fn increment(&mut self, key: &str, delta: u64) -> Result<u64, String> {
-        atomics::increment(&self.bucket, key, delta).map_err(message)
+        self.bucket.increment(key, delta).map_err(|e| e.to_string())
     }
 
     fn select(&mut self, db: u32) -> Result<(), String> {
         let name = if db == 0 { String::new() } else { format!("db{db}") };
-        self.bucket = store::open(&name).map_err(message)?;
+        self.bucket = Bucket::open(&name).map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -63,34 +47,73 @@ impl protocol::Store for Shared {
     }
 }
 
-impl Guest for Resp {
-    fn handle(conn: Connection) -> Result<(), String> {
-        let bucket = store::open("").map_err(|e| format!("cannot open the store: {}", message(e)))?;
-        let mut shared = Shared { bucket };
-        let mut session = Session::new();
-        let mut out = Vec::new();
-        loop {
-            let data = match conn.recv(64 * 1024) {
-                Ok(data) => data,
-                // A client that hangs up is the normal end of a session.
-                Err(_) => return Ok(()),
-            };
-            if data.is_empty() {
-                return Ok(());
+fn handle(mut conn: Connection) -> Result<(), String> {
+    serve(&mut conn)
+}
+
+netplug_guest::serve!(handle);
+
+/// One session: each `recv`'s bytes (the list the host returned, lent by
+/// `fill_buf` without another copy) are fed to the protocol, and the
+/// replies to every complete command in them go out in one send.
+fn serve<T: Transport>(conn: &mut Connection<T>) -> Result<(), String> {
+    let bucket = Bucket::open("").map_err(|e| format!("cannot open the store: {e}"))?;
+    let mut shared = Shared { bucket };
+    let mut session = Session::new();
+    let mut out = Vec::new();
+    loop {
+        let after = match conn.fill_buf() {
+            // A client that hangs up is the normal end of a session.
+            Ok([]) | Err(_) => return Ok(()),
+            Ok(data) => {
+                let after = session.feed(data, &mut shared, &mut out);
+                let n = data.len();
+                conn.consume(n);
+                after
             }
-            let after = session.feed(&data, &mut shared, &mut out);
-            if !out.is_empty() {
-                conn.send(&out).map_err(|e| format!("send failed: {}", e.name()))?;
-                out.clear();
-                if out.capacity() > 1 << 20 {
-                    out = Vec::new();
-                }
+        };
+        if !out.is_empty() {
+            conn.send(&out).map_err(|e| format!("send failed: {e}"))?;
+            out.clear();
+            if out.capacity() > 1 << 20 {
+                out = Vec::new();
             }
-            if after == After::Close {
-                return Ok(());
-            }
+        }
+        if after == After::Close {
+            return Ok(());
         }
     }
 }
 
-export!(Resp);
+#[cfg(test)]
+mod tests {
+    use super::serve;
+    use netplug_guest::testing::{kv_contents, kv_deny, kv_reset, MemoryConnection};
+
+    #[test]
+    fn pipelined_commands_on_the_shared_store() {
+        kv_reset();
+        let mut conn = MemoryConnection::with_input([
+            &b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"[..],
+            b"INCR n\r\nINCR n\r\nSELECT 2\r\nSET k w\r\n",
+            b"QUIT\r\nPING\r\n",
+        ]);
+        serve(&mut conn).unwrap();
+        assert_eq!(
+            String::from_utf8(conn.transport().output()).unwrap(),
+            "+OK\r\n$1\r\nv\r\n:1\r\n:2\r\n+OK\r\n+OK\r\n+OK\r\n"
+        );
+        assert_eq!(kv_contents("").get("k").map(Vec::as_slice), Some(&b"v"[..]));
+        assert_eq!(kv_contents("").get("n").map(Vec::as_slice), Some(&b"2"[..]));
+        assert_eq!(kv_contents("db2").get("k").map(Vec::as_slice), Some(&b"w"[..]));
+    }
+
+    #[test]
+    fn a_store_the_host_denies_ends_the_session_with_an_error() {
+        kv_reset();
+        kv_deny(Some("access denied"));
+        let mut conn = MemoryConnection::with_input(["PING\r\n"]);
+        assert_eq!(serve(&mut conn), Err("cannot open the store: access denied".to_string()));
+        kv_reset();
+    }
+}

@@ -1,0 +1,47 @@
+//! A test guest of the SDK's key-value wrappers (`netplug_guest::kv`), one
+//! command a line, one reply a line (`ERR ` and the message on an error):
+//!
+//! - `FILL PREFIX N`: sets PREFIX0 .. PREFIX(N-1), replies `OK`
+//! - `COUNT`: how many keys `Bucket::keys` yields (every page), replies N
+//! - `INCR KEY DELTA`, `SET KEY VALUE`, `GET KEY` (`(nil)` if missing),
+//!   `DEL KEY`, `EXISTS KEY` (`1` or `0`)
+
+use netplug_guest::kv::Bucket;
+use netplug_guest::Connection;
+use std::io::{self, BufRead, Write};
+
+fn command(bucket: &Bucket, line: &str) -> io::Result<String> {
+    let mut words = line.splitn(3, ' ');
+    let (verb, a, b) = (words.next().unwrap_or(""), words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let number = |text: &str| text.parse::<u64>().map_err(|_| io::Error::other(format!("`{text}` is not a number")));
+    Ok(match verb {
+        "FILL" => {
+            for i in 0..number(b)? {
+                bucket.set(&format!("{a}{i}"), i.to_string().as_bytes())?;
+            }
+            "OK".into()
+        }
+        "COUNT" => bucket.keys().collect::<io::Result<Vec<_>>>()?.len().to_string(),
+        "INCR" => bucket.increment(a, number(b)?)?.to_string(),
+        "SET" => bucket.set(a, b.as_bytes()).map(|()| "OK".into())?,
+        "GET" => bucket.get(a)?.map_or("(nil)".into(), |v| String::from_utf8_lossy(&v).into_owned()),
+        "DEL" => bucket.delete(a).map(|()| "OK".into())?,
+        "EXISTS" => u8::from(bucket.exists(a)?).to_string(),
+        _ => return Err(io::Error::other(format!("unknown command `{verb}`"))),
+    })
+}
+
+fn handle(mut conn: Connection) -> netplug_guest::Result {
+    let bucket = Bucket::open("")?;
+    let mut line = String::new();
+    while {
+        line.clear();
+        conn.read_line(&mut line)? > 0
+    } {
+        let reply = command(&bucket, line.trim_end()).unwrap_or_else(|e| format!("ERR {e}"));
+        conn.write_all(format!("{reply}\n").as_bytes())?;
+    }
+    Ok(())
+}
+
+netplug_guest::serve!(handle);

@@ -1,0 +1,241 @@
+//! The listener's shared key-value store (`wasi:keyvalue`, 0.2.0-draft):
+//! state that outlives a connection and is shared by every connection of the
+//! listener.
+//!
+//! ```no_run
+//! use netplug_guest::kv::Bucket;
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let bucket = Bucket::open("")?;
+//! let visits = bucket.increment("visits", 1)?;
+//! bucket.set("last", b"hello")?;
+//! assert_eq!(bucket.get("last")?.as_deref(), Some(&b"hello"[..]));
+//! for key in bucket.keys() {
+//!     println!("{}", key?);
+//! }
+//! # let _ = visits;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The host grants the store only with `host run --kv memory` (in memory,
+//! for the listener's lifetime) or `--kv PATH` (a database file); a guest
+//! that calls these functions imports `wasi:keyvalue/store` and
+//! `wasi:keyvalue/atomics` and is refused without `--kv`. A guest that never
+//! calls them does not import them (the imports are dropped when the
+//! component is made).
+//!
+//! Errors are `io::Error`s: `no-such-store` is `NotFound`, `access-denied`
+//! `PermissionDenied`, and the host's `other(message)` (a key or value over
+//! its limits, the connection's quota spent, a value `increment` cannot
+//! read...) is `Other`, displayed as the message.
+//!
+//! In native tests (not `wasm32`) buckets live in memory, per thread:
+//! [`testing::kv_reset`](crate::testing::kv_reset) empties them, and
+//! [`testing::kv_contents`](crate::testing::kv_contents) shows one.
+
+use std::io;
+
+#[cfg(target_arch = "wasm32")]
+use crate::bindings::server::wasi::keyvalue::{atomics, store};
+
+/// An open bucket: one namespace of the listener's store, by name (`""` is
+/// the one guests share by default).
+pub struct Bucket {
+    #[cfg(target_arch = "wasm32")]
+    inner: store::Bucket,
+    #[cfg(not(target_arch = "wasm32"))]
+    name: String,
+}
+
+#[cfg(target_arch = "wasm32")]
+fn error(e: store::Error) -> io::Error {
+    match e {
+        store::Error::NoSuchStore => io::Error::new(io::ErrorKind::NotFound, "no such store"),
+        store::Error::AccessDenied => io::Error::new(io::ErrorKind::PermissionDenied, "access denied"),
+        store::Error::Other(message) => io::Error::other(message),
+    }
+}
+
+impl Bucket {
+    /// Opens the bucket `name`, creating it if needed.
+    pub fn open(name: &str) -> io::Result<Bucket> {
+        #[cfg(target_arch = "wasm32")]
+        return Ok(Bucket { inner: store::open(name).map_err(error)? });
+        #[cfg(not(target_arch = "wasm32"))]
+        return native::open(name).map(|()| Bucket { name: name.to_string() });
+    }
+
+    /// The value at `key`, or `None` when there is none. The bytes are the
+    /// list the host returned, not copied again.
+    pub fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        #[cfg(target_arch = "wasm32")]
+        return self.inner.get(key).map_err(error);
+        #[cfg(not(target_arch = "wasm32"))]
+        return native::with(&self.name, |b| Ok(b.get(key).cloned()));
+    }
+
+    /// Stores `value` at `key`, replacing any value.
+    pub fn set(&self, key: &str, value: &[u8]) -> io::Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        return self.inner.set(key, value).map_err(error);
+        #[cfg(not(target_arch = "wasm32"))]
+        return native::with(&self.name, |b| {
+            b.insert(key.to_string(), value.to_vec());
+            Ok(())
+        });
+    }
+
+    /// Removes `key` (nothing happens if it is missing).
+    pub fn delete(&self, key: &str) -> io::Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        return self.inner.delete(key).map_err(error);
+        #[cfg(not(target_arch = "wasm32"))]
+        return native::with(&self.name, |b| {
+            b.remove(key);
+            Ok(())
+        });
+    }
+
+    /// Whether `key` has a value.
+    pub fn exists(&self, key: &str) -> io::Result<bool> {
+        #[cfg(target_arch = "wasm32")]
+        return self.inner.exists(key).map_err(error);
+        #[cfg(not(target_arch = "wasm32"))]
+        return native::with(&self.name, |b| Ok(b.contains_key(key)));
+    }
+
+    /// Adds `delta` to the value at `key` read as a decimal `u64` (a missing
+    /// key counts as 0), stores the sum in decimal and returns it, as one
+    /// atomic step: exact however many connections increment at once. Fails
+    /// (`Other`) if the value is not a decimal `u64` or the sum overflows.
+    pub fn increment(&self, key: &str, delta: u64) -> io::Result<u64> {
+        #[cfg(target_arch = "wasm32")]
+        return atomics::increment(&self.inner, key, delta).map_err(error);
+        #[cfg(not(target_arch = "wasm32"))]
+        return native::with(&self.name, |b| {
+            let sum = match b.get(key) {
+                None => delta,
+                Some(value) => std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|text| text.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        io::Error::other(format!("the value of `{key}` is not a decimal unsigned 64-bit integer"))
+                    })?
+                    .checked_add(delta)
+                    .ok_or_else(|| io::Error::other(format!("incrementing `{key}` by {delta} overflows 64 bits")))?,
+            };
+            b.insert(key.to_string(), sum.to_string().into_bytes());
+            Ok(sum)
+        });
+    }
+
+    /// One page of keys from `cursor` (`None`: the first page), and the
+    /// cursor of the next page if there is one (the WIT `list-keys`).
+    /// [`keys`](Self::keys) iterates over every page.
+    pub fn list_keys(&self, cursor: Option<u64>) -> io::Result<(Vec<String>, Option<u64>)> {
+        #[cfg(target_arch = "wasm32")]
+        return self.inner.list_keys(cursor).map(|page| (page.keys, page.cursor)).map_err(error);
+        #[cfg(not(target_arch = "wasm32"))]
+        return native::with(&self.name, |b| {
+            let start = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX);
+            let keys: Vec<String> = b.keys().skip(start).take(native::PAGE_KEYS).cloned().collect();
+            let next = start + keys.len();
+            Ok((keys, (next < b.len()).then_some(next as u64)))
+        });
+    }
+
+    /// Every key, page by page (a page is fetched as the iteration reaches
+    /// it). Keys set or deleted meanwhile may or may not be seen. After an
+    /// error the iteration ends.
+    pub fn keys(&self) -> Keys<'_> {
+        Keys { bucket: self, page: Vec::new().into_iter(), cursor: Some(None) }
+    }
+
+    /// The underlying `wasi:keyvalue` bucket resource, for calls this
+    /// wrapper does not cover.
+    #[cfg(target_arch = "wasm32")]
+    pub fn as_raw(&self) -> &store::Bucket {
+        &self.inner
+    }
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket").finish_non_exhaustive()
+    }
+}
+
+/// The keys of a bucket, from [`Bucket::keys`].
+pub struct Keys<'a> {
+    bucket: &'a Bucket,
+    page: std::vec::IntoIter<String>,
+    /// The cursor of the next page to fetch (`Some(None)`: the first);
+    /// `None` once the last page is fetched or a fetch failed.
+    cursor: Option<Option<u64>>,
+}
+
+impl Iterator for Keys<'_> {
+    type Item = io::Result<String>;
+
+    fn next(&mut self) -> Option<io::Result<String>> {
+        loop {
+            if let Some(key) = self.page.next() {
+                return Some(Ok(key));
+            }
+            let cursor = self.cursor.take()?;
+            match self.bucket.list_keys(cursor) {
+                Ok((keys, next)) => {
+                    self.page = keys.into_iter();
+                    self.cursor = next.map(Some);
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// The native tests' store: buckets in memory, per thread.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub(crate) mod native {
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, HashMap};
+    use std::io;
+
+    /// Keys per `list_keys` page natively (small, so tests see several).
+    pub const PAGE_KEYS: usize = 100;
+
+    pub type Data = BTreeMap<String, Vec<u8>>;
+
+    thread_local! {
+        static BUCKETS: RefCell<HashMap<String, Data>> = RefCell::new(HashMap::new());
+        static DENIED: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
+
+    pub fn open(name: &str) -> io::Result<()> {
+        if let Some(message) = DENIED.with_borrow(Clone::clone) {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, message));
+        }
+        BUCKETS.with_borrow_mut(|b| {
+            b.entry(name.to_string()).or_default();
+        });
+        Ok(())
+    }
+
+    pub fn with<R>(name: &str, f: impl FnOnce(&mut Data) -> io::Result<R>) -> io::Result<R> {
+        BUCKETS.with_borrow_mut(|b| f(b.entry(name.to_string()).or_default()))
+    }
+
+    pub fn reset() {
+        BUCKETS.with_borrow_mut(HashMap::clear);
+        DENIED.with_borrow_mut(|d| *d = None);
+    }
+
+    pub fn deny(message: Option<&str>) {
+        DENIED.with_borrow_mut(|d| *d = message.map(str::to_string));
+    }
+
+    pub fn contents(name: &str) -> Data {
+        BUCKETS.with_borrow(|b| b.get(name).cloned().unwrap_or_default())
+    }
+}
