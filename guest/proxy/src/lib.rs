@@ -78,7 +78,16 @@ struct Pipe<'a> {
 
 impl<'a> Pipe<'a> {
     fn new(src: (&'a Connection, Side), dst: (&'a Connection, Side)) -> Self {
-        Pipe { src: src.0, src_side: src.1, dst: dst.0, dst_side: dst.1, pending: Vec::new(), sent: 0, done: false, bytes: 0 }
+        Pipe {
+            src: src.0,
+            src_side: src.1,
+            dst: dst.0,
+            dst_side: dst.1,
+            pending: Vec::new(),
+            sent: 0,
+            done: false,
+            bytes: 0,
+        }
     }
 
     fn holding(&self) -> bool {
@@ -176,8 +185,8 @@ impl Guest for Proxy {
         let Some(address) = store::get(UPSTREAM_KEY).ok().flatten() else {
             return Err(format!("missing configuration `{UPSTREAM_KEY}`: give --config {UPSTREAM_KEY}=HOST:PORT"));
         };
-        let upstream = dialer::connect(&address)
-            .map_err(|e| format!("cannot connect to upstream {address}: {}", e.name()))?;
+        let upstream =
+            dialer::connect(&address).map_err(|e| format!("cannot connect to upstream {address}: {}", e.name()))?;
         let mut up = Pipe::new((&client, Side::Client), (&upstream, Side::Upstream));
         let mut down = Pipe::new((&upstream, Side::Upstream), (&client, Side::Client));
         let outcome = relay(&mut up, &mut down, &client, &upstream);
