@@ -273,7 +273,7 @@ fn redis_through_the_proxy() {
     // line per test.
     for test in ["PING_INLINE", "PING_MBULK", "SET", "GET"] {
         let done = format!("{test}: ");
-        let line = out.split(['\r', '\n']).filter(|l| l.starts_with(&done)).last();
+        let line = out.split(['\r', '\n']).rfind(|l| l.starts_with(&done));
         let line = line.unwrap_or_else(|| panic!("no result for {test}: {out}"));
         assert!(line.contains("requests per second"), "{test}: {line}");
     }
