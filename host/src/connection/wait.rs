@@ -16,14 +16,13 @@ use super::Connection;
 use crate::bindings::server::netplug::protocol::types::Readiness;
 use crate::bindings::ErrorCode;
 use crate::store::GuestState;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use tokio::net::TcpStream;
 use wasmtime::component::Resource;
 use wasmtime::StoreContextMut;
 
 /// One watched connection: its socket and what the guest asked of it.
-type Watch = (Arc<TcpStream>, Readiness);
+type Watch<'a> = (&'a TcpStream, Readiness);
 
 /// `types.wait`.
 pub(super) async fn wait(
@@ -48,7 +47,7 @@ pub(super) async fn wait(
             *found = *want & Readiness::WRITABLE;
         }
         known |= *found != Readiness::empty();
-        watches.push((c.stream.clone(), *want));
+        watches.push((&*c.stream, *want));
     }
     if known {
         return Ok(Ok(found));
@@ -64,6 +63,7 @@ pub(super) async fn wait(
     let ready = std::future::poll_fn(|cx| poll_watches(&watches, &mut found, cx));
     let waited = bounded(budget, &state.signal, false, started, ready).await;
     state.clock.end_wait(started);
+    drop(watches);
     match waited {
         Waited::Done(()) => return Ok(Ok(found)),
         Waited::TimedOut => report_timeout(state.span.get(), &state.policy.limits, end, WHAT),
