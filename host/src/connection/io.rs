@@ -190,9 +190,12 @@ impl GuestState {
             Err(code) => return Ok(Err(code)),
         };
         let c = self.table.get_mut(conn)?;
-        // Charged as guest CPU: at most `HEAD_READ` bytes. The rest of a
-        // bulk read is I/O, not charged (`lower.rs`).
-        match try_read_head(&c.stream, want) {
+        // The read is I/O, not guest computing: not charged, as in `recv`
+        // (the rest of a bulk read is bracketed in `lower.rs`).
+        let started = self.clock.begin_wait();
+        let read = try_read_head(&c.stream, want);
+        self.clock.end_wait(started);
+        match read {
             Ok(received) => {
                 c.bytes_in += received.head.len() as u64;
                 c.answered = false;
@@ -308,15 +311,12 @@ pub(super) fn try_send_from_guest(
     // second would only find it full. A write that finds it full clears
     // tokio's readiness, so the guest's next `wait` blocks until there is
     // room.
-    // A bulk copy into the kernel is I/O, not guest computing: not charged,
-    // as in `send` and `recv`. A small one is (two clock reads would cost
-    // more than the copy), as `try-recv`'s first `HEAD_READ` bytes are.
-    let bulk = len > HEAD_READ;
-    let started = bulk.then(|| store.data().clock.begin_wait());
+    // The write is I/O, not guest computing: not charged, as in `send`. On
+    // loopback it is the dearest part of a small relay (the kernel delivers
+    // to the receiver within it), far dearer than the clock reads.
+    let started = store.data().clock.begin_wait();
     let written = store.data().table.get(&conn)?.stream.try_write(data.as_le_slice(&*store));
-    if let Some(started) = started {
-        store.data().clock.end_wait(started);
-    }
+    store.data().clock.end_wait(started);
     let c = store.data_mut().table.get_mut(&conn)?;
     match written {
         Ok(n) => {
