@@ -2,7 +2,8 @@
 //! through `dialer`, both ways at once (`wait`, `try-recv`, `try-send`),
 //! passing half-closes on: in front of another host serving `echo`, in
 //! front of a real `redis-server`, and when the upstream is not allowed or
-//! refuses.
+//! refuses. The `hostile` test guest drives `wait` and `try-send` to their
+//! limits: a wait that asks nothing, the idle timeout, the out quota.
 
 mod support;
 
@@ -287,4 +288,48 @@ fn redis_through_the_proxy() {
         redis_tool("redis-cli", &["-p", &redis.addr.port().to_string(), "EXISTS", "key:__rand_int__"], PATIENCE).trim(),
         "1"
     );
+}
+
+// The primitives the proxy is built on, driven by the `hostile` test guest.
+
+/// Starts a hostile exchange: reads the greeting and sends `trigger`.
+fn hostile_trigger(host: &Host, trigger: &[u8]) -> TcpStream {
+    let mut stream = connect(host.addr);
+    let mut greeting = [0u8; 11];
+    stream.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"HELLO,WORLD");
+    stream.write_all(trigger).unwrap();
+    stream
+}
+
+#[test]
+fn a_wait_that_asks_nothing_is_an_invalid_argument() {
+    let host = Host::serve("hostile", &[]);
+    let mut stream = hostile_trigger(&host, b"waitnothing");
+    assert_eq!(read_to_end(&mut stream), b"waitnothing: invalid-argument\n");
+}
+
+#[test]
+fn a_wait_for_room_times_out_and_the_connection_stays_failed() {
+    // The client never reads: the guest's `try-send`s fill the socket, its
+    // `wait` for room runs out after the idle timeout, not charged as CPU,
+    // and the next `try-send` fails at once with the same code.
+    let host = Host::serve("hostile", &["--idle-timeout", "1s", "--cpu-timeout", "500ms"]);
+    let _stream = hostile_trigger(&host, b"tryflood");
+    host.wait_for_log("the guest's outcome", |l| l.contains("tryflood: wait timed-out, then try-send timed-out"));
+    assert!(
+        host.count_log("idle timeout (1s) waiting to recv or send on any of the connections it waits on") == 1,
+        "{:?}",
+        host.log()
+    );
+    assert_eq!(host.count_log("CPU time limit"), 0, "{:?}", host.log());
+}
+
+#[test]
+fn try_send_keeps_to_the_bytes_out_quota() {
+    let host = Host::serve("hostile", &["--max-bytes-out", "1MiB"]);
+    let mut stream = hostile_trigger(&host, b"tryflood");
+    let got = read_to_end(&mut stream);
+    assert!(got.len() <= 1024 * 1024 + 1, "{} bytes sent past a quota of 1 MiB", got.len());
+    host.wait_for_log("the guest's outcome", |l| l.contains("tryflood: try-send quota-exceeded"));
 }
