@@ -25,14 +25,20 @@ run: build
 
 # Unit tests and end-to-end tests against the real binary, over loopback.
 # Every test file runs even when an earlier one fails, so one run shows
-# every failure.
+# every failure. First, natively (the guests' workspace builds for wasm by
+# default): the guest SDK's tests and the guests' protocol logic over its
+# in-memory connections.
+NATIVE := $(shell rustc -vV | sed -n 's/^host: //p')
 test: build
+	cd guest && $(CARGO) test --target $(NATIVE) -p netplug-guest -p echo -p http -p resp
 	$(CARGO) test --release -p host --no-fail-fast
 
 # Formatting and clippy, warnings as errors, for both workspaces: the root
 # one (host, bench) and the guests' (wasm32-wasip2, see guest/.cargo/config.toml).
+# The guest SDK carries its own copy of the WIT (sdk/wit); it must be wit/.
 .PHONY: lint
 lint: wasm-target
+	diff -r wit sdk/wit
 	$(CARGO) fmt --all --check
 	cd guest && $(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets -- -D warnings

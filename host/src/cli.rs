@@ -1,7 +1,9 @@
 //! The command line. The doc comments here are the `--help` text; option
 //! groups are flattened structs so that later commands can share them.
 
-use crate::units::{parse_duration, parse_optional_duration, parse_optional_size, parse_size, MaybeLimit};
+use crate::units::{
+    parse_duration, parse_optional_count, parse_optional_duration, parse_optional_size, parse_size, MaybeLimit,
+};
 use clap::{Args, Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Run(Box<RunCommand>),
+    Serve(ServeCommand),
     Compile(CompileCommand),
     Inspect(InspectCommand),
 }
@@ -62,6 +65,9 @@ pub struct RunCommand {
     pub guest_config: GuestConfigArgs,
 
     #[command(flatten)]
+    pub kv: KvArgs,
+
+    #[command(flatten)]
     pub limits: LimitArgs,
 
     #[command(flatten)]
@@ -81,6 +87,37 @@ pub struct RunCommand {
     /// address.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
+}
+
+/// Serve the listeners of a configuration file: several protocols, each on
+/// its own address with its own guest, limits and configuration, in one
+/// process.
+///
+/// The file is checked as a whole (every key, every guest) before anything
+/// is bound; an error names the file, line and key. SIGHUP reads it again:
+/// added listeners start, removed ones stop accepting and finish their
+/// connections, a listener whose settings changed is replaced on the same
+/// socket, a changed guest file becomes a new generation, and the rest are
+/// left alone. A file that does not check leaves everything as it was. The
+/// README's "Configuration file" section lists every key.
+#[derive(Parser, Debug)]
+pub struct ServeCommand {
+    /// The configuration file (TOML). Guest paths in it are relative to it.
+    #[arg(value_name = "CONFIG.toml")]
+    pub config: PathBuf,
+
+    /// Check the file and every guest in it, print one line, and exit
+    /// without binding anything.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Compile guests afresh and leave the compiled-guest cache alone (see
+    /// `host run --help`).
+    #[arg(long)]
+    pub no_cache: bool,
+
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// Where and how a server guest is served.
@@ -148,6 +185,33 @@ pub struct GuestConfigArgs {
     /// environment variables.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config_pair)]
     pub config: Vec<(String, String)>,
+}
+
+/// Shared state: the `wasi:keyvalue` store every connection of the listener
+/// shares.
+#[derive(Args, Debug, Clone)]
+pub struct KvArgs {
+    /// Grant `wasi:keyvalue` (`store` and `atomics`): one store shared by
+    /// every connection. `memory` keeps it in the host's memory until it
+    /// exits; anything else is the path of a database file (redb) that
+    /// survives restarts, created if missing in a directory that must exist.
+    /// Without it, a guest importing `wasi:keyvalue` is refused.
+    #[arg(long, value_name = "memory|PATH")]
+    pub kv: Option<String>,
+
+    /// Longest key a guest may use; a longer one fails with an error.
+    #[arg(long, default_value = "64KiB", value_parser = parse_size, value_name = "SIZE")]
+    pub kv_max_key_size: u64,
+
+    /// Largest value a guest may store; a larger one fails with an error.
+    /// Values are binary-safe.
+    #[arg(long, default_value = "4MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub kv_max_value_size: u64,
+
+    /// Key-value operations one connection may make, or `unlimited`; past
+    /// it every operation fails with an error.
+    #[arg(long, default_value = "unlimited", value_parser = parse_optional_count, value_name = "N")]
+    pub kv_max_ops: MaybeLimit<u64>,
 }
 
 /// Limits on each connection's guest instance.
@@ -284,9 +348,10 @@ pub struct CompileCommand {
     pub output: Option<PathBuf>,
 
     /// Admit a guest that imports `wasi:filesystem` or `wasi:sockets`, as
-    /// `host run --grant` does; `host run` checks the imports again and
-    /// needs the same `--grant` to load the `.cwasm`. Repeatable.
-    #[arg(long, value_name = "INTERFACE", value_parser = ["wasi:filesystem", "wasi:sockets"])]
+    /// `host run --grant` does, or `wasi:keyvalue`, as `host run --kv` does;
+    /// `host run` checks the imports again and needs the same `--grant` (or
+    /// `--kv`) to load the `.cwasm`. Repeatable.
+    #[arg(long, value_name = "INTERFACE", value_parser = ["wasi:filesystem", "wasi:sockets", "wasi:keyvalue"])]
     pub grant: Vec<String>,
 }
 
@@ -309,7 +374,7 @@ fn parse_ip(text: &str) -> Result<IpAddr, String> {
 
 /// A `--config` pair: the key up to the first `=`, which must not be empty,
 /// and the rest as the value.
-fn parse_config_pair(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_config_pair(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some(("", _)) => Err(format!("`{text}` has an empty key: expected KEY=VALUE")),
         Some((key, value)) => Ok((key.to_string(), value.to_string())),
@@ -318,7 +383,7 @@ fn parse_config_pair(text: &str) -> Result<(String, String), String> {
 }
 
 /// A linear-memory size: at least one wasm page, at most 4 GiB.
-fn parse_memory(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_memory(text: &str) -> Result<u64, String> {
     let n = parse_size(text)?;
     if !(64 << 10..=4 << 30).contains(&n) {
         return Err(format!("`{text}` is out of range: expected 64KiB (one wasm page) to 4GiB"));

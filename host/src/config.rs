@@ -5,6 +5,7 @@
 
 use crate::cli::RunCommand;
 use crate::dial::DialPolicy;
+use crate::keyvalue::KvConfig;
 use crate::limits::Limits;
 use crate::overload::OverloadPolicy;
 use crate::wasi_config::GuestConfig;
@@ -26,6 +27,8 @@ pub struct RunConfig {
     pub grants: Vec<String>,
     /// What the guest reads through `wasi:config/store`.
     pub guest_config: GuestConfig,
+    /// The `wasi:keyvalue` store, with `--kv`.
+    pub kv: Option<KvConfig>,
     pub limits: Limits,
     pub overload: OverloadPolicy,
     /// Reload when the guest file changes.
@@ -46,12 +49,18 @@ impl RunConfig {
             allowed.push(target.clone());
         }
         let limits = Limits::from(&cmd.limits);
+        let kv = KvConfig::from_args(&cmd.kv);
+        let mut grants = cmd.grants.grant;
+        if kv.is_some() {
+            grants.push(crate::keyvalue::GRANT.to_string());
+        }
         Ok(RunConfig {
             listen: cmd.listen.port.map(|port| SocketAddr::new(cmd.listen.addr, port)),
             backlog: cmd.listen.backlog,
             connect: cmd.connect,
             dial: DialPolicy::new(&allowed)?,
-            grants: cmd.grants.grant,
+            grants,
+            kv,
             guest_config: GuestConfig::new(cmd.guest_config.config),
             overload: OverloadPolicy::new(&cmd.overload, &limits),
             limits,

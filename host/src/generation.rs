@@ -34,6 +34,12 @@ impl Generation {
         Generation { id, guest, pool: Pool::new(pre, policy), drained: watch::Sender::new(false) }
     }
 
+    /// Closes the generation's connections, spread over `DRAIN_SPREAD`
+    /// (where `--drain-timeout` is set: without it nothing listens).
+    pub fn drain(&self) {
+        self.drained.send_replace(true);
+    }
+
     /// Resolves when this generation has been drained and the connection
     /// numbered `seq` is due to close: connections are spread over
     /// `DRAIN_SPREAD` by their number.
@@ -85,7 +91,7 @@ impl Current {
                         old.id,
                         DRAIN_SPREAD
                     );
-                    old.drained.send_replace(true);
+                    old.drain();
                 }
             });
         }

@@ -124,11 +124,24 @@ pub fn world_of(engine: &Engine, component: &Component, path: &Path) -> Result<W
 const GRANTED: &[&str] =
     &["netplug:protocol/", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:config/"];
 
+/// Why a guest importing `wasi:keyvalue` is refused without `--kv`.
+pub const NEEDS_KV: &str = "the shared key-value store is granted only with --kv memory or --kv PATH";
+
 /// Whether the host links `name` for guests, and why not when it does not.
-/// `extra` holds the packages granted with `--grant`.
+/// `extra` holds the packages granted with `--grant`, and `wasi:keyvalue`
+/// when `--kv` is given.
 pub fn grant(name: &str, extra: &[String]) -> Result<(), &'static str> {
     if GRANTED.iter().any(|prefix| name.starts_with(prefix)) {
         return Ok(());
+    }
+    if let Some(interface) = name.strip_prefix("wasi:keyvalue/") {
+        if !matches!(interface, "store@0.2.0-draft" | "atomics@0.2.0-draft") {
+            return Err("the host provides wasi:keyvalue/store and wasi:keyvalue/atomics at 0.2.0-draft only");
+        }
+        return match extra.iter().any(|pkg| pkg == crate::keyvalue::GRANT) {
+            true => Ok(()),
+            false => Err(NEEDS_KV),
+        };
     }
     if extra.iter().any(|pkg| name.starts_with(pkg.as_str()) && name[pkg.len()..].starts_with('/')) {
         return Ok(());

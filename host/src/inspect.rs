@@ -20,9 +20,14 @@ pub fn run(path: &Path) -> Result<()> {
     }
     println!("imports:");
     let mut refused = 0;
+    let mut needs_kv = false;
     for (name, _) in ty.imports(&engine) {
         match guest::grant(name, &[]) {
             Ok(()) => println!("  {name}: granted"),
+            Err(why) if why == guest::NEEDS_KV => {
+                needs_kv = true;
+                println!("  {name}: needs --kv ({why})");
+            }
             Err(why) => {
                 refused += 1;
                 println!("  {name}: REFUSED ({why})");
@@ -30,6 +35,7 @@ pub fn run(path: &Path) -> Result<()> {
         }
     }
     let verdict = match (&world, refused) {
+        (Ok(_), 0) if needs_kv => "the host would run this guest with --kv memory or --kv PATH",
         (Ok(_), 0) => "the host would run this guest",
         _ => "the host would refuse this guest",
     };

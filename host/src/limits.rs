@@ -9,7 +9,7 @@ use std::time::Duration;
 pub const MAX_RECV: u32 = 64 * 1024;
 
 /// Limits applied to every guest instance, one instance per connection.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
     pub max_connections: u32,
     pub max_memory: u64,

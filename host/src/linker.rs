@@ -3,6 +3,8 @@
 //! `store.rs`), `wasi:config/store` (the operator's `--config` pairs,
 //! `wasi_config.rs`), and the netplug interfaces: `types` (the connection,
 //! `connection/`), `log` (`guest_log.rs`) and `dialer` (`dial.rs`).
+//! `wasi:keyvalue` (`keyvalue/`) is linked too, but only a guest admitted
+//! with `--kv` may import it.
 
 use crate::bindings::server::netplug::protocol::{dialer, log};
 use crate::store::GuestState;
@@ -14,6 +16,7 @@ pub fn build(engine: &Engine) -> Result<Linker<GuestState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("cannot link WASI")?;
     crate::wasi_config::link(&mut linker)?;
+    crate::keyvalue::link(&mut linker)?;
     crate::connection::link(&mut linker).map_err(anyhow::Error::from).context("cannot link the connection")?;
     log::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
         .map_err(anyhow::Error::from)

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 /// Everything a listener's connections share.
@@ -59,29 +59,69 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener> {
     socket.listen(backlog).with_context(|| format!("cannot listen on {addr}"))
 }
 
-/// Accepts connections until `shutdown` resolves, then lets in-flight ones
-/// finish for up to `grace` and closes the rest.
+/// What ends a listener's accept loop, and what its connections get then.
+pub struct Stopping {
+    /// Becomes true when the process shuts down (SIGINT, SIGTERM).
+    pub shutdown: watch::Receiver<bool>,
+    /// How long connections may run once the process shuts down.
+    pub grace: Duration,
+    /// Becomes true when a reload removes or replaces the listener (`host
+    /// serve`); `None` for a listener that lives as long as the process.
+    pub removed: Option<watch::Receiver<bool>>,
+    /// Called once a removed listener stops accepting, with the number of
+    /// connections still open: all the pool slots it needs from then on.
+    pub on_removed: Option<Box<dyn FnOnce(usize) + Send>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Shutdown,
+    Removed,
+}
+
+impl Stopping {
+    async fn stopped(mut shutdown: watch::Receiver<bool>, removed: Option<watch::Receiver<bool>>) -> Stop {
+        let removed = async {
+            if let Some(mut removed) = removed {
+                if removed.wait_for(|r| *r).await.is_ok() {
+                    return;
+                }
+            }
+            std::future::pending().await
+        };
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => Stop::Shutdown,
+            () = removed => Stop::Removed,
+        }
+    }
+}
+
+/// Accepts connections until the process shuts down or a reload removes
+/// the listener. At shutdown, in-flight connections may finish for up to
+/// `grace` and the rest are closed; a removed listener's connections finish
+/// on their own (or at its `--drain-timeout`), unless the process shuts
+/// down meanwhile.
 ///
 /// At most `--max-connections` run at once. A connection accepted while all
 /// are busy waits for a slot, and makes one by closing the connection that
 /// has waited longest on its peer if one has waited long enough (see
 /// `overload.rs`); meanwhile further clients wait in the listen backlog.
 /// A failing connection is logged and counted; it never ends the loop.
-pub async fn run(
-    listener: TcpListener,
-    service: Arc<Service>,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) -> Result<()> {
+///
+/// The socket is shared: a listener replaced by a reload hands it to its
+/// successor, which accepts on it at once, so no client is refused.
+pub async fn run(listener: Arc<TcpListener>, service: Arc<Service>, stopping: Stopping) -> Result<()> {
     let policy = service.policy.clone();
     let limit = Arc::new(Semaphore::new(policy.limits.max_connections as usize));
     let mut tasks = JoinSet::new();
     let mut accept_errors = AcceptErrors::default();
-    tokio::pin!(shutdown);
-    'accepting: loop {
+    let Stopping { shutdown, grace, removed, on_removed } = stopping;
+    let stop = Stopping::stopped(shutdown.clone(), removed);
+    tokio::pin!(stop);
+    let stopped = 'accepting: loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
+            why = &mut stop => break why,
             // Reap finished tasks so the set does not grow without end.
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 reap(&service, joined);
@@ -110,7 +150,7 @@ pub async fn run(
                 tokio::select! {
                     permit = limit.clone().acquire_owned() => break permit.expect("the semaphore is never closed"),
                     () = tokio::time::sleep(EVICT_RETRY) => {}
-                    () = &mut shutdown => break 'accepting,
+                    why = &mut stop => break 'accepting why,
                     Some(joined) = tasks.join_next(), if !tasks.is_empty() => reap(&service, joined),
                 }
             },
@@ -123,8 +163,17 @@ pub async fn run(
         while let Some(joined) = tasks.try_join_next() {
             reap(&service, joined);
         }
-    }
+    };
     drop(listener);
+    if stopped == Stop::Removed {
+        if let Some(on_removed) = on_removed {
+            on_removed(tasks.len());
+        }
+    }
+    if stopped == Stop::Removed && !finish_removed(&service, &mut tasks, shutdown).await {
+        log_stopped(&service);
+        return Ok(());
+    }
     // Guests waiting for a new request on a kept-alive connection are told
     // the connection is closed, so they end at a request boundary now
     // rather than hold the shutdown timeout.
@@ -143,6 +192,44 @@ pub async fn run(
             tasks.shutdown().await;
         }
     }
+    log_stopped(&service);
+    Ok(())
+}
+
+/// Lets a removed listener's connections finish on their generation: with
+/// no deadline, or closed (spread out) once `--drain-timeout` has passed.
+/// Returns whether the process began shutting down meanwhile, which then
+/// bounds them instead.
+async fn finish_removed(service: &Service, tasks: &mut JoinSet<()>, mut shutdown: watch::Receiver<bool>) -> bool {
+    let generation = service.current.get();
+    // No more instances for connections that will not come.
+    generation.pool.retire();
+    let open = tasks.len();
+    let drain = service.current.drain_timeout();
+    match drain {
+        Some(d) if open > 0 => tracing::info!("no longer accepting: {open} open connection(s) may run for {d:?}"),
+        _ if open > 0 => tracing::info!("no longer accepting: {open} open connection(s) finish on their own"),
+        _ => {}
+    }
+    let deadline = tokio::time::sleep(drain.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(deadline);
+    let mut drained = drain.is_none();
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                Some(joined) => reap(service, joined),
+                None => return false,
+            },
+            _ = shutdown.wait_for(|s| *s) => return true,
+            () = &mut deadline, if !drained => {
+                drained = true;
+                generation.drain();
+            }
+        }
+    }
+}
+
+fn log_stopped(service: &Service) {
     let s = &service.stats;
     let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
     tracing::info!(
@@ -156,7 +243,6 @@ pub async fn run(
         count(&s.drained),
         count(&s.panics),
     );
-    Ok(())
 }
 
 /// One connection's task: registered with the overload roster while it

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Run(cmd) => netplug::logging::init(cmd.log.log_level)
             .and_then(|()| RunConfig::from_cli(*cmd))
             .and_then(netplug::run::run),
+        Command::Serve(cmd) => netplug::logging::init(cmd.log.log_level).and_then(|()| netplug::serve::serve(cmd)),
         Command::Compile(cmd) => netplug::compile::run(&cmd),
         Command::Inspect(cmd) => netplug::inspect::run(&cmd.guest),
     };
@@ -59,7 +60,7 @@ fn clap_exit(e: clap::Error) -> ExitCode {
             let first = text.lines().next().unwrap_or("invalid arguments");
             let sub = std::env::args()
                 .nth(1)
-                .filter(|a| ["run", "compile", "inspect"].contains(&a.as_str()))
+                .filter(|a| ["run", "serve", "compile", "inspect"].contains(&a.as_str()))
                 .unwrap_or_default();
             eprintln!("{first} (see `host {sub} --help`)");
             ExitCode::from(2)

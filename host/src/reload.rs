@@ -7,7 +7,7 @@
 use crate::bindings::server::ServerPre;
 use crate::cache::Cache;
 use crate::generation::{Current, Generation};
-use crate::guest::{self, World};
+use crate::guest::{self, Admitted, World};
 use crate::store::{GuestState, Policy};
 use anyhow::{bail, Context, Result};
 use notify::{RecursiveMode, Watcher};
@@ -15,8 +15,9 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
@@ -28,35 +29,55 @@ pub const DEBOUNCE: Duration = Duration::from_millis(150);
 pub struct Loader {
     pub engine: Engine,
     pub linker: Linker<GuestState>,
-    pub cache: Option<Cache>,
+    /// Shared by every listener of the process.
+    pub cache: Option<Arc<Cache>>,
     pub path: PathBuf,
     pub grants: Vec<String>,
     pub policy: Arc<Policy>,
     /// The SHA-256 of the bytes the current generation was loaded from: a
     /// trigger that finds the same bytes changes nothing.
     loaded: Mutex<[u8; 32]>,
+    /// Held while a generation is made current, so two triggers at once
+    /// (a file change and SIGHUP) number and install theirs in turn.
+    installing: tokio::sync::Mutex<()>,
 }
 
 impl Loader {
     pub fn new(
         engine: Engine,
         linker: Linker<GuestState>,
-        cache: Option<Cache>,
+        cache: Option<Arc<Cache>>,
         path: PathBuf,
         grants: Vec<String>,
         policy: Arc<Policy>,
     ) -> Self {
-        Loader { engine, linker, cache, path, grants, policy, loaded: Mutex::new([0; 32]) }
+        Loader {
+            engine,
+            linker,
+            cache,
+            path,
+            grants,
+            policy,
+            loaded: Mutex::new([0; 32]),
+            installing: Default::default(),
+        }
     }
 
     /// Loads the guest file as generation `id`, or says why it cannot serve.
     pub fn load(&self, id: u64) -> Result<Generation> {
-        let admitted = guest::admit(&self.engine, &self.path, self.cache.as_ref(), &self.grants)?;
+        let admitted = self.admit()?;
+        self.generation(id, &admitted.component, &admitted.bytes)
+    }
+
+    /// Reads, compiles and checks the guest file (a server guest importing
+    /// only what this listener grants), or says why it cannot serve.
+    pub fn admit(&self) -> Result<Admitted> {
+        let admitted = guest::admit(&self.engine, &self.path, self.cache.as_deref(), &self.grants)?;
         if admitted.world == World::Client {
             let name = guest::display_name(&self.path);
-            bail!("{name} is a client guest; this listener serves a server guest");
+            bail!("{name} is a client guest; a listener serves a server guest");
         }
-        self.generation(id, &admitted.component, &admitted.bytes)
+        Ok(admitted)
     }
 
     /// Links an admitted component (world and imports checked) read from
@@ -76,7 +97,7 @@ impl Loader {
     }
 
     /// Whether the file still holds the bytes of the current generation.
-    fn unchanged(&self) -> bool {
+    pub fn unchanged(&self) -> bool {
         match std::fs::read(&self.path) {
             Ok(bytes) => <[u8; 32]>::from(Sha256::digest(&bytes)) == *self.loaded.lock().unwrap(),
             Err(_) => false,
@@ -85,35 +106,63 @@ impl Loader {
 }
 
 /// Reloads on SIGHUP and, with `watch`, when the guest file changes, until
-/// the process ends. The signal handler is installed before this returns.
+/// the process ends (`host run`). The signal handler is installed before
+/// this returns.
 pub fn spawn(loader: Arc<Loader>, current: Arc<Current>, watch: bool) -> Result<()> {
-    let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    spawn_triggers(loader, current, Some(hangup), watch)?;
+    Ok(())
+}
+
+/// Reloads when the guest file changes, until the returned task is aborted
+/// (a listener of `host serve` with `watch = true`; SIGHUP is the
+/// configuration's, see `serve.rs`).
+pub fn spawn_watch(loader: Arc<Loader>, current: Arc<Current>) -> Result<tokio::task::JoinHandle<()>> {
+    spawn_triggers(loader, current, None, true)
+}
+
+fn spawn_triggers(
+    loader: Arc<Loader>,
+    current: Arc<Current>,
+    mut hangup: Option<Signal>,
+    watch: bool,
+) -> Result<tokio::task::JoinHandle<()>> {
     let (changed_tx, mut changed) = mpsc::unbounded_channel();
     let watcher = if watch { Some(watch_file(&loader.path, changed_tx)?) } else { None };
-    tokio::spawn(async move {
-        // Owned by the task: dropping it would stop the notifications.
-        let _watcher = watcher;
-        loop {
-            let trigger = tokio::select! {
-                _ = hangup.recv() => "SIGHUP",
-                Some(()) = changed.recv() => {
-                    // Wait until the writes stop.
-                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {}
-                    if loader.unchanged() {
-                        continue;
+    Ok(tokio::spawn(
+        async move {
+            // Owned by the task: dropping it would stop the notifications.
+            let _watcher = watcher;
+            loop {
+                let hangup = async {
+                    match &mut hangup {
+                        Some(hangup) => hangup.recv().await,
+                        None => std::future::pending().await,
                     }
-                    "file change"
-                }
-            };
-            reload(&loader, &current, trigger).await;
+                };
+                let trigger = tokio::select! {
+                    _ = hangup => "SIGHUP",
+                    Some(()) = changed.recv() => {
+                        // Wait until the writes stop.
+                        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {}
+                        if loader.unchanged() {
+                            continue;
+                        }
+                        "file change"
+                    }
+                };
+                reload(&loader, &current, trigger).await;
+            }
         }
-    });
-    Ok(())
+        // Its lines carry the listener's span.
+        .in_current_span(),
+    ))
 }
 
 /// Loads the next generation off the async workers (compiling is CPU work)
 /// and makes it current, or logs why not.
 async fn reload(loader: &Arc<Loader>, current: &Current, trigger: &str) {
+    let _installing = loader.installing.lock().await;
     let serving = current.get().id;
     let next = serving + 1;
     let load = loader.clone();
@@ -129,6 +178,27 @@ async fn reload(loader: &Arc<Loader>, current: &Current, trigger: &str) {
         }
         Ok(Err(e)) => tracing::error!("{trigger}: reload of {path} failed, generation {serving} keeps serving: {e:#}"),
         Err(e) => tracing::error!("{trigger}: reload of {path} failed, generation {serving} keeps serving: {e}"),
+    }
+}
+
+/// Makes a guest already admitted (by a reload of `host serve`'s file) the
+/// next generation, or logs why it cannot be.
+pub async fn install(loader: &Loader, current: &Current, admitted: Admitted, trigger: &str) {
+    let _installing = loader.installing.lock().await;
+    let serving = current.get().id;
+    let next = serving + 1;
+    match loader.generation(next, &admitted.component, &admitted.bytes) {
+        Ok(generation) => {
+            let guest = generation.guest.clone();
+            current.replace(generation);
+            tracing::info!(
+                "{trigger}: generation {next} serving {guest}; generation {serving} finishes its connections"
+            );
+        }
+        Err(e) => tracing::error!(
+            "{trigger}: reload of {} failed, generation {serving} keeps serving: {e:#}",
+            loader.path.display()
+        ),
     }
 }
 

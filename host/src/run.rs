@@ -7,7 +7,7 @@ use crate::cache::Cache;
 use crate::config::RunConfig;
 use crate::generation::Current;
 use crate::guest::{self, Admitted, World};
-use crate::listener::{self, Service, Stats};
+use crate::listener::{self, Service, Stats, Stopping};
 use crate::pool;
 use crate::reload::{self, Loader};
 use crate::store::Policy;
@@ -19,8 +19,8 @@ use tracing::Instrument;
 
 pub fn run(config: RunConfig) -> Result<()> {
     let engine = engine::build(pool::slots_needed(&config.limits), config.limits.max_memory)?;
-    let cache = config.cache_dir.clone().and_then(Cache::open);
-    let Admitted { bytes, component, world } = guest::admit(&engine, &config.guest, cache.as_ref(), &config.grants)?;
+    let cache = config.cache_dir.clone().and_then(Cache::open).map(Arc::new);
+    let Admitted { bytes, component, world } = guest::admit(&engine, &config.guest, cache.as_deref(), &config.grants)?;
     let guest_name = guest::display_name(&config.guest);
     match world {
         World::Server if config.listen.is_none() => {
@@ -37,6 +37,7 @@ pub fn run(config: RunConfig) -> Result<()> {
         dial: config.dial,
         overload: config.overload,
         config: config.guest_config,
+        kv: crate::keyvalue::KvStore::open_configured(config.kv.as_ref())?,
         verbose: config.verbose,
     });
     let tokio =
@@ -64,7 +65,7 @@ pub fn run(config: RunConfig) -> Result<()> {
         async {
             let listener = listener::bind(addr, config.backlog)?;
             let bound = listener.local_addr().context("cannot read the bound address")?;
-            let shutdown = shutdown::signal()?;
+            let shutdown = shutdown::flag()?;
             reload::spawn(loader, current, config.watch)?;
             // Tests and scripts read this line to find the port.
             println!("listening on {bound}");
@@ -74,7 +75,8 @@ pub fn run(config: RunConfig) -> Result<()> {
             // The accept loop runs on a worker, beside the connections it
             // spawns, rather than on this thread: handing every new
             // connection across threads costs a wake-up each.
-            let serve = listener::run(listener, service, shutdown, config.shutdown_timeout);
+            let stopping = Stopping { shutdown, grace: config.shutdown_timeout, removed: None, on_removed: None };
+            let serve = listener::run(Arc::new(listener), service, stopping);
             tokio::spawn(serve.in_current_span()).await.context("the accept loop failed")?
         }
         .instrument(span),

@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use std::future::Future;
 use tokio::signal::unix::{self, Signal, SignalKind};
+use tokio::sync::watch;
 
 /// Installs the handlers (before this returns, so a signal that arrives at
 /// once is not missed) and returns a future that resolves on the first
@@ -24,6 +25,20 @@ pub fn signal() -> Result<impl Future<Output = ()>> {
             });
         });
     })
+}
+
+/// The same, as a flag every listener can watch: it becomes true on the
+/// first signal.
+pub fn flag() -> Result<watch::Receiver<bool>> {
+    let signal = signal()?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        signal.await;
+        tx.send_replace(true);
+        // Kept until the process ends, so receivers never see it closed.
+        std::future::pending::<()>().await;
+    });
+    Ok(rx)
 }
 
 async fn next(int: &mut Signal, term: &mut Signal) -> &'static str {

@@ -3,6 +3,7 @@
 use crate::budget::{self, CpuClock};
 use crate::dial::DialPolicy;
 use crate::guest_log::{GuestLog, LogStdio};
+use crate::keyvalue::KvStore;
 use crate::limits::{Limits, MemoryGuard};
 use crate::overload::{OverloadPolicy, Signal};
 use crate::wasi_config::GuestConfig;
@@ -23,6 +24,8 @@ pub struct Policy {
     /// The guest's `wasi:config/store`, borrowed from here by every store
     /// (`wasi_config.rs`) rather than copied into each.
     pub config: GuestConfig,
+    /// The `wasi:keyvalue` store the listener's connections share (`--kv`).
+    pub kv: Option<Arc<KvStore>>,
     pub verbose: bool,
 }
 
@@ -58,6 +61,8 @@ pub struct GuestState {
     pub live_connections: u32,
     /// Set when the epoch callback interrupted the guest for CPU time.
     pub cpu_exhausted: bool,
+    /// `wasi:keyvalue` operations of the connection, for `--kv-max-ops`.
+    pub kv_ops: u64,
 }
 
 impl GuestState {
@@ -82,6 +87,7 @@ impl GuestState {
         self.deadline = limits.max_lifetime.map(|d| Instant::now() + d);
         self.cpu_exhausted = false;
         self.memory.denied = false;
+        self.kv_ops = 0;
     }
 }
 
@@ -118,6 +124,7 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store
         dialed: 0,
         live_connections: 0,
         cpu_exhausted: false,
+        kv_ops: 0,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);

@@ -56,6 +56,15 @@ pub fn parse_optional_size(text: &str) -> Result<MaybeLimit<u64>, String> {
     parse_size(text).map(|n| MaybeLimit(Some(n)))
 }
 
+/// Parses a count, or `unlimited`.
+pub fn parse_optional_count(text: &str) -> Result<MaybeLimit<u64>, String> {
+    if is_unlimited(text) {
+        return Ok(MaybeLimit(None));
+    }
+    let n = text.trim().parse().map_err(|_| format!("`{text}` is not a number (or `unlimited`)"))?;
+    Ok(MaybeLimit(Some(n)))
+}
+
 /// Parses a duration, or `unlimited`.
 pub fn parse_optional_duration(text: &str) -> Result<MaybeLimit<Duration>, String> {
     if is_unlimited(text) {
@@ -80,6 +89,9 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("99999999999999999999G").is_err());
         assert_eq!(parse_optional_size("unlimited"), Ok(MaybeLimit(None)));
+        assert_eq!(parse_optional_count("unlimited"), Ok(MaybeLimit(None)));
+        assert_eq!(parse_optional_count("10"), Ok(MaybeLimit(Some(10))));
+        assert!(parse_optional_count("10K").is_err());
     }
 
     #[test]

@@ -66,13 +66,34 @@ pub fn host_command() -> Command {
 struct Log {
     lines: Mutex<Vec<String>>,
     grew: Condvar,
+    /// Set at the end of the stream: no line will come.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 /// A running `host run GUEST --port 0 ...`, killed when dropped.
 pub struct Host {
     child: Child,
+    /// The first address on stdout: the listener of `host run`, the first
+    /// listener of `host serve`.
     pub addr: SocketAddr,
     log: Arc<Log>,
+    out: Arc<Log>,
+}
+
+/// Waits up to `patience` for a line of `log` that satisfies `pred`.
+fn wait_line(log: &Log, patience: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+    let deadline = Instant::now() + patience;
+    let mut lines = log.lines.lock().unwrap();
+    loop {
+        if let Some(line) = lines.iter().find(|l| pred(l)) {
+            return Some(line.clone());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || log.ended.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        lines = log.grew.wait_timeout(lines, left).unwrap().0;
+    }
 }
 
 impl Host {
@@ -107,19 +128,26 @@ impl Host {
                 sink.grew.notify_all();
             }
         });
-        // The first line on stdout names the bound address; the rest (there
-        // should be none) is read and dropped so the host never blocks on it.
+        // Stdout names the bound addresses (`listening on ADDR` for `host
+        // run`, `listener NAME listening on ADDR` for each listener of `host
+        // serve`); it is read to its end so the host never blocks on it.
         let stdout = child.stdout.take().unwrap();
-        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let out = Arc::new(Log::default());
+        let sink = out.clone();
         std::thread::spawn(move || {
-            let mut stdout = BufReader::new(stdout);
-            let mut first = String::new();
-            let _ = stdout.read_line(&mut first);
-            let _ = first_tx.send(first);
-            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lines.lock().unwrap().push(line);
+                sink.grew.notify_all();
+            }
+            // End of stdout: wake waiters so they fail fast.
+            let _guard = sink.lines.lock().unwrap();
+            sink.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+            sink.grew.notify_all();
         });
-        let first = first_rx.recv_timeout(PATIENCE).unwrap_or_default();
-        let Some(addr) = first.trim().strip_prefix("listening on ") else {
+        let first = wait_line(&out, PATIENCE, |_| true);
+        let addr = first.as_deref().and_then(|l| l.split("listening on ").nth(1));
+        let Some(addr) = addr else {
             let _ = child.kill();
             let _ = child.wait();
             // The host is gone, so its stderr is at its end.
@@ -127,7 +155,30 @@ impl Host {
             panic!("host did not start: stdout {first:?}, log {:?}", log.lines.lock().unwrap());
         };
         let addr: SocketAddr = addr.parse().expect("parse the bound address");
-        Host { child, addr, log }
+        Host { child, addr, log, out }
+    }
+
+    /// `host serve CONFIG` (guest paths in it relative to it), waiting for
+    /// its first listener.
+    pub fn serve_config(config: &Path, extra: &[&str]) -> Host {
+        let mut command = host_command();
+        command.arg("serve").arg(config).args(extra);
+        Self::start(command)
+    }
+
+    /// The address of `host serve`'s listener `name`, once it is listening.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        let prefix = format!("listener {name} listening on ");
+        let line = wait_line(&self.out, PATIENCE, |l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no listener {name} within {PATIENCE:?}; log:\n{}", self.log().join("\n")));
+        line[prefix.len()..].parse().expect("parse the bound address")
+    }
+
+    /// How many times listener `name` has started (each start prints its
+    /// address once).
+    pub fn listener_starts(&self, name: &str) -> usize {
+        let prefix = format!("listener {name} listening on ");
+        self.out.lines.lock().unwrap().iter().filter(|l| l.starts_with(&prefix)).count()
     }
 
     pub fn pid(&self) -> u32 {
@@ -141,20 +192,8 @@ impl Host {
 
     /// Waits until a log line satisfies `pred`, returning it.
     pub fn wait_for_log(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        let mut lines = self.log.lines.lock().unwrap();
-        loop {
-            if let Some(line) = lines.iter().find(|l| pred(l)) {
-                return line.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let log = lines.join("\n");
-                drop(lines);
-                panic!("no log line {what} within {PATIENCE:?}; log:\n{log}");
-            }
-            lines = self.log.grew.wait_timeout(lines, left).unwrap().0;
-        }
+        wait_line(&self.log, PATIENCE, pred)
+            .unwrap_or_else(|| panic!("no log line {what} within {PATIENCE:?}; log:\n{}", self.log().join("\n")))
     }
 
     /// Lines that contain `needle`.

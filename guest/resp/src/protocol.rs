@@ -1,0 +1,1298 @@
+//! The RESP2 protocol and the string commands, as pure functions over bytes
+//! and a small [`Store`] trait: no bindings here, so it is tested natively
+//! (`cargo test --target x86_64-unknown-linux-gnu -p resp` in `guest/`).
+//!
+//! Requests are multibulk (`*N\r\n$LEN\r\n...`) or inline (`PING\r\n`, split
+//! like redis-server splits them, quotes and escapes included). Every
+//! complete command in the buffer is run in turn and the replies are appended
+//! to one output buffer, so a pipelined batch costs one send. Replies and
+//! errors are byte for byte those of redis-server 7.0.
+//!
+//! # How values are stored
+//!
+//! A key is the store's key as is when it is UTF-8 and does not start with
+//! NUL; any other key is NUL followed by its bytes in hex ([`store_key`]).
+//! A value without an expiry is stored as is; a value with one, and the few
+//! values that could be mistaken for a header or a counter, are stored as a
+//! NUL byte, the deadline (unix milliseconds, 8 bytes big-endian, 0 for
+//! none) and the value ([`encode`], [`decode`]). Expiry is lazy: a read that
+//! finds a value past its deadline deletes it and answers as if missing.
+//!
+//! # Counters and concurrency
+//!
+//! The store has no transaction or compare-and-swap; `wasi:keyvalue/atomics`
+//! has only `increment(key, delta: u64)`, on values that are decimal `u64`.
+//! So `INCR`, and `INCRBY` with a delta of zero or more, on a key that is
+//! missing or holds a non-negative counter without expiry, are one atomic
+//! `increment`: exact however many connections increment at once. Anything
+//! else (a negative delta: `DECR`, `DECRBY`; a negative counter; a key with
+//! a TTL) is a read, a computation and a write, which a concurrent writer of
+//! the same key can overtake (one of the updates is lost). The same holds for
+//! the other read-then-write commands (`SETNX`, `SET NX|XX|GET|KEEPTTL`,
+//! `GETSET`, `APPEND`, `EXPIRE`, `PERSIST`, and the deletion of an expired
+//! key): each step is atomic, the command as a whole is not.
+
+use std::borrow::Cow;
+
+/// The shared key-value store, as the commands need it. Keys are the
+/// store's keys ([`store_key`] maps a client's key to one); values are the
+/// stored bytes ([`encode`]). Errors are messages, replied as `-ERR ...`.
+pub trait Store {
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String>;
+    fn delete(&mut self, key: &str) -> Result<(), String>;
+    /// The value read as a decimal `u64` (a missing key is 0) plus `delta`,
+    /// stored and returned, as one atomic step; an error if the value is not
+    /// a decimal `u64` or the sum overflows.
+    fn increment(&mut self, key: &str, delta: u64) -> Result<u64, String>;
+    /// Later commands use database `db` (`SELECT`), `0..DATABASES`.
+    fn select(&mut self, db: u32) -> Result<(), String>;
+    /// The time, in unix milliseconds.
+    fn now_ms(&mut self) -> u64;
+}
+
+/// `SELECT` takes `0..DATABASES`, as redis-server's default `databases 16`.
+pub const DATABASES: i64 = 16;
+
+/// The longest bulk string a request may hold; a longer one is refused with
+/// `Protocol error: invalid bulk length` (redis-server's
+/// `proto-max-bulk-len` is 512 MiB; a guest has `--max-memory`). The host's
+/// `--kv-max-value-size` (4 MiB by default) bounds what is stored.
+pub const MAX_BULK: usize = 8 << 20;
+
+/// The most arguments a request may hold (redis-server 6's bound), past it
+/// `Protocol error: invalid multibulk length`.
+pub const MAX_ARGS: i64 = 1024 * 1024;
+
+/// The most bytes one request may take before it is complete; past it the
+/// connection is closed without a reply, as redis-server closes a client
+/// past its query buffer limit.
+pub const MAX_REQUEST: usize = 16 << 20;
+
+/// The longest inline request or `*`/`$` header line (redis-server's
+/// `PROTO_INLINE_MAX_SIZE`).
+const MAX_INLINE: usize = 64 * 1024;
+
+/// What the connection does once a batch's replies are sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum After {
+    /// Wait for more bytes.
+    Continue,
+    /// Close the connection (`QUIT`, a protocol error, a request too large).
+    Close,
+}
+
+/// One connection's request buffer: bytes in, replies out.
+#[derive(Default)]
+pub struct Session {
+    buffer: Vec<u8>,
+    /// Bytes the buffer must hold before the request at its start can be
+    /// complete; no parse is tried below it.
+    need: usize,
+    /// The client asked for RESP3 (`HELLO 3`).
+    resp3: bool,
+}
+
+/// Where a batch's replies go, and in which protocol version.
+pub struct Out<'a> {
+    bytes: &'a mut Vec<u8>,
+    resp3: bool,
+}
+
+impl Session {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `data` and runs every complete command, appending the replies
+    /// to `out`.
+    pub fn feed(&mut self, data: &[u8], store: &mut dyn Store, out: &mut Vec<u8>) -> After {
+        if self.buffer.is_empty() {
+            self.buffer.reserve(self.need.max(data.len()));
+        } else if self.need > self.buffer.capacity() {
+            // One allocation of what the pending bulk needs, rather than
+            // doublings that would hold twice as much.
+            self.buffer.reserve_exact(self.need - self.buffer.len());
+        }
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() < self.need {
+            return After::Continue;
+        }
+        let mut pos = 0;
+        let out = &mut Out { bytes: out, resp3: self.resp3 };
+        let after = loop {
+            match parse(&self.buffer[pos..]) {
+                Parsed::Command(args, used) => {
+                    pos += used;
+                    if execute(&args, store, out) == After::Close {
+                        break After::Close;
+                    }
+                }
+                Parsed::Empty(used) => pos += used,
+                Parsed::Incomplete(need) => {
+                    self.need = need;
+                    break if need > MAX_REQUEST { After::Close } else { After::Continue };
+                }
+                Parsed::Error(message) => {
+                    error(out, &format!("Protocol error: {message}"));
+                    break After::Close;
+                }
+            }
+        };
+        self.resp3 = out.resp3;
+        self.buffer.drain(..pos);
+        if self.buffer.is_empty() && self.buffer.capacity() > 1 << 20 {
+            self.buffer = Vec::new();
+        }
+        after
+    }
+}
+
+/// What [`parse`] found at the start of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A command and the bytes it took.
+    Command(Vec<Cow<'a, [u8]>>, usize),
+    /// Bytes that hold no command (an empty line, `*0`, `*-1`).
+    Empty(usize),
+    /// The request is not complete; at least this many bytes are needed.
+    Incomplete(usize),
+    /// A protocol error: the text after `Protocol error: `.
+    Error(String),
+}
+
+/// Parses the request at the start of `buf`.
+pub fn parse(buf: &[u8]) -> Parsed<'_> {
+    match buf.first() {
+        None => Parsed::Incomplete(1),
+        Some(b'*') => parse_multibulk(buf),
+        Some(_) => parse_inline(buf),
+    }
+}
+
+/// A `*` or `$` header line at `buf[start..]`: its number and the offset
+/// after its `\r\n`, `Ok(None)` if incomplete, `Err` if too long.
+fn header(buf: &[u8], start: usize) -> Result<Option<(Option<i64>, usize)>, ()> {
+    let rest = &buf[start..];
+    match rest.iter().position(|&b| b == b'\r') {
+        // redis-server reads the number up to `\r` and skips `\r\n`.
+        Some(cr) if cr + 1 < rest.len() => Ok(Some((string2ll(&rest[1..cr]), start + cr + 2))),
+        Some(_) => Ok(None),
+        None if rest.len() > MAX_INLINE => Err(()),
+        None => Ok(None),
+    }
+}
+
+fn parse_multibulk(buf: &[u8]) -> Parsed<'_> {
+    let (count, mut pos) = match header(buf, 0) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Parsed::Incomplete(buf.len() + 1),
+        Err(()) => return Parsed::Error("too big mbulk count string".into()),
+    };
+    let count = match count {
+        Some(count) if count <= MAX_ARGS => count,
+        _ => return Parsed::Error("invalid multibulk length".into()),
+    };
+    if count <= 0 {
+        return Parsed::Empty(pos);
+    }
+    let mut args = Vec::with_capacity(count.min(64) as usize);
+    for _ in 0..count {
+        match buf.get(pos) {
+            None => return Parsed::Incomplete(pos + 1),
+            Some(b'$') => {}
+            Some(&other) => return Parsed::Error(format!("expected '$', got '{}'", other as char)),
+        }
+        let (len, start) = match header(buf, pos) {
+            Ok(Some(found)) => found,
+            Ok(None) => return Parsed::Incomplete(buf.len() + 1),
+            Err(()) => return Parsed::Error("too big bulk count string".into()),
+        };
+        let len = match len {
+            Some(len) if (0..=MAX_BULK as i64).contains(&len) => len as usize,
+            _ => return Parsed::Error("invalid bulk length".into()),
+        };
+        // The data and its `\r\n` (which redis-server skips unread).
+        let end = start + len + 2;
+        if buf.len() < end {
+            return Parsed::Incomplete(end);
+        }
+        args.push(Cow::Borrowed(&buf[start..start + len]));
+        pos = end;
+    }
+    Parsed::Command(args, pos)
+}
+
+fn parse_inline(buf: &[u8]) -> Parsed<'_> {
+    let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
+        if buf.len() > MAX_INLINE {
+            return Parsed::Error("too big inline request".into());
+        }
+        return Parsed::Incomplete(buf.len() + 1);
+    };
+    let mut line = &buf[..newline];
+    if line.last() == Some(&b'\r') {
+        line = &line[..line.len() - 1];
+    }
+    match split_args(line) {
+        Some(args) if args.is_empty() => Parsed::Empty(newline + 1),
+        Some(args) => Parsed::Command(args.into_iter().map(Cow::Owned).collect(), newline + 1),
+        None => Parsed::Error("unbalanced quotes in request".into()),
+    }
+}
+
+/// Splits an inline request as redis-server's `sdssplitargs` does: words
+/// separated by white space, `"..."` with `\n`, `\r`, `\t`, `\b`, `\a`,
+/// `\xHH` and `\<any>` escapes, `'...'` with `\'` only. A closing quote must
+/// be followed by white space or the end; `None` for unbalanced quotes.
+pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    loop {
+        while i < line.len() && space(line[i]) {
+            i += 1;
+        }
+        if i >= line.len() {
+            return Some(args);
+        }
+        let mut current = Vec::new();
+        let (mut in_double, mut in_single) = (false, false);
+        loop {
+            if in_double {
+                let &c = line.get(i)?;
+                if c == b'\\' && i + 3 < line.len() && line[i + 1] == b'x' {
+                    if let (Some(high), Some(low)) = (hex_digit(line[i + 2]), hex_digit(line[i + 3])) {
+                        current.push(high * 16 + low);
+                        i += 4;
+                        continue;
+                    }
+                }
+                if c == b'\\' && i + 1 < line.len() {
+                    current.push(match line[i + 1] {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 0x08,
+                        b'a' => 0x07,
+                        other => other,
+                    });
+                    i += 2;
+                    continue;
+                }
+                if c == b'"' {
+                    if i + 1 < line.len() && !space(line[i + 1]) {
+                        return None;
+                    }
+                    i += 1;
+                    break;
+                }
+                current.push(c);
+                i += 1;
+            } else if in_single {
+                let &c = line.get(i)?;
+                if c == b'\\' && line.get(i + 1) == Some(&b'\'') {
+                    current.push(b'\'');
+                    i += 2;
+                    continue;
+                }
+                if c == b'\'' {
+                    if i + 1 < line.len() && !space(line[i + 1]) {
+                        return None;
+                    }
+                    i += 1;
+                    break;
+                }
+                current.push(c);
+                i += 1;
+            } else {
+                match line.get(i) {
+                    None => break,
+                    Some(&c) if space(c) => break,
+                    Some(b'"') => in_double = true,
+                    Some(b'\'') => in_single = true,
+                    Some(&c) => current.push(c),
+                }
+                i += 1;
+            }
+        }
+        args.push(current);
+    }
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// A decimal `i64` exactly as redis-server's `string2ll` reads one: no sign
+/// but `-`, no leading zero, no space, nothing past the range.
+pub fn string2ll(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    if s == b"0" {
+        return Some(0);
+    }
+    let (negative, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    match digits.first() {
+        Some(b'1'..=b'9') => {}
+        _ => return None,
+    }
+    let mut value: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    if negative {
+        if value > i64::MAX as u64 + 1 {
+            return None;
+        }
+        Some((value as i64).wrapping_neg())
+    } else {
+        i64::try_from(value).ok()
+    }
+}
+
+/// The store's key for a client's key: itself when it is UTF-8 and does not
+/// start with NUL, else NUL and its bytes in hex.
+pub fn store_key(key: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(key) {
+        Ok(text) if !text.starts_with('\0') => Cow::Borrowed(text),
+        _ => {
+            let mut escaped = String::with_capacity(1 + key.len() * 2);
+            escaped.push('\0');
+            for b in key {
+                escaped.push_str(&format!("{b:02x}"));
+            }
+            Cow::Owned(escaped)
+        }
+    }
+}
+
+/// The byte that starts a stored value with a header.
+const TAG: u8 = 0;
+const HEADER: usize = 9;
+
+/// The stored bytes of `value` with its deadline (unix ms, 0 for none).
+pub fn encode(value: &[u8], deadline: u64) -> Cow<'_, [u8]> {
+    if deadline == 0 && !needs_header(value) {
+        return Cow::Borrowed(value);
+    }
+    let mut stored = Vec::with_capacity(HEADER + value.len());
+    stored.push(TAG);
+    stored.extend_from_slice(&deadline.to_be_bytes());
+    stored.extend_from_slice(value);
+    Cow::Owned(stored)
+}
+
+/// Whether a value without expiry must still get a header: it starts like
+/// one, or the store's `increment` would read it as a number although
+/// redis-server would not (`+1`, `007`, past `i64`).
+fn needs_header(value: &[u8]) -> bool {
+    if value.first() == Some(&TAG) {
+        return true;
+    }
+    let store_reads = std::str::from_utf8(value).is_ok_and(|text| text.parse::<u64>().is_ok());
+    store_reads && string2ll(value).is_none_or(|n| n < 0)
+}
+
+/// The deadline (0 for none) and the value of stored bytes.
+pub fn decode(stored: &[u8]) -> (u64, &[u8]) {
+    if stored.len() >= HEADER && stored[0] == TAG {
+        let deadline = u64::from_be_bytes(stored[1..HEADER].try_into().unwrap());
+        (deadline, &stored[HEADER..])
+    } else {
+        (0, stored)
+    }
+}
+
+// Replies.
+
+fn simple(out: &mut Out<'_>, text: &str) {
+    out.bytes.push(b'+');
+    out.bytes.extend_from_slice(text.as_bytes());
+    out.bytes.extend_from_slice(b"\r\n");
+}
+
+fn ok(out: &mut Out<'_>) {
+    out.bytes.extend_from_slice(b"+OK\r\n");
+}
+
+/// `-ERR message`, with any CR or LF in it turned into a space.
+fn error(out: &mut Out<'_>, message: &str) {
+    error_bytes(out, message.as_bytes());
+}
+
+fn error_bytes(out: &mut Out<'_>, message: &[u8]) {
+    out.bytes.extend_from_slice(b"-ERR ");
+    out.bytes.extend(message.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.bytes.extend_from_slice(b"\r\n");
+}
+
+fn integer(out: &mut Out<'_>, n: i64) {
+    out.bytes.push(b':');
+    out.bytes.extend_from_slice(n.to_string().as_bytes());
+    out.bytes.extend_from_slice(b"\r\n");
+}
+
+fn bulk(out: &mut Out<'_>, data: &[u8]) {
+    out.bytes.push(b'$');
+    out.bytes.extend_from_slice(data.len().to_string().as_bytes());
+    out.bytes.extend_from_slice(b"\r\n");
+    out.bytes.extend_from_slice(data);
+    out.bytes.extend_from_slice(b"\r\n");
+}
+
+/// The null reply: `$-1` in RESP2, `_` in RESP3.
+fn nil(out: &mut Out<'_>) {
+    out.bytes.extend_from_slice(if out.resp3 { b"_\r\n" } else { b"$-1\r\n" });
+}
+
+/// A map of `len` pairs: an array of keys and values in RESP2.
+fn map(out: &mut Out<'_>, len: usize) {
+    if out.resp3 {
+        out.bytes.push(b'%');
+        out.bytes.extend_from_slice(len.to_string().as_bytes());
+        out.bytes.extend_from_slice(b"\r\n");
+    } else {
+        array(out, len * 2);
+    }
+}
+
+fn array(out: &mut Out<'_>, len: usize) {
+    out.bytes.push(b'*');
+    out.bytes.extend_from_slice(len.to_string().as_bytes());
+    out.bytes.extend_from_slice(b"\r\n");
+}
+
+const NOT_INTEGER: &str = "value is not an integer or out of range";
+const SYNTAX: &str = "syntax error";
+const OVERFLOW: &str = "increment or decrement would overflow";
+
+/// The commands: name (lower case), arity as redis-server counts it (the
+/// name included; negative: at least that many).
+const COMMANDS: &[(&str, i32)] = &[
+    ("get", 2),
+    ("set", -3),
+    ("setnx", 3),
+    ("setex", 4),
+    ("psetex", 4),
+    ("getset", 3),
+    ("append", 3),
+    ("strlen", 2),
+    ("del", -2),
+    ("exists", -2),
+    ("incr", 2),
+    ("incrby", 3),
+    ("decr", 2),
+    ("decrby", 3),
+    ("mget", -2),
+    ("mset", -3),
+    ("expire", -3),
+    ("pexpire", -3),
+    ("ttl", 2),
+    ("pttl", 2),
+    ("persist", 2),
+    ("ping", -1),
+    ("echo", 2),
+    ("select", 2),
+    ("quit", -1),
+    ("command", -1),
+    ("config", -2),
+    ("client", -2),
+    ("hello", -1),
+];
+
+/// A failed store operation, replied as an error.
+struct Failed(String);
+
+impl From<String> for Failed {
+    fn from(message: String) -> Self {
+        Failed(message)
+    }
+}
+
+/// Runs one command, appending its reply to `out`.
+pub fn execute(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> After {
+    let name = &args[0];
+    let Some(&(command, arity)) = COMMANDS.iter().find(|(c, _)| name.eq_ignore_ascii_case(c.as_bytes())) else {
+        unknown_command(args, out);
+        return After::Continue;
+    };
+    let argc = args.len() as i32;
+    if (arity > 0 && argc != arity) || argc < -arity {
+        error(out, &format!("wrong number of arguments for '{command}' command"));
+        return After::Continue;
+    }
+    match run(command, args, store, out) {
+        Ok(after) => after,
+        Err(Failed(message)) => {
+            error(out, &message);
+            After::Continue
+        }
+    }
+}
+
+/// `unknown command 'NAME', with args beginning with: 'A' 'B' `, as
+/// redis-server builds it: each argument quoted and followed by a space
+/// while the list is under 128 bytes, each cut to what is left of them.
+fn unknown_command(args: &[Cow<'_, [u8]>], out: &mut Out<'_>) {
+    // `%.Ns` of C: up to N bytes, stopping at a NUL.
+    fn c_str(s: &[u8], max: usize) -> &[u8] {
+        let s = &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())];
+        &s[..s.len().min(max)]
+    }
+    let mut listed = Vec::new();
+    for arg in &args[1..] {
+        if listed.len() >= 128 {
+            break;
+        }
+        listed.push(b'\'');
+        listed.extend_from_slice(c_str(arg, 128 - listed.len() + 1));
+        listed.extend_from_slice(b"' ");
+    }
+    let mut message = b"unknown command '".to_vec();
+    message.extend_from_slice(c_str(&args[0], 128));
+    message.extend_from_slice(b"', with args beginning with: ");
+    message.extend_from_slice(&listed);
+    error_bytes(out, &message);
+}
+
+fn unknown_subcommand(out: &mut Out<'_>, sub: &[u8], command: &str) {
+    let mut message = b"unknown subcommand '".to_vec();
+    message.extend_from_slice(&sub[..sub.len().min(128)]);
+    message.extend_from_slice(format!("'. Try {command} HELP.").as_bytes());
+    error_bytes(out, &message);
+}
+
+fn is(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+fn int_arg(arg: &[u8]) -> Result<i64, Failed> {
+    string2ll(arg).ok_or_else(|| Failed(NOT_INTEGER.into()))
+}
+
+/// A key's live value and deadline; an expired one is deleted and missing.
+fn read(store: &mut dyn Store, key: &str) -> Result<Option<(u64, Vec<u8>)>, Failed> {
+    let Some(stored) = store.get(key)? else { return Ok(None) };
+    let (deadline, _) = decode(&stored);
+    if deadline != 0 && deadline <= store.now_ms() {
+        store.delete(key)?;
+        return Ok(None);
+    }
+    let mut stored = stored;
+    if stored.len() >= HEADER && stored[0] == TAG {
+        stored.drain(..HEADER);
+    }
+    Ok(Some((deadline, stored)))
+}
+
+fn write(store: &mut dyn Store, key: &str, value: &[u8], deadline: u64) -> Result<(), Failed> {
+    store.set(key, &encode(value, deadline))?;
+    Ok(())
+}
+
+/// The absolute deadline of an expire time given in `unit_ms` units,
+/// relative or absolute (`EXAT`, `PXAT`), or `None` when redis-server finds
+/// it invalid (zero or less, or past `i64` milliseconds).
+fn deadline_of(store: &mut dyn Store, when: i64, unit_ms: i64, relative: bool) -> Option<u64> {
+    if when <= 0 || when > i64::MAX / unit_ms {
+        return None;
+    }
+    let mut ms = when * unit_ms;
+    if relative {
+        let now = store.now_ms() as i64;
+        if ms > i64::MAX - now {
+            return None;
+        }
+        ms += now;
+    }
+    Some(ms as u64)
+}
+
+fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Result<After, Failed> {
+    match command {
+        "get" => match read(store, &store_key(&args[1]))? {
+            Some((_, value)) => bulk(out, &value),
+            None => nil(out),
+        },
+        "set" => set(args, store, out)?,
+        "setnx" => {
+            let key = store_key(&args[1]);
+            if read(store, &key)?.is_some() {
+                integer(out, 0);
+            } else {
+                write(store, &key, &args[2], 0)?;
+                integer(out, 1);
+            }
+        }
+        "setex" | "psetex" => {
+            let when = int_arg(&args[2])?;
+            let unit = if command == "setex" { 1000 } else { 1 };
+            let Some(deadline) = deadline_of(store, when, unit, true) else {
+                return Err(Failed(format!("invalid expire time in '{command}' command")));
+            };
+            write(store, &store_key(&args[1]), &args[3], deadline)?;
+            ok(out);
+        }
+        "getset" => {
+            let key = store_key(&args[1]);
+            let old = read(store, &key)?;
+            write(store, &key, &args[2], 0)?;
+            match old {
+                Some((_, value)) => bulk(out, &value),
+                None => nil(out),
+            }
+        }
+        "append" => {
+            let key = store_key(&args[1]);
+            let (deadline, mut value) = read(store, &key)?.unwrap_or_default();
+            value.extend_from_slice(&args[2]);
+            write(store, &key, &value, deadline)?;
+            integer(out, value.len() as i64);
+        }
+        "strlen" => {
+            let len = read(store, &store_key(&args[1]))?.map_or(0, |(_, value)| value.len());
+            integer(out, len as i64);
+        }
+        "del" | "exists" => {
+            let mut count = 0;
+            for key in &args[1..] {
+                let key = store_key(key);
+                if read(store, &key)?.is_some() {
+                    if command == "del" {
+                        store.delete(&key)?;
+                    }
+                    count += 1;
+                }
+            }
+            integer(out, count);
+        }
+        "incr" => integer(out, increment(store, &args[1], 1)?),
+        "decr" => integer(out, increment(store, &args[1], -1)?),
+        "incrby" => {
+            let delta = int_arg(&args[2])?;
+            integer(out, increment(store, &args[1], delta)?);
+        }
+        "decrby" => {
+            let delta = int_arg(&args[2])?;
+            let delta = delta.checked_neg().ok_or_else(|| Failed("decrement would overflow".into()))?;
+            integer(out, increment(store, &args[1], delta)?);
+        }
+        "mget" => {
+            array(out, args.len() - 1);
+            for key in &args[1..] {
+                match read(store, &store_key(key))? {
+                    Some((_, value)) => bulk(out, &value),
+                    None => nil(out),
+                }
+            }
+        }
+        "mset" => {
+            if args.len().is_multiple_of(2) {
+                return Err(Failed("wrong number of arguments for 'mset' command".into()));
+            }
+            for pair in args[1..].chunks(2) {
+                write(store, &store_key(&pair[0]), &pair[1], 0)?;
+            }
+            ok(out);
+        }
+        "expire" | "pexpire" => expire(command, args, store, out)?,
+        "ttl" | "pttl" => {
+            let reply = match read(store, &store_key(&args[1]))? {
+                None => -2,
+                Some((0, _)) => -1,
+                Some((deadline, _)) => {
+                    let left = deadline.saturating_sub(store.now_ms()) as i64;
+                    if command == "ttl" {
+                        (left + 500) / 1000
+                    } else {
+                        left
+                    }
+                }
+            };
+            integer(out, reply);
+        }
+        "persist" => {
+            let key = store_key(&args[1]);
+            match read(store, &key)? {
+                Some((deadline, value)) if deadline != 0 => {
+                    write(store, &key, &value, 0)?;
+                    integer(out, 1);
+                }
+                _ => integer(out, 0),
+            }
+        }
+        "ping" => match args.len() {
+            1 => simple(out, "PONG"),
+            2 => bulk(out, &args[1]),
+            _ => return Err(Failed("wrong number of arguments for 'ping' command".into())),
+        },
+        "echo" => bulk(out, &args[1]),
+        "select" => {
+            let db = string2ll(&args[1]).ok_or_else(|| Failed(NOT_INTEGER.into()))?;
+            if i32::try_from(db).is_err() {
+                return Err(Failed("value is out of range, value must between -2147483648 and 2147483647".into()));
+            }
+            if !(0..DATABASES).contains(&db) {
+                return Err(Failed("DB index is out of range".into()));
+            }
+            store.select(db as u32)?;
+            ok(out);
+        }
+        "quit" => {
+            ok(out);
+            return Ok(After::Close);
+        }
+        "command" => match args.get(1) {
+            // No command table: clients (redis-cli, redis-benchmark) start
+            // without it.
+            None => array(out, 0),
+            Some(sub) if is(sub, "docs") => map(out, 0),
+            Some(sub) if is(sub, "info") => array(out, 0),
+            Some(sub) if is(sub, "count") => integer(out, COMMANDS.len() as i64),
+            Some(sub) => unknown_subcommand(out, sub, "COMMAND"),
+        },
+        "config" => {
+            if is(&args[1], "get") {
+                if args.len() < 3 {
+                    return Err(Failed("wrong number of arguments for 'config|get' command".into()));
+                }
+                // What redis-benchmark asks at start; no persistence here.
+                let mut pairs: Vec<(&str, &str)> = Vec::new();
+                for pattern in &args[2..] {
+                    for (name, value) in [("save", ""), ("appendonly", "no")] {
+                        if glob_match(pattern, name.as_bytes()) && !pairs.iter().any(|(n, _)| *n == name) {
+                            pairs.push((name, value));
+                        }
+                    }
+                }
+                map(out, pairs.len());
+                for (name, value) in pairs {
+                    bulk(out, name.as_bytes());
+                    bulk(out, value.as_bytes());
+                }
+            } else {
+                unknown_subcommand(out, &args[1], "CONFIG");
+            }
+        }
+        "client" => {
+            // Client libraries name themselves at connect (redis-py sends
+            // `CLIENT SETINFO`); accepted and forgotten.
+            if is(&args[1], "setinfo") || is(&args[1], "setname") {
+                ok(out);
+            } else {
+                unknown_subcommand(out, &args[1], "CLIENT");
+            }
+        }
+        "hello" => hello(args, out)?,
+        _ => unreachable!("{command} is in COMMANDS"),
+    }
+    Ok(After::Continue)
+}
+
+/// A glob of `*` and `?` (enough for `CONFIG GET`), ignoring case.
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|i| glob_match(rest, &name[i..])),
+        Some((&p, rest)) => match name.split_first() {
+            Some((&n, name_rest)) if p == b'?' || p.eq_ignore_ascii_case(&n) => glob_match(rest, name_rest),
+            _ => false,
+        },
+    }
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: RESP2 or RESP3, and
+/// the server's description. As redis-server's default user, which has no
+/// password, `AUTH` takes any.
+fn hello(args: &[Cow<'_, [u8]>], out: &mut Out<'_>) -> Result<(), Failed> {
+    let mut resp3 = out.resp3;
+    if let Some(version) = args.get(1) {
+        let version =
+            string2ll(version).ok_or_else(|| Failed("Protocol version is not an integer or out of range".into()))?;
+        if !(2..=3).contains(&version) {
+            out.bytes.extend_from_slice(b"-NOPROTO unsupported protocol version\r\n");
+            return Ok(());
+        }
+        resp3 = version == 3;
+        let mut j = 2;
+        while j < args.len() {
+            let more = args.len() - j - 1;
+            if is(&args[j], "auth") && more >= 2 {
+                j += 3;
+            } else if is(&args[j], "setname") && more >= 1 {
+                j += 2;
+            } else {
+                let mut message = b"Syntax error in HELLO option '".to_vec();
+                message.extend_from_slice(&args[j]);
+                message.push(b'\'');
+                return Err(Failed(String::from_utf8_lossy(&message).into_owned()));
+            }
+        }
+    }
+    out.resp3 = resp3;
+    map(out, 7);
+    for (name, value) in [("server", "redis"), ("version", "7.0.15")] {
+        bulk(out, name.as_bytes());
+        bulk(out, value.as_bytes());
+    }
+    bulk(out, b"proto");
+    integer(out, if resp3 { 3 } else { 2 });
+    bulk(out, b"id");
+    integer(out, 1);
+    for (name, value) in [("mode", "standalone"), ("role", "master")] {
+        bulk(out, name.as_bytes());
+        bulk(out, value.as_bytes());
+    }
+    bulk(out, b"modules");
+    array(out, 0);
+    Ok(())
+}
+
+/// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`.
+fn set(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Result<(), Failed> {
+    let (mut nx, mut xx, mut get, mut keep_ttl) = (false, false, false, false);
+    // The unit in ms, whether relative, and the argument.
+    let mut expire: Option<(i64, bool, &[u8])> = None;
+    let mut j = 3;
+    while j < args.len() {
+        let opt = &args[j][..];
+        let next = args.get(j + 1);
+        if is(opt, "nx") && !xx {
+            nx = true;
+        } else if is(opt, "xx") && !nx {
+            xx = true;
+        } else if is(opt, "get") {
+            get = true;
+        } else if is(opt, "keepttl") && expire.is_none() {
+            keep_ttl = true;
+        } else if let (Some(next), false, None) = (next, keep_ttl, expire) {
+            let unit = if is(opt, "ex") {
+                (1000, true)
+            } else if is(opt, "px") {
+                (1, true)
+            } else if is(opt, "exat") {
+                (1000, false)
+            } else if is(opt, "pxat") {
+                (1, false)
+            } else {
+                return Err(Failed(SYNTAX.into()));
+            };
+            expire = Some((unit.0, unit.1, next));
+            j += 1;
+        } else {
+            return Err(Failed(SYNTAX.into()));
+        }
+        j += 1;
+    }
+    let mut deadline = 0;
+    if let Some((unit, relative, when)) = expire {
+        let when = int_arg(when)?;
+        deadline = deadline_of(store, when, unit, relative)
+            .ok_or_else(|| Failed("invalid expire time in 'set' command".into()))?;
+    }
+    let key = store_key(&args[1]);
+    let old = if nx || xx || get || keep_ttl { read(store, &key)? } else { None };
+    let found = old.is_some();
+    let reply_old = |out: &mut Out<'_>| match &old {
+        Some((_, value)) => bulk(out, value),
+        None => nil(out),
+    };
+    if (nx && found) || (xx && !found) {
+        if get {
+            reply_old(out);
+        } else {
+            nil(out);
+        }
+        return Ok(());
+    }
+    if keep_ttl {
+        deadline = old.as_ref().map_or(0, |(d, _)| *d);
+    }
+    write(store, &key, &args[2], deadline)?;
+    if get {
+        reply_old(out);
+    } else {
+        ok(out);
+    }
+    Ok(())
+}
+
+/// `EXPIRE key seconds [NX|XX|GT|LT]`, `PEXPIRE` in milliseconds.
+fn expire(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Result<(), Failed> {
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for opt in &args[3..] {
+        if is(opt, "nx") {
+            nx = true;
+        } else if is(opt, "xx") {
+            xx = true;
+        } else if is(opt, "gt") {
+            gt = true;
+        } else if is(opt, "lt") {
+            lt = true;
+        } else {
+            let mut message = b"Unsupported option ".to_vec();
+            message.extend_from_slice(opt);
+            return Err(Failed(String::from_utf8_lossy(&message).into_owned()));
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return Err(Failed("NX and XX, GT or LT options at the same time are not compatible".into()));
+    }
+    if gt && lt {
+        return Err(Failed("GT and LT options at the same time are not compatible".into()));
+    }
+    let when = int_arg(&args[2])?;
+    let invalid = || Failed(format!("invalid expire time in '{command}' command"));
+    let mut ms = when;
+    if command == "expire" {
+        if !(i64::MIN / 1000..=i64::MAX / 1000).contains(&when) {
+            return Err(invalid());
+        }
+        ms = when * 1000;
+    }
+    let now = store.now_ms() as i64;
+    if ms > i64::MAX - now {
+        return Err(invalid());
+    }
+    let deadline = ms + now;
+    let key = store_key(&args[1]);
+    let Some((current, value)) = read(store, &key)? else {
+        integer(out, 0);
+        return Ok(());
+    };
+    // No expiry counts as an infinite TTL for GT and LT.
+    let skip = (nx && current != 0)
+        || (xx && current == 0)
+        || (gt && (current == 0 || deadline <= current as i64))
+        || (lt && current != 0 && deadline >= current as i64);
+    if skip {
+        integer(out, 0);
+        return Ok(());
+    }
+    if deadline <= now {
+        store.delete(&key)?;
+    } else {
+        write(store, &key, &value, deadline as u64)?;
+    }
+    integer(out, 1);
+    Ok(())
+}
+
+/// `INCRBY key delta` and the others: one atomic `increment` when it can
+/// be (a delta of 0 or more on a missing key or a non-negative counter
+/// without expiry), else read, add, write (see the module's docs).
+fn increment(store: &mut dyn Store, key: &[u8], delta: i64) -> Result<i64, Failed> {
+    let key = store_key(key);
+    let mut atomic_error = None;
+    if delta >= 0 {
+        match store.increment(&key, delta as u64) {
+            Ok(n) if n <= i64::MAX as u64 => return Ok(n as i64),
+            Ok(n) => {
+                // Past i64: put the value back as it was (exact unless
+                // another connection incremented it meanwhile).
+                store.set(&key, (n - delta as u64).to_string().as_bytes())?;
+                return Err(Failed(OVERFLOW.into()));
+            }
+            Err(message) => atomic_error = Some(message),
+        }
+    }
+    let stored = store.get(&key)?;
+    let (deadline, old) = match &stored {
+        Some(stored) => {
+            let (deadline, value) = decode(stored);
+            if deadline != 0 && deadline <= store.now_ms() {
+                (0, None)
+            } else {
+                (deadline, Some(value))
+            }
+        }
+        None => (0, None),
+    };
+    let current = match old {
+        Some(value) => string2ll(value).ok_or_else(|| Failed(NOT_INTEGER.into()))?,
+        None => 0,
+    };
+    let new = current.checked_add(delta).ok_or_else(|| Failed(OVERFLOW.into()))?;
+    if let Some(message) = atomic_error {
+        // `increment` refuses only what it cannot read; a value it could
+        // read means the store failed otherwise (a quota, say).
+        let readable = stored.as_deref().is_none_or(|s| std::str::from_utf8(s).is_ok_and(|t| t.parse::<u64>().is_ok()));
+        if readable {
+            return Err(Failed(message));
+        }
+    }
+    write(store, &key, new.to_string().as_bytes(), deadline)?;
+    Ok(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct Memory {
+        dbs: HashMap<u32, HashMap<String, Vec<u8>>>,
+        db: u32,
+        now: u64,
+    }
+
+    impl Store for Memory {
+        fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.dbs.entry(self.db).or_default().get(key).cloned())
+        }
+        fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+            self.dbs.entry(self.db).or_default().insert(key.to_string(), value.to_vec());
+            Ok(())
+        }
+        fn delete(&mut self, key: &str) -> Result<(), String> {
+            self.dbs.entry(self.db).or_default().remove(key);
+            Ok(())
+        }
+        fn increment(&mut self, key: &str, delta: u64) -> Result<u64, String> {
+            let db = self.dbs.entry(self.db).or_default();
+            let current = match db.get(key) {
+                None => 0,
+                Some(v) => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .ok_or_else(|| "not a decimal unsigned 64-bit integer".to_string())?,
+            };
+            let new = current.checked_add(delta).ok_or_else(|| "overflows 64 bits".to_string())?;
+            db.insert(key.to_string(), new.to_string().into_bytes());
+            Ok(new)
+        }
+        fn select(&mut self, db: u32) -> Result<(), String> {
+            self.db = db;
+            Ok(())
+        }
+        fn now_ms(&mut self) -> u64 {
+            self.now
+        }
+    }
+
+    fn memory() -> Memory {
+        Memory { now: 1_700_000_000_000, ..Default::default() }
+    }
+
+    /// Feeds `input` in one piece, returns the replies.
+    fn talk(store: &mut Memory, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Session::new().feed(input, store, &mut out);
+        out
+    }
+
+    fn text(out: Vec<u8>) -> String {
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn string2ll_is_redis_strict() {
+        assert_eq!(string2ll(b"0"), Some(0));
+        assert_eq!(string2ll(b"-12"), Some(-12));
+        assert_eq!(string2ll(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(string2ll(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [&b""[..], b"-0", b"007", b"+1", b" 1", b"1 ", b"9223372036854775808", b"1a", b"-"] {
+            assert_eq!(string2ll(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn encoding_round_trips_and_keeps_counters_plain() {
+        for (value, deadline) in [(&b"42"[..], 0), (b"abc", 0), (b"", 0), (b"\0x", 0), (b"007", 0), (b"5", 99)] {
+            let stored = encode(value, deadline);
+            assert_eq!(decode(&stored), (deadline, value));
+        }
+        assert_eq!(&*encode(b"42", 0), b"42");
+        assert_eq!(&*encode(b"-3", 0), b"-3");
+        for not_plain in [&b"007"[..], b"+1", b"18446744073709551615"] {
+            assert_eq!(encode(not_plain, 0)[0], TAG, "{not_plain:?}");
+        }
+    }
+
+    #[test]
+    fn keys_map_to_store_keys_without_collisions() {
+        assert_eq!(store_key(b"user:1"), "user:1");
+        assert_eq!(store_key(b"\xff"), "\0ff");
+        assert_eq!(store_key(b"\0ff"), "\x00006666");
+    }
+
+    #[test]
+    fn strings_and_counters() {
+        let mut store = memory();
+        let out = talk(
+            &mut store,
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nv1\r\nGET k\r\nincr n\r\nincrby n 10\r\ndecrby n 20\r\nincr n\r\n\
+              append k xy\r\nstrlen k\r\nmset a 1 b 2\r\nmget a b c\r\nexists a b c a\r\ndel a c\r\nincr k\r\n",
+        );
+        assert_eq!(
+            text(out),
+            "+OK\r\n$2\r\nv1\r\n:1\r\n:11\r\n:-9\r\n:-8\r\n:4\r\n:4\r\n+OK\r\n*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n\
+             :3\r\n:1\r\n-ERR value is not an integer or out of range\r\n"
+        );
+    }
+
+    #[test]
+    fn increments_past_i64_are_refused_and_undone() {
+        let mut store = memory();
+        let out = talk(
+            &mut store,
+            b"set n 9223372036854775806\r\nincr n\r\nincr n\r\nget n\r\ndecrby n -9223372036854775808\r\n",
+        );
+        assert_eq!(
+            text(out),
+            "+OK\r\n:9223372036854775807\r\n-ERR increment or decrement would overflow\r\n\
+             $19\r\n9223372036854775807\r\n-ERR decrement would overflow\r\n"
+        );
+    }
+
+    #[test]
+    fn expiry_is_lazy_and_ttl_rounds() {
+        let mut store = memory();
+        assert_eq!(
+            text(talk(&mut store, b"set k v EX 10\r\nttl k\r\npttl k\r\nincr k\r\n")),
+            "+OK\r\n:10\r\n:10000\r\n-ERR value is not an integer or out of range\r\n"
+        );
+        store.now += 9_400;
+        assert_eq!(text(talk(&mut store, b"ttl k\r\nget k\r\n")), ":1\r\n$1\r\nv\r\n");
+        store.now += 600;
+        assert_eq!(text(talk(&mut store, b"get k\r\nttl k\r\nexists k\r\n")), "$-1\r\n:-2\r\n:0\r\n");
+        assert!(store.dbs[&0].is_empty(), "the expired key is deleted");
+        // INCR keeps the TTL; SET drops it; EXPIRE in the past deletes.
+        assert_eq!(
+            text(talk(
+                &mut store,
+                b"set c 5 px 5000\r\nincr c\r\npttl c\r\nset c 1\r\nttl c\r\nexpire c -1\r\nexists c\r\n"
+            )),
+            "+OK\r\n:6\r\n:5000\r\n+OK\r\n:-1\r\n:1\r\n:0\r\n"
+        );
+    }
+
+    #[test]
+    fn set_options() {
+        let mut store = memory();
+        let out = talk(
+            &mut store,
+            b"set k v NX\r\nset k w NX\r\nset k w XX GET\r\nset q v XX\r\nset k v EX 10 PX 10\r\nset k v EX abc\r\n\
+              set k v EX 0\r\nset k v NX XX\r\nset k v foo\r\nsetnx k z\r\nsetnx z z\r\ngetset k n\r\nset k v KEEPTTL GET\r\n",
+        );
+        assert_eq!(
+            text(out),
+            "+OK\r\n$-1\r\n$1\r\nv\r\n$-1\r\n-ERR syntax error\r\n-ERR value is not an integer or out of range\r\n\
+             -ERR invalid expire time in 'set' command\r\n-ERR syntax error\r\n-ERR syntax error\r\n:0\r\n:1\r\n\
+             $1\r\nw\r\n$1\r\nn\r\n"
+        );
+    }
+
+    #[test]
+    fn errors_are_redis_errors() {
+        let mut store = memory();
+        let out = talk(&mut store, b"foo a b\r\nget\r\nGET a b\r\nping a b\r\nselect 1\r\nselect 16\r\n");
+        assert_eq!(
+            text(out),
+            "-ERR unknown command 'foo', with args beginning with: 'a' 'b' \r\n\
+             -ERR wrong number of arguments for 'get' command\r\n-ERR wrong number of arguments for 'get' command\r\n\
+             -ERR wrong number of arguments for 'ping' command\r\n+OK\r\n-ERR DB index is out of range\r\n"
+        );
+        let long = format!("foo {}\r\n", "x ".repeat(100));
+        let reply = text(talk(&mut store, long.as_bytes()));
+        assert!(reply.starts_with("-ERR unknown command 'foo', with args beginning with: 'x' 'x' "), "{reply}");
+    }
+
+    #[test]
+    fn inline_quotes_like_redis() {
+        assert_eq!(split_args(br#"set "a b" "x\x41y\n" 'it\'s'"#).unwrap(), [&b"set"[..], b"a b", b"xAy\n", b"it's"]);
+        assert_eq!(split_args(b"  ").unwrap(), Vec::<Vec<u8>>::new());
+        assert!(split_args(b"echo \"open").is_none());
+        assert!(split_args(b"echo \"a\"b").is_none());
+    }
+
+    #[test]
+    fn protocol_errors_close_after_the_earlier_replies() {
+        let mut store = memory();
+        for (input, reply) in [
+            (&b"PING\r\n*2\r\n$3\r\nGET\r\n$-5\r\n"[..], "+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"),
+            (b"*2\r\n$3\r\nGET\r\n$99999999999\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
+            (b"*abc\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
+            (b"*99999999\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
+            (b"*2\r\n+3\r\n", "-ERR Protocol error: expected '$', got '+'\r\n"),
+            (b"echo \"x\r\nPING\r\n", "-ERR Protocol error: unbalanced quotes in request\r\n"),
+        ] {
+            let mut out = Vec::new();
+            assert_eq!(Session::new().feed(input, &mut store, &mut out), After::Close);
+            assert_eq!(text(out), reply);
+        }
+    }
+
+    #[test]
+    fn requests_split_anywhere_and_pipelined() {
+        let mut store = memory();
+        let input = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n\r\n*0\r\n*1\r\n$4\r\nPING\r\n";
+        let expected = "+OK\r\n$5\r\nhello\r\n+PONG\r\n+PONG\r\n";
+        for step in [1, 2, 3, 7, input.len()] {
+            let mut session = Session::new();
+            let mut out = Vec::new();
+            for chunk in input.chunks(step) {
+                assert_eq!(session.feed(chunk, &mut store, &mut out), After::Continue);
+            }
+            assert_eq!(text(out), expected, "chunks of {step}");
+        }
+    }
+
+    #[test]
+    fn binary_values_of_a_mebibyte() {
+        let mut store = memory();
+        let value: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 256) as u8).collect();
+        let mut request = b"*3\r\n$3\r\nSET\r\n$4\r\nb\xffin\r\n".to_vec();
+        request.extend_from_slice(format!("${}\r\n", value.len()).as_bytes());
+        request.extend_from_slice(&value);
+        request.extend_from_slice(b"\r\n*2\r\n$3\r\nGET\r\n$4\r\nb\xffin\r\n");
+        let mut session = Session::new();
+        let mut out = Vec::new();
+        for chunk in request.chunks(65536) {
+            session.feed(chunk, &mut store, &mut out);
+        }
+        let mut expected = format!("+OK\r\n${}\r\n", value.len()).into_bytes();
+        expected.extend_from_slice(&value);
+        expected.extend_from_slice(b"\r\n");
+        assert!(out == expected);
+    }
+
+    #[test]
+    fn hello_switches_to_resp3() {
+        let mut store = memory();
+        let mut session = Session::new();
+        let mut out = Vec::new();
+        session.feed(b"HELLO 4\r\nHELLO x\r\nHELLO 2 foo\r\nHELLO 3 SETNAME me\r\n", &mut store, &mut out);
+        let reply = text(std::mem::take(&mut out));
+        assert!(
+            reply.starts_with(
+                "-NOPROTO unsupported protocol version\r\n-ERR Protocol version is not an integer or out of range\r\n\
+                 -ERR Syntax error in HELLO option 'foo'\r\n%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"
+            ),
+            "{reply}"
+        );
+        session.feed(b"GET nope\r\nMGET nope\r\nCONFIG GET save\r\nHELLO 2\r\nGET nope\r\n", &mut store, &mut out);
+        let reply = text(out);
+        assert!(reply.starts_with("_\r\n*1\r\n_\r\n%1\r\n$4\r\nsave\r\n$0\r\n\r\n*14\r\n"), "{reply}");
+        assert!(reply.ends_with("$-1\r\n"), "{reply}");
+    }
+
+    #[test]
+    fn startup_commands_of_clients() {
+        let mut store = memory();
+        let out = talk(&mut store, b"CONFIG GET save\r\nCONFIG GET appendonly\r\nCOMMAND DOCS\r\nCLIENT SETINFO lib-name x\r\nquit\r\nping\r\n");
+        assert_eq!(
+            text(out),
+            "*2\r\n$4\r\nsave\r\n$0\r\n\r\n*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n*0\r\n+OK\r\n+OK\r\n"
+        );
+    }
+}

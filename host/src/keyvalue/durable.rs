@@ -1,0 +1,239 @@
+//! `--kv PATH`: the store in a redb database file, which survives a
+//! restart. Each bucket is a table (`bucket:NAME`), created by its first
+//! write; a bucket never written reads as empty. Every write is its own
+//! transaction with redb's default durability: committed, and synced to
+//! disk, when `set`, `delete` or `increment` returns. An `increment` reads
+//! and writes in one write transaction, and redb runs one write
+//! transaction at a time, so it is exact under any concurrency.
+//!
+//! redb blocks the calling thread (a commit waits for its fsync), so these
+//! calls are made on tokio's blocking pool (`super::blocking`), never on a
+//! worker that serves connections.
+
+use super::{incremented, page, KeyResponse, MAX_BUCKETS};
+use anyhow::{bail, Context, Result};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The prefix of a bucket's table name, so any bucket name (`""` too) makes
+/// a valid table name of its own.
+const TABLE_PREFIX: &str = "bucket:";
+
+pub struct Durable {
+    db: Database,
+    path: PathBuf,
+    /// Buckets known: those with a table when the file was opened, and
+    /// every name opened since. Bounded by `MAX_BUCKETS`.
+    buckets: Mutex<HashSet<String>>,
+}
+
+fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// A redb error as the message the guest gets.
+fn failed(what: &str, e: impl std::fmt::Display) -> String {
+    format!("the key-value store cannot {what}: {e}")
+}
+
+impl Durable {
+    /// Opens the database at `path`, creating the file if missing; the
+    /// directory must exist.
+    pub fn open(path: &Path) -> Result<Durable> {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            bail!("--kv {}: the directory {} does not exist", path.display(), dir.display());
+        }
+        let db =
+            Database::create(path).with_context(|| format!("--kv {}: cannot open the database", path.display()))?;
+        let tables: HashSet<String> = db
+            .begin_read()
+            .map_err(redb::Error::from)
+            .and_then(|tx| Ok(tx.list_tables()?.map(|t| t.name().to_string()).collect()))
+            .with_context(|| format!("--kv {}: cannot read the database", path.display()))?;
+        let buckets: HashSet<String> =
+            tables.iter().filter_map(|t| t.strip_prefix(TABLE_PREFIX)).map(str::to_string).collect();
+        tracing::info!("key-value store {} opened: {} bucket(s)", path.display(), buckets.len());
+        Ok(Durable { db, path: path.to_path_buf(), buckets: Mutex::new(buckets) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The table name of bucket `name`, unless that would make one bucket
+    /// more than `MAX_BUCKETS`. Nothing is written until the first write.
+    pub fn bucket(&self, name: &str) -> Result<std::sync::Arc<str>, String> {
+        let mut buckets = self.buckets.lock().unwrap();
+        if !buckets.contains(name) {
+            if buckets.len() >= MAX_BUCKETS {
+                return Err(format!("the store holds {MAX_BUCKETS} buckets, the most it may"));
+            }
+            buckets.insert(name.to_string());
+        }
+        Ok(format!("{TABLE_PREFIX}{name}").into())
+    }
+
+    /// Reads `key` from the table with `read`; a missing table is an empty
+    /// bucket.
+    fn read<T>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, redb::StorageError>,
+        missing: T,
+    ) -> Result<T, String> {
+        let tx = self.db.begin_read().map_err(|e| failed("read", e))?;
+        match tx.open_table(table(name)) {
+            Ok(t) => read(&t).map_err(|e| failed("read", e)),
+            Err(TableError::TableDoesNotExist(_)) => Ok(missing),
+            Err(e) => Err(failed("read", e)),
+        }
+    }
+
+    /// Runs `write` on the table in one write transaction and commits it.
+    fn write<T>(
+        &self,
+        name: &str,
+        write: impl FnOnce(&mut redb::Table<&'static str, &'static [u8]>) -> Result<Result<T, String>, redb::StorageError>,
+    ) -> Result<T, String> {
+        let tx = self.db.begin_write().map_err(|e| failed("write", e))?;
+        let outcome = {
+            let mut t = tx.open_table(table(name)).map_err(|e| failed("write", e))?;
+            write(&mut t).map_err(|e| failed("write", e))?
+        };
+        match outcome {
+            Ok(value) => {
+                tx.commit().map_err(|e| failed("commit", e))?;
+                Ok(value)
+            }
+            Err(why) => {
+                tx.abort().map_err(|e| failed("abort", e))?;
+                Err(why)
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.read(name, |t| Ok(t.get(key)?.map(|v| v.value().to_vec())), None)
+    }
+
+    pub fn exists(&self, name: &str, key: &str) -> Result<bool, String> {
+        self.read(name, |t| Ok(t.get(key)?.is_some()), false)
+    }
+
+    pub fn list_keys(&self, name: &str, cursor: Option<u64>) -> Result<KeyResponse, String> {
+        let empty = KeyResponse { keys: Vec::new(), cursor: None };
+        self.read(
+            name,
+            |t| {
+                // The table iterates in key order; the cursor is an offset.
+                // Keys are read as the page needs them, not all at once.
+                let mut failure = None;
+                let keys = t.iter()?.map_while(|entry| match entry {
+                    Ok((key, _)) => Some(key.value().to_string()),
+                    Err(e) => {
+                        failure = Some(e);
+                        None
+                    }
+                });
+                let response = page(keys, cursor);
+                failure.map_or(Ok(response), Err)
+            },
+            empty,
+        )
+    }
+
+    pub fn set(&self, name: &str, key: &str, value: &[u8]) -> Result<(), String> {
+        self.write(name, |t| {
+            t.insert(key, value)?;
+            Ok(Ok(()))
+        })
+    }
+
+    pub fn delete(&self, name: &str, key: &str) -> Result<(), String> {
+        self.write(name, |t| {
+            t.remove(key)?;
+            Ok(Ok(()))
+        })
+    }
+
+    pub fn increment(&self, name: &str, key: &str, delta: u64) -> Result<u64, String> {
+        self.write(name, |t| {
+            let next = incremented(t.get(key)?.as_ref().map(|v| v.value()), key, delta);
+            if let Ok(value) = next {
+                t.insert(key, value.to_string().as_bytes())?;
+            }
+            Ok(next)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("netplug-kv-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("store.redb")
+    }
+
+    #[test]
+    fn survives_reopening_and_keeps_buckets_apart() {
+        let path = temp_path("reopen");
+        {
+            let db = Durable::open(&path).unwrap();
+            let a = db.bucket("a").unwrap();
+            db.set(&a, "k", b"value").unwrap();
+            assert_eq!(db.increment(&a, "n", 2), Ok(2));
+            assert_eq!(db.get(&db.bucket("").unwrap(), "k"), Ok(None));
+        }
+        let db = Durable::open(&path).unwrap();
+        let a = db.bucket("a").unwrap();
+        assert_eq!(db.get(&a, "k"), Ok(Some(b"value".to_vec())));
+        assert_eq!(db.increment(&a, "n", 3), Ok(5));
+        assert_eq!(db.list_keys(&a, None).unwrap().keys, ["k", "n"]);
+        db.delete(&a, "k").unwrap();
+        assert_eq!(db.exists(&a, "k"), Ok(false));
+        assert!(db.increment(&a, "missing-table-ok", 1).is_ok());
+        db.set(&a, "text", b"x").unwrap();
+        assert!(db.increment(&a, "text", 1).unwrap_err().contains("not a decimal"));
+        assert_eq!(db.get(&a, "text"), Ok(Some(b"x".to_vec())));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn increments_are_exact_under_threads() {
+        let path = temp_path("threads");
+        let db = Arc::new(Durable::open(&path).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    let b = db.bucket("").unwrap();
+                    for _ in 0..25 {
+                        db.increment(&b, "hits", 1).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(db.get(&db.bucket("").unwrap(), "hits"), Ok(Some(b"100".to_vec())));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_missing_directory_is_named() {
+        let err = Durable::open(Path::new("/nonexistent-netplug/dir/store.redb")).err().unwrap().to_string();
+        assert!(err.contains("/nonexistent-netplug/dir") && err.contains("does not exist"), "{err}");
+    }
+}

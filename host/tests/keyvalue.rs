@@ -1,0 +1,150 @@
+//! Shared state through `wasi:keyvalue`, with the kv-counter test guest (a
+//! line protocol over the store): increments are exact across concurrent
+//! connections; `--kv PATH` survives a restart; a guest importing the
+//! interfaces is refused without `--kv`; size and operation limits give the
+//! guest an error and the host goes on; buckets are separate namespaces.
+
+mod support;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use support::*;
+
+const GUEST: &str = "kv_counter";
+
+/// One connection: sends `lines`, closes its write side, returns the reply
+/// lines (one per command).
+fn session(addr: SocketAddr, lines: &[&str]) -> Vec<String> {
+    let mut stream = connect(addr);
+    let mut text = lines.join("\n");
+    text.push('\n');
+    stream.write_all(text.as_bytes()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let reply = String::from_utf8(read_to_end(&mut stream)).unwrap();
+    reply.lines().map(str::to_string).collect()
+}
+
+/// A fresh directory for a test's database, under cargo's scratch space.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("netplug-kv-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn concurrent_increments_are_exact() {
+    let host = Host::serve(GUEST, &["--kv", "memory"]);
+    let addr = host.addr;
+    let threads: Vec<_> = (0..32).map(|_| std::thread::spawn(move || session(addr, &["INCR hits 100"]))).collect();
+    let mut last = Vec::new();
+    for thread in threads {
+        let reply = thread.join().unwrap();
+        assert_eq!(reply.len(), 1, "{reply:?}");
+        last.push(reply[0].parse::<u64>().unwrap_or_else(|_| panic!("not a number: {reply:?}")));
+    }
+    // Every connection's last increment saw at least its own 100, and one
+    // of them saw the final count.
+    assert!(last.iter().all(|&v| (100..=3200).contains(&v)), "{last:?}");
+    assert_eq!(last.iter().max(), Some(&3200));
+    assert_eq!(session(addr, &["GET hits"]), ["3200"]);
+}
+
+#[test]
+fn a_database_file_survives_a_restart() {
+    let dir = scratch_dir("restart");
+    let path = dir.join("store.redb");
+    let path = path.to_str().unwrap();
+    let host = Host::serve(GUEST, &["--kv", path]);
+    let reply = session(host.addr, &["SET greeting hello there", "INCR visits 5", "BUCKET other", "SET k v"]);
+    assert_eq!(reply, ["OK", "5", "OK", "OK"]);
+    assert!(host.terminate().success());
+
+    let host = Host::serve(GUEST, &["--kv", path]);
+    let reply = session(host.addr, &["GET greeting", "INCR visits 1", "GET k", "BUCKET other", "GET k"]);
+    assert_eq!(reply, ["hello there", "6", "(nil)", "OK", "v"]);
+    drop(host);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_guest_importing_keyvalue_is_refused_without_kv() {
+    let guest = guest(GUEST);
+    let guest = guest.to_str().unwrap();
+    let out = run_host(&["run", guest, "--port", "0"]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "nothing bound: {:?}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("`wasi:keyvalue/store@0.2.0-draft`") && err.contains("--kv"), "{err}");
+
+    let out = run_host(&["inspect", guest]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.trim().starts_with("wasi:keyvalue/atomics@") && l.contains("needs --kv")), "{text}");
+    assert!(text.contains("verdict: the host would run this guest with --kv"), "{text}");
+}
+
+#[test]
+fn a_database_in_a_missing_directory_is_refused_in_one_line() {
+    let out = run_host(&["run", guest(GUEST).to_str().unwrap(), "--port", "0", "--kv", "/nonexistent-netplug/kv.redb"]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "nothing bound");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("/nonexistent-netplug") && err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn limits_give_the_guest_an_error_and_the_host_goes_on() {
+    let args = ["--kv", "memory", "--kv-max-key-size", "8", "--kv-max-value-size", "16", "--kv-max-ops", "6"];
+    let host = Host::serve(GUEST, &args);
+    // Operations: open, then one per command; the failed ones count too.
+    let reply = session(
+        host.addr,
+        &["SET key-too-long v", "SET k 0123456789abcdefX", "SET k 0123456789abcdef", "GET k", "GET k", "GET k"],
+    );
+    assert_eq!(reply.len(), 6, "{reply:?}");
+    assert!(reply[0].starts_with("ERR key of 12 bytes") && reply[0].contains("--kv-max-key-size"), "{reply:?}");
+    assert!(reply[1].starts_with("ERR value of 17 bytes") && reply[1].contains("--kv-max-value-size"), "{reply:?}");
+    assert_eq!(reply[2..5], ["OK", "0123456789abcdef", "0123456789abcdef"]);
+    assert!(reply[5].starts_with("ERR operation limit") && reply[5].contains("--kv-max-ops"), "{reply:?}");
+    host.wait_for_log("the operation limit warning", |l| l.contains("--kv-max-ops"));
+    // The next connection has a quota of its own and sees the value.
+    assert_eq!(session(host.addr, &["GET k"]), ["0123456789abcdef"]);
+}
+
+#[test]
+fn increment_refuses_overflow_and_text() {
+    let host = Host::serve(GUEST, &["--kv", "memory"]);
+    let max = format!("SET big {}", u64::MAX);
+    let reply = session(host.addr, &[&max, "INCRBY big 1", "GET big", "SET word hi", "INCRBY word 1", "INCRBY new 7"]);
+    assert_eq!(reply.len(), 6, "{reply:?}");
+    assert!(reply[1].starts_with("ERR") && reply[1].contains("overflows"), "{reply:?}");
+    assert_eq!(reply[2], u64::MAX.to_string());
+    assert!(reply[4].starts_with("ERR") && reply[4].contains("not a decimal"), "{reply:?}");
+    assert_eq!(reply[5], "7");
+}
+
+#[test]
+fn buckets_are_separate_namespaces() {
+    let host = Host::serve(GUEST, &["--kv", "memory"]);
+    let reply = session(host.addr, &["SET k one", "BUCKET other", "GET k", "SET k two", "KEYS", "BUCKET", "GET k"]);
+    assert_eq!(reply, ["OK", "OK", "(nil)", "OK", "k", "OK", "one"]);
+    // Another connection sees both, each in its bucket.
+    assert_eq!(
+        session(host.addr, &["GET k", "BUCKET other", "GET k", "DEL k", "EXISTS k"]),
+        ["one", "OK", "two", "OK", "0"]
+    );
+    assert_eq!(session(host.addr, &["EXISTS k"]), ["1"]);
+}
+
+#[test]
+fn a_reused_instance_gets_a_fresh_operation_quota() {
+    // Each connection opens its bucket and makes one GET: two operations.
+    let host = Host::serve(GUEST, &["--kv", "memory", "--kv-max-ops", "2", "--connections-per-instance", "100"]);
+    for _ in 0..5 {
+        assert_eq!(session(host.addr, &["GET k"]), ["(nil)"]);
+    }
+    assert!(session(host.addr, &["GET k", "GET k"])[1].starts_with("ERR operation limit"));
+}

@@ -1,0 +1,311 @@
+//! Native tests of protocol code: a [`Connection`] over memory.
+//!
+//! Protocol logic written over [`Connection<T>`](Connection) (or over
+//! `impl BufRead + Write`) runs unchanged on a [`MemoryConnection`] in a
+//! plain `cargo test` on the build machine. The guest workspace builds for
+//! `wasm32-wasip2` by default, so name the native target:
+//!
+//! ```sh
+//! cargo test --target x86_64-unknown-linux-gnu -p my-proto
+//! ```
+//!
+//! ```
+//! use netplug_guest::testing::MemoryConnection;
+//! use std::io::{BufRead, Write};
+//!
+//! // Each chunk is what one `recv` returns; then end of stream.
+//! let mut conn = MemoryConnection::with_input(["hello\nwor", "ld\n"]);
+//! let mut line = String::new();
+//! while { line.clear(); conn.read_line(&mut line).unwrap() > 0 } {
+//!     conn.write_all(line.to_uppercase().as_bytes()).unwrap();
+//! }
+//! assert_eq!(conn.transport().output(), b"HELLO\nWORLD\n");
+//! ```
+//!
+//! Only the host's imports are out of reach natively: a
+//! [`HostConnection`](crate::HostConnection) cannot be made, [`dial`](crate::dial)
+//! fails with `Unsupported`, log lines go nowhere, and
+//! [`config::get`](crate::config::get) reads what [`set_config`] set.
+
+use crate::{Connection, ErrorCode, Transport};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+
+/// A [`Connection`] over memory.
+pub type MemoryConnection = Connection<MemoryTransport>;
+
+impl MemoryConnection {
+    /// A connection whose peer sends `chunks` (each returned by one `recv`,
+    /// or several if asked for fewer bytes) and then closes its write side.
+    pub fn with_input<I, B>(chunks: I) -> Self
+    where
+        I: IntoIterator<Item = B>,
+        B: AsRef<[u8]>,
+    {
+        Connection::new(MemoryTransport::new(chunks))
+    }
+}
+
+/// A scripted peer: what `recv` returns, in order, and what was sent.
+#[derive(Debug)]
+pub struct MemoryTransport {
+    input: RefCell<VecDeque<Vec<u8>>>,
+    /// What `recv` fails with once the input is spent, instead of end of
+    /// stream.
+    end: Option<ErrorCode>,
+    output: RefCell<Vec<u8>>,
+    shut_down: Cell<bool>,
+    recvs: Cell<usize>,
+    peer: String,
+    local: String,
+}
+
+impl MemoryTransport {
+    /// A peer that sends `chunks`, then closes (empty chunks are skipped:
+    /// `recv` returns nothing only at end of stream).
+    pub fn new<I, B>(chunks: I) -> Self
+    where
+        I: IntoIterator<Item = B>,
+        B: AsRef<[u8]>,
+    {
+        MemoryTransport {
+            input: RefCell::new(chunks.into_iter().map(|c| c.as_ref().to_vec()).filter(|c| !c.is_empty()).collect()),
+            end: None,
+            output: RefCell::new(Vec::new()),
+            shut_down: Cell::new(false),
+            recvs: Cell::new(0),
+            peer: "192.0.2.1:40000".into(),
+            local: "127.0.0.1:12345".into(),
+        }
+    }
+
+    /// Once the input is spent, `recv` fails with `code` (as the host's
+    /// would on a reset or an idle timeout) instead of returning end of
+    /// stream.
+    pub fn then_fail(mut self, code: ErrorCode) -> Self {
+        self.end = Some(code);
+        self
+    }
+
+    /// The peer's address `peer_addr` returns (`192.0.2.1:40000` unless
+    /// set).
+    pub fn with_peer(mut self, address: &str) -> Self {
+        self.peer = address.into();
+        self
+    }
+
+    /// Everything sent so far.
+    pub fn output(&self) -> Vec<u8> {
+        self.output.borrow().clone()
+    }
+
+    /// Whether the write side was shut down.
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down.get()
+    }
+
+    /// How many `recv` calls were made (end of stream and failures
+    /// included).
+    pub fn recv_calls(&self) -> usize {
+        self.recvs.get()
+    }
+
+    /// How many input bytes were never received.
+    pub fn unread(&self) -> usize {
+        self.input.borrow().iter().map(Vec::len).sum()
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn send(&self, data: &[u8]) -> Result<(), ErrorCode> {
+        if self.shut_down.get() {
+            return Err(ErrorCode::Closed);
+        }
+        self.output.borrow_mut().extend_from_slice(data);
+        Ok(())
+    }
+
+    fn recv(&self, max: u32) -> Result<Vec<u8>, ErrorCode> {
+        self.recvs.set(self.recvs.get() + 1);
+        let max = (max as usize).clamp(1, 65536);
+        let mut input = self.input.borrow_mut();
+        let Some(front) = input.front_mut() else {
+            return match self.end {
+                Some(code) => Err(code),
+                None => Ok(Vec::new()),
+            };
+        };
+        if front.len() <= max {
+            return Ok(input.pop_front().unwrap_or_default());
+        }
+        let rest = front.split_off(max);
+        Ok(std::mem::replace(front, rest))
+    }
+
+    fn shutdown(&self) -> Result<(), ErrorCode> {
+        self.shut_down.set(true);
+        Ok(())
+    }
+
+    fn peer_address(&self) -> String {
+        self.peer.clone()
+    }
+
+    fn local_address(&self) -> String {
+        self.local.clone()
+    }
+}
+
+/// Sets a configuration value that [`config::get`](crate::config::get)
+/// returns in native tests on this thread (in a guest the operator's
+/// `--config` pairs are read instead).
+pub fn set_config(key: &str, value: Option<&str>) {
+    crate::config::native::set(key, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{self, BufRead, Read, Write};
+
+    #[test]
+    fn fill_buf_lends_each_recv_whole_and_recvs_only_when_consumed() {
+        let mut conn = MemoryConnection::with_input(["abc", "", "defg"]);
+        assert_eq!(conn.fill_buf().unwrap(), b"abc");
+        assert_eq!(conn.fill_buf().unwrap(), b"abc");
+        assert_eq!(conn.transport().recv_calls(), 1);
+        conn.consume(1);
+        assert_eq!(conn.fill_buf().unwrap(), b"bc");
+        conn.consume(2);
+        assert_eq!(conn.fill_buf().unwrap(), b"defg");
+        conn.consume(4);
+        assert_eq!(conn.fill_buf().unwrap(), b"");
+        assert_eq!(conn.transport().recv_calls(), 3);
+    }
+
+    #[test]
+    fn recv_size_bounds_each_recv() {
+        let mut conn = MemoryConnection::with_input([b"0123456789"]);
+        conn.set_recv_size(4);
+        let mut chunks = Vec::new();
+        loop {
+            let data = conn.fill_buf().unwrap().to_vec();
+            if data.is_empty() {
+                break;
+            }
+            conn.consume(data.len());
+            chunks.push(data);
+        }
+        assert_eq!(chunks, [&b"0123"[..], b"4567", b"89"]);
+    }
+
+    #[test]
+    fn read_line_write_all_and_read_to_end() {
+        let mut conn = MemoryConnection::with_input(["GET / HT", "TP/1.1\r\nHost: x\r\n", "\r\nbody"]);
+        let mut line = String::new();
+        conn.read_line(&mut line).unwrap();
+        assert_eq!(line, "GET / HTTP/1.1\r\n");
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"Host: x\r\n\r\nbody");
+        conn.write_all(b"one ").unwrap();
+        write!(conn, "{}", 2).unwrap();
+        conn.flush().unwrap();
+        assert_eq!(conn.transport().output(), b"one 2");
+    }
+
+    #[test]
+    fn read_copies_out_of_the_buffer_in_order() {
+        let mut conn = MemoryConnection::with_input(["hello", "world"]);
+        let mut buf = [0u8; 3];
+        assert_eq!(conn.read(&mut buf).unwrap(), 3);
+        assert_eq!(&buf, b"hel");
+        assert_eq!(conn.read(&mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"lo");
+        assert_eq!(conn.read(&mut []).unwrap(), 0);
+        let mut buf = [0u8; 16];
+        assert_eq!(conn.read(&mut buf).unwrap(), 5);
+        assert_eq!(conn.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn raw_recv_returns_buffered_bytes_first() {
+        let mut conn = MemoryConnection::with_input(["abcdef", "gh"]);
+        assert_eq!(conn.fill_buf().unwrap(), b"abcdef");
+        conn.consume(2);
+        assert_eq!(conn.recv(3).unwrap(), b"cde");
+        assert_eq!(conn.recv(100).unwrap(), b"f");
+        assert_eq!(conn.recv(100).unwrap(), b"gh");
+        assert_eq!(conn.recv(100).unwrap(), b"");
+        // An unconsumed buffer is handed over whole.
+        let mut conn = MemoryConnection::with_input(["xyz"]);
+        conn.fill_buf().unwrap();
+        assert_eq!(conn.recv(3).unwrap(), b"xyz");
+        assert_eq!(conn.fill_buf().unwrap(), b"");
+    }
+
+    #[test]
+    fn halves_send_the_lent_slice_then_consumes_it() {
+        let mut conn = MemoryConnection::with_input(["ping", "pong"]);
+        let (mut rx, mut tx) = conn.halves();
+        loop {
+            let data = rx.fill_buf().unwrap();
+            if data.is_empty() {
+                break;
+            }
+            tx.write_all(data).unwrap();
+            let n = data.len();
+            rx.consume(n);
+        }
+        tx.shutdown().unwrap();
+        assert_eq!(conn.transport().output(), b"pingpong");
+        assert!(conn.transport().is_shut_down());
+        // Sending after shutdown fails as the host's does.
+        let err = conn.write_all(b"late").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(crate::error_code(&err), Some(ErrorCode::Closed));
+    }
+
+    #[test]
+    fn io_copy_between_halves() {
+        let mut conn = MemoryConnection::with_input(["one ", "two"]);
+        let (mut rx, mut tx) = conn.halves();
+        assert_eq!(io::copy(&mut rx, &mut tx).unwrap(), 7);
+        assert_eq!(conn.transport().output(), b"one two");
+        // And through a BufReader, as any Read.
+        let mut conn = MemoryConnection::with_input(["a\nb", "\n"]);
+        let lines: Vec<String> = io::BufReader::new(&mut conn).lines().map(Result::unwrap).collect();
+        assert_eq!(lines, ["a", "b"]);
+    }
+
+    #[test]
+    fn failures_after_the_input_are_io_errors() {
+        let transport = MemoryTransport::new(["a"]).then_fail(ErrorCode::TimedOut);
+        let mut conn = Connection::new(transport);
+        let mut all = Vec::new();
+        let err = conn.read_to_end(&mut all).unwrap_err();
+        assert_eq!(all, b"a");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let mut conn = Connection::new(MemoryTransport::new([""; 0]).then_fail(ErrorCode::Closed));
+        assert_eq!(conn.fill_buf().unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn addresses_and_config() {
+        let conn = Connection::new(MemoryTransport::new([""; 0]).with_peer("[::1]:9"));
+        assert_eq!(conn.peer_addr(), "[::1]:9");
+        assert_eq!(conn.local_addr(), "127.0.0.1:12345");
+        assert!(conn.peer_addr().parse::<std::net::SocketAddr>().is_ok());
+        assert_eq!(crate::config::get("greeting"), None);
+        set_config("greeting", Some("HOWDY"));
+        assert_eq!(crate::config::get("greeting").as_deref(), Some("HOWDY"));
+        assert_eq!(crate::config::get_all(), [("greeting".to_string(), "HOWDY".to_string())]);
+        set_config("greeting", None);
+        assert_eq!(crate::config::get("greeting"), None);
+    }
+
+    #[test]
+    fn dial_is_unsupported_natively() {
+        assert_eq!(crate::dial("127.0.0.1:1").unwrap_err().kind(), io::ErrorKind::Unsupported);
+    }
+}
