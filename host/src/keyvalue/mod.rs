@@ -16,8 +16,8 @@
 mod durable;
 mod memory;
 
-use crate::cli::KvArgs;
 use crate::budget::CpuClock;
+use crate::cli::KvArgs;
 use crate::store::{ConnSpan, GuestState};
 use anyhow::{Context, Result};
 use std::fmt;
