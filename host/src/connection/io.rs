@@ -154,6 +154,62 @@ impl GuestState {
         Ok(Err(outcome))
     }
 
+    /// How many bytes a `recv` or `try-recv` of `max` may read, or why it
+    /// must not read: a bad `max`, a broken connection, the in quota spent.
+    fn recv_allowance(&self, conn: &Resource<Connection>, max: u32) -> wasmtime::Result<Result<usize, ErrorCode>> {
+        if max == 0 {
+            return Ok(Err(ErrorCode::InvalidArgument));
+        }
+        let c = self.table.get(conn)?;
+        if let Some(code) = c.broken {
+            return Ok(Err(code));
+        }
+        let mut want = max.min(crate::limits::MAX_RECV) as u64;
+        if let Some(quota) = self.policy.limits.max_bytes_in {
+            let left = quota.saturating_sub(c.bytes_in);
+            if left == 0 {
+                tracing::warn!(parent: self.span.get(), "byte quota: --max-bytes-in {quota} received, refusing recv");
+                return Ok(Err(ErrorCode::QuotaExceeded));
+            }
+            want = want.min(left);
+        }
+        Ok(Ok(want as usize))
+    }
+
+    /// `connection.try-recv` up to its first bytes: `recv_head` without the
+    /// wait, `None` when nothing is queued. A read that finds the socket
+    /// empty clears tokio's readiness, so the guest's next `wait` blocks
+    /// instead of reporting the connection readable again.
+    pub(crate) fn try_recv_head(
+        &mut self,
+        conn: &Resource<Connection>,
+        max: u32,
+    ) -> wasmtime::Result<Result<Option<Received>, ErrorCode>> {
+        let want = match self.recv_allowance(conn, max)? {
+            Ok(want) => want,
+            Err(code) => return Ok(Err(code)),
+        };
+        let c = self.table.get_mut(conn)?;
+        // The read is I/O, not guest computing: not charged, as in `recv`
+        // (the rest of a bulk read is bracketed in `lower.rs`).
+        let started = self.clock.begin_wait();
+        let read = try_read_head(&c.stream, want);
+        self.clock.end_wait(started);
+        match read {
+            Ok(received) => {
+                c.bytes_in += received.head.len() as u64;
+                c.answered = false;
+                Ok(Ok(Some(received)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Ok(None)),
+            Err(e) => {
+                let code = code_for(&e);
+                c.broken = Some(code);
+                Ok(Err(code))
+            }
+        }
+    }
+
     /// `connection.recv` up to its first bytes: the checks and quota, the
     /// bounded wait for data, the bookkeeping. What else the socket holds is
     /// read while the result is lowered (see `Received`).
@@ -162,25 +218,12 @@ impl GuestState {
         conn: &Resource<Connection>,
         max: u32,
     ) -> wasmtime::Result<Result<Received, ErrorCode>> {
-        if max == 0 {
-            return Ok(Err(ErrorCode::InvalidArgument));
-        }
+        let want = match self.recv_allowance(conn, max)? {
+            Ok(want) => want,
+            Err(code) => return Ok(Err(code)),
+        };
         let (budget, end) = self.wait_budget();
-        let max_in = self.policy.limits.max_bytes_in;
         let c = self.table.get(conn)?;
-        if let Some(code) = c.broken {
-            return Ok(Err(code));
-        }
-        let mut want = max.min(crate::limits::MAX_RECV) as u64;
-        if let Some(quota) = max_in {
-            let left = quota.saturating_sub(c.bytes_in);
-            if left == 0 {
-                tracing::warn!(parent: self.span.get(), "byte quota: --max-bytes-in {quota} received, refusing recv");
-                return Ok(Err(ErrorCode::QuotaExceeded));
-            }
-            want = want.min(left);
-        }
-        let want = want as usize;
         let at_boundary = c.answered && c.bytes_in > 0;
         let stream = c.stream.clone();
         let started = self.clock.begin_wait();
@@ -247,6 +290,48 @@ pub(super) async fn send_from_guest(
         state.table.get_mut(&conn)?.answered = true;
     }
     Ok(outcome)
+}
+
+/// `connection.try-send`: one write of what the socket takes now, straight
+/// from guest memory, never waiting. The refusals are `send`'s, the quota
+/// included (judged on the whole of `data`).
+pub(super) fn try_send_from_guest(
+    store: &mut StoreContextMut<'_, GuestState>,
+    conn: Resource<Connection>,
+    data: WasmList<u8>,
+) -> wasmtime::Result<Result<u32, ErrorCode>> {
+    let len = data.len();
+    if let Some(code) = store.data().send_refusal(&conn, len)? {
+        return Ok(Err(code));
+    }
+    if len == 0 {
+        return Ok(Ok(0));
+    }
+    // One write: what it leaves, the socket's buffer had no room for, and a
+    // second would only find it full. A write that finds it full clears
+    // tokio's readiness, so the guest's next `wait` blocks until there is
+    // room.
+    // The write is I/O, not guest computing: not charged, as in `send`. On
+    // loopback it is the dearest part of a small relay (the kernel delivers
+    // to the receiver within it), far dearer than the clock reads.
+    let started = store.data().clock.begin_wait();
+    let written = store.data().table.get(&conn)?.stream.try_write(data.as_le_slice(&*store));
+    store.data().clock.end_wait(started);
+    let c = store.data_mut().table.get_mut(&conn)?;
+    match written {
+        Ok(n) => {
+            c.bytes_out += n as u64;
+            c.answered = true;
+            // At most the 4 GiB a list's length can say.
+            Ok(Ok(n as u32))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Ok(0)),
+        Err(e) => {
+            let code = code_for(&e);
+            c.broken = Some(code);
+            Ok(Err(code))
+        }
+    }
 }
 
 /// Logs a wait that ran out; the guest sees `timed-out`.

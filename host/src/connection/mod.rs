@@ -6,12 +6,16 @@
 //! generated `Host` traits, because `send` and `recv` move bulk bytes
 //! between the socket and guest memory without a copy through a host buffer
 //! (`io.rs`, `lower.rs`), which the generated signatures cannot express.
+//! `wait` (`wait.rs`), with `try-recv` and `try-send`, lets one guest serve
+//! several connections at once.
 
 mod io;
 mod lower;
+mod wait;
 
 pub(crate) use io::{bounded, report_eviction, report_timeout, Waited};
 
+use crate::bindings::server::netplug::protocol::types::Readiness;
 use crate::bindings::ErrorCode;
 use crate::store::GuestState;
 use std::net::SocketAddr;
@@ -115,6 +119,26 @@ pub fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             c.write_closed = true;
             let result = socket2::SockRef::from(&*c.stream).shutdown(std::net::Shutdown::Write);
             Ok((result.map_err(|e| code_for(&e)),))
+        },
+    )?;
+    types.func_wrap(
+        "[method]connection.try-recv",
+        |mut store: StoreContextMut<'_, GuestState>, (conn, max): (Resource<Connection>, u32)| {
+            let rep = conn.rep();
+            let received = store.data_mut().try_recv_head(&conn, max)?;
+            Ok((received.map(|r| r.map(|received| lower::RecvIntoGuest::new(received, rep))),))
+        },
+    )?;
+    types.func_wrap(
+        "[method]connection.try-send",
+        |mut store: StoreContextMut<'_, GuestState>, (conn, data): (Resource<Connection>, WasmList<u8>)| {
+            Ok((io::try_send_from_guest(&mut store, conn, data)?,))
+        },
+    )?;
+    types.func_wrap_async(
+        "wait",
+        |mut store: StoreContextMut<'_, GuestState>, (watched,): (Vec<(Resource<Connection>, Readiness)>,)| {
+            Box::new(async move { wait::wait(&mut store, watched).await.map(|r| (r,)) })
         },
     )?;
     types.func_wrap(

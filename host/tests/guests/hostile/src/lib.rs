@@ -10,7 +10,7 @@ wit_bindgen::generate!({ path: "../../../../wit", world: "server" });
 use exports::netplug::protocol::handler::Guest;
 use netplug::protocol::dialer::connect;
 use netplug::protocol::log::{enabled, log, Level};
-use netplug::protocol::types::Connection;
+use netplug::protocol::types::{wait, Connection, Readiness};
 use std::cell::RefCell;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -99,10 +99,41 @@ impl Guest for Hostile {
                 };
                 conn.send(reply.as_bytes()).map_err(|e| e.name().to_string())?;
             }
+            "waitnothing" => {
+                let reply = match wait(&[(&conn, Readiness::empty())]) {
+                    Ok(_) => "waitnothing: ready\n".to_string(),
+                    Err(e) => format!("waitnothing: {}\n", e.name()),
+                };
+                conn.send(reply.as_bytes()).map_err(|e| e.name().to_string())?;
+            }
+            "tryflood" => try_flood(&conn),
             _ => log(Level::Info, &format!("received {} bytes: {}", data.len(), data.escape_ascii())),
         }
         Ok(())
     }
+}
+
+/// Sends without blocking until something fails: `try-send` while the
+/// connection takes bytes, `wait` for room when it does not. Logs what
+/// failed, and what a `try-send` after that failure returns.
+fn try_flood(conn: &Connection) {
+    let chunk = vec![0x55u8; 64 * 1024];
+    let failure = loop {
+        match conn.try_send(&chunk) {
+            Ok(0) => {
+                if let Err(e) = wait(&[(conn, Readiness::WRITABLE)]) {
+                    break format!("wait {}", e.name());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => break format!("try-send {}", e.name()),
+        }
+    };
+    let then = match conn.try_send(b"x") {
+        Ok(n) => format!("{n} bytes"),
+        Err(e) => e.name().to_string(),
+    };
+    log(Level::Info, &format!("tryflood: {failure}, then try-send {then}"));
 }
 
 /// Computes forever without calling the host.

@@ -1,0 +1,335 @@
+//! The `proxy` guest relays each connection to its configured upstream
+//! through `dialer`, both ways at once (`wait`, `try-recv`, `try-send`),
+//! passing half-closes on: in front of another host serving `echo`, in
+//! front of a real `redis-server`, and when the upstream is not allowed or
+//! refuses. The `hostile` test guest drives `wait` and `try-send` to their
+//! limits: a wait that asks nothing, the idle timeout, the out quota.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Bytes that are not periodic in any buffer size the hosts use, made in
+/// pieces: the writer and the checker each run their own copy.
+struct Pattern(u32);
+
+impl Pattern {
+    fn new() -> Self {
+        Pattern(0x9e37_79b9)
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        for byte in buf {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 17;
+            self.0 ^= self.0 << 5;
+            *byte = self.0 as u8;
+        }
+    }
+}
+
+/// A host serving the proxy guest in front of `upstream`, which it may dial.
+fn proxy_for(upstream: SocketAddr, extra: &[&str]) -> Host {
+    let config = format!("upstream={upstream}");
+    let allow = upstream.to_string();
+    let mut args = vec!["--config", &config, "--allow-connect", &allow];
+    args.extend_from_slice(extra);
+    Host::serve("proxy", &args)
+}
+
+/// A port on loopback that nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn sixty_four_mib_each_way_at_once_come_back_intact() {
+    const TOTAL: usize = 64 * 1024 * 1024;
+    const PIECE: usize = 1024 * 1024;
+    let echo = Host::serve("echo", &[]);
+    let proxy = proxy_for(echo.addr, &[]);
+    let mut stream = connect(proxy.addr);
+    let mut writer = stream.try_clone().unwrap();
+    // Writing and reading at once: the echo sends back while the client is
+    // still sending, so the proxy must move both directions together.
+    let sender = std::thread::spawn(move || {
+        let mut pattern = Pattern::new();
+        let mut piece = vec![0u8; PIECE];
+        for _ in 0..TOTAL / PIECE {
+            pattern.fill(&mut piece);
+            writer.write_all(&piece).unwrap();
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut expected = Pattern::new();
+    let mut want = vec![0u8; PIECE];
+    let mut got = vec![0u8; PIECE];
+    let mut received = 0;
+    while received < TOTAL {
+        let n = stream.read(&mut got).unwrap();
+        assert!(n > 0, "end of stream after {received} of {TOTAL} bytes");
+        expected.fill(&mut want[..n]);
+        assert!(got[..n] == want[..n], "bytes {received}..{} differ from those sent", received + n);
+        received += n;
+    }
+    // The client's half-close reached the echo through the proxy, and the
+    // echo's end came back: end of stream, nothing more.
+    assert_eq!(stream.read(&mut got).unwrap(), 0, "end of stream after the echoed bytes");
+    sender.join().unwrap();
+    let line = proxy.wait_for_log("the proxy's byte counts", |l| l.contains("bytes client to upstream"));
+    let each = format!("{TOTAL} bytes client to upstream, {TOTAL} bytes upstream to client");
+    assert!(line.contains(&each), "{line}");
+}
+
+#[test]
+fn client_half_close_gets_every_echoed_byte_then_end_of_stream() {
+    let echo = Host::serve("echo", &[]);
+    let proxy = proxy_for(echo.addr, &[]);
+    let mut stream = connect(proxy.addr);
+    let mut data = vec![0u8; 300_001];
+    Pattern::new().fill(&mut data);
+    // All written before anything is read back, then the write side shut:
+    // the proxy must still deliver the rest and then the end of stream.
+    stream.write_all(&data).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let got = read_to_end(&mut stream);
+    assert_eq!(got.len(), data.len(), "echoed length");
+    assert!(got == data, "echoed bytes differ from those sent");
+    proxy.wait_for_log("the proxy's byte counts", |l| {
+        l.contains("300001 bytes client to upstream, 300001 bytes upstream to client; both directions ended")
+    });
+}
+
+#[test]
+fn upstream_end_reaches_the_client() {
+    // The seed server sends first, reads once and closes: its end of stream
+    // must reach the client, which then closes its side.
+    let hello = Host::serve("hello", &[]);
+    let proxy = proxy_for(hello.addr, &[]);
+    let mut stream = connect(proxy.addr);
+    let mut greeting = [0u8; 11];
+    stream.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"HELLO,WORLD");
+    stream.write_all(b"this is client...").unwrap();
+    assert_eq!(read_to_end(&mut stream), b"", "end of stream after the upstream closed");
+    drop(stream);
+    hello.wait_for_log("the seed server's line", |l| l.contains("sent 17 bytes: this is client..."));
+    proxy.wait_for_log("the proxy's byte counts", |l| {
+        l.contains("17 bytes client to upstream, 11 bytes upstream to client; both directions ended")
+    });
+}
+
+#[test]
+fn a_relay_times_out_only_when_neither_side_moves() {
+    // Traffic every 400 ms keeps a relay under a 1 s idle timeout alive for
+    // over 2 s, and its waits are not charged as CPU (budget 100 ms); once
+    // both sides are silent for 1 s, it is closed.
+    let echo = Host::serve("echo", &[]);
+    let proxy = proxy_for(echo.addr, &["--idle-timeout", "1s", "--cpu-timeout", "100ms"]);
+    let mut stream = connect(proxy.addr);
+    for i in 0..6u8 {
+        stream.write_all(&[b'a' + i]).unwrap();
+        let mut back = [0u8; 1];
+        stream.read_exact(&mut back).unwrap();
+        assert_eq!(back[0], b'a' + i);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let quiet = Instant::now();
+    assert_eq!(read_to_end(&mut stream), b"", "closed after the idle timeout");
+    let waited = quiet.elapsed();
+    assert!(waited < Duration::from_secs(5), "closed {waited:?} after the last byte");
+    proxy.wait_for_log("the idle timeout", |l| {
+        l.contains("idle timeout (1s) waiting to recv or send on any of the connections it waits on")
+    });
+    assert_eq!(proxy.count_log("CPU time limit"), 0, "{:?}", proxy.log());
+}
+
+#[test]
+fn upstream_not_allowed_is_denied_and_the_client_closed() {
+    let echo = Host::serve("echo", &[]);
+    let upstream = format!("upstream={}", echo.addr);
+    // Another address is allowed, not the configured upstream.
+    let other = format!("127.0.0.1:{}", free_port());
+    let proxy = Host::serve("proxy", &["--config", &upstream, "--allow-connect", &other]);
+    let mut stream = connect(proxy.addr);
+    stream.write_all(b"hello?").unwrap();
+    assert_eq!(read_to_end(&mut stream), b"", "closed without a byte");
+    proxy.wait_for_log("the denied dial", |l| l.contains("denied"));
+    proxy.wait_for_log("the guest's error", |l| l.contains("cannot connect to upstream") && l.contains("denied"));
+}
+
+#[test]
+fn upstream_refusing_closes_the_client_promptly() {
+    let nothing = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let proxy = proxy_for(nothing, &[]);
+    let started = Instant::now();
+    let mut stream = connect(proxy.addr);
+    assert_eq!(read_to_end(&mut stream), b"", "closed without a byte");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    proxy.wait_for_log("the refused dial", |l| l.contains("cannot connect to upstream") && l.contains("refused"));
+}
+
+#[test]
+fn missing_upstream_configuration_names_the_key() {
+    let proxy = Host::serve("proxy", &[]);
+    let mut stream = connect(proxy.addr);
+    assert_eq!(read_to_end(&mut stream), b"", "closed without a byte");
+    proxy.wait_for_log("the missing key", |l| l.contains("missing configuration `upstream`"));
+}
+
+/// A `redis-server` on a free loopback port, without persistence, killed
+/// when dropped.
+struct Redis {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}): install it with `apt-get install redis-server redis-tools`, as .ci/run does")
+            });
+        let mut redis = Redis { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(redis.addr).is_err() {
+            if let Some(status) = redis.child.try_wait().unwrap() {
+                panic!("redis-server exited before listening: {status}");
+            }
+            assert!(Instant::now() < deadline, "redis-server not listening on {} within {PATIENCE:?}", redis.addr);
+            // Poll interval.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a redis client tool (redis-tools) to completion, bounded by
+/// `limit`; returns its stdout, failing the test on an error exit.
+fn redis_tool(tool: &str, args: &[&str], limit: Duration) -> String {
+    let mut child = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {tool} ({e}): install it with `apt-get install redis-server redis-tools`, as .ci/run does"
+            )
+        });
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{tool} {args:?} did not finish within {limit:?}: {}", String::from_utf8_lossy(&out.stdout));
+        }
+        // Poll interval.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{tool} {args:?}: {}, {stdout} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[test]
+fn redis_through_the_proxy() {
+    let redis = Redis::start();
+    let proxy = proxy_for(redis.addr, &["--log-level", "warn"]);
+    let port = proxy.addr.port().to_string();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["-h", "127.0.0.1", "-p", &port];
+        all.extend_from_slice(args);
+        redis_tool("redis-cli", &all, PATIENCE).trim().to_string()
+    };
+    assert_eq!(cli(&["SET", "k", "v"]), "OK");
+    assert_eq!(cli(&["GET", "k"]), "v");
+
+    let out = redis_tool(
+        "redis-benchmark",
+        &["-h", "127.0.0.1", "-p", &port, "-t", "ping,set,get", "-n", "2000", "-c", "16", "-q"],
+        Duration::from_secs(60),
+    );
+    // `-q` prints the progress lines with carriage returns and one final
+    // line per test.
+    for test in ["PING_INLINE", "PING_MBULK", "SET", "GET"] {
+        let done = format!("{test}: ");
+        let line = out.split(['\r', '\n']).rfind(|l| l.starts_with(&done));
+        let line = line.unwrap_or_else(|| panic!("no result for {test}: {out}"));
+        assert!(line.contains("requests per second"), "{test}: {line}");
+    }
+    let lower = out.to_lowercase();
+    assert!(!lower.contains("error"), "redis-benchmark reported errors: {out}");
+    // No relay ended in a failure (their lines are warnings), and the
+    // benchmark's keys really reached the server.
+    assert_eq!(proxy.count_log("failed"), 0, "{:?}", proxy.log());
+    assert_eq!(cli(&["GET", "k"]), "v");
+    assert_eq!(
+        redis_tool("redis-cli", &["-p", &redis.addr.port().to_string(), "EXISTS", "key:__rand_int__"], PATIENCE).trim(),
+        "1"
+    );
+}
+
+// The primitives the proxy is built on, driven by the `hostile` test guest.
+
+/// Starts a hostile exchange: reads the greeting and sends `trigger`.
+fn hostile_trigger(host: &Host, trigger: &[u8]) -> TcpStream {
+    let mut stream = connect(host.addr);
+    let mut greeting = [0u8; 11];
+    stream.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"HELLO,WORLD");
+    stream.write_all(trigger).unwrap();
+    stream
+}
+
+#[test]
+fn a_wait_that_asks_nothing_is_an_invalid_argument() {
+    let host = Host::serve("hostile", &[]);
+    let mut stream = hostile_trigger(&host, b"waitnothing");
+    assert_eq!(read_to_end(&mut stream), b"waitnothing: invalid-argument\n");
+}
+
+#[test]
+fn a_wait_for_room_times_out_and_the_connection_stays_failed() {
+    // The client never reads: the guest's `try-send`s fill the socket, its
+    // `wait` for room runs out after the idle timeout, not charged as CPU,
+    // and the next `try-send` fails at once with the same code.
+    let host = Host::serve("hostile", &["--idle-timeout", "1s", "--cpu-timeout", "500ms"]);
+    let _stream = hostile_trigger(&host, b"tryflood");
+    host.wait_for_log("the guest's outcome", |l| l.contains("tryflood: wait timed-out, then try-send timed-out"));
+    assert!(
+        host.count_log("idle timeout (1s) waiting to recv or send on any of the connections it waits on") == 1,
+        "{:?}",
+        host.log()
+    );
+    assert_eq!(host.count_log("CPU time limit"), 0, "{:?}", host.log());
+}
+
+#[test]
+fn try_send_keeps_to_the_bytes_out_quota() {
+    let host = Host::serve("hostile", &["--max-bytes-out", "1MiB"]);
+    let mut stream = hostile_trigger(&host, b"tryflood");
+    let got = read_to_end(&mut stream);
+    assert!(got.len() <= 1024 * 1024 + 1, "{} bytes sent past a quota of 1 MiB", got.len());
+    host.wait_for_log("the guest's outcome", |l| l.contains("tryflood: try-send quota-exceeded"));
+}
