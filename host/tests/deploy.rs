@@ -197,8 +197,11 @@ fn names_and_ports_agree_across_the_config_the_image_and_the_manifests() {
         .map(|p| p.parse().unwrap())
         .collect();
     assert_eq!(exposed, expected.values().copied().collect(), "EXPOSE");
-    let compiled = format!("for guest in {}; do", IMAGE_GUESTS.join(" "));
-    assert!(dockerfile.contains(&compiled), "deploy/Dockerfile compiles {IMAGE_GUESTS:?}: `{compiled}`");
+    // The image's guests are copied, then compiled beside their copies.
+    assert!(dockerfile.contains(&format!("for guest in {}; do", IMAGE_GUESTS.join(" "))), "deploy/Dockerfile copies {IMAGE_GUESTS:?}");
+    assert!(dockerfile.contains("for guest in hello echo http; do"), "deploy/Dockerfile compiles hello, echo, http");
+    assert!(dockerfile.contains("compile --grant wasi:keyvalue /out/guests/resp.wasm"), "deploy/Dockerfile compiles resp");
+    assert!(dockerfile.contains("COPY --from=build /out/guests/ /usr/local/lib/netplug/\n"));
     for (name, listener) in listeners {
         let guest = listener["guest"].as_str().unwrap();
         let stem = guest.strip_prefix(IMAGE_GUEST_DIR).and_then(|g| g.strip_suffix(".cwasm"));

@@ -423,7 +423,12 @@ pub fn compile_image_guests(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     for name in IMAGE_GUESTS {
         let cwasm = dir.join(format!("{name}.cwasm"));
-        let out = run_host(&["compile", guest(name).to_str().unwrap(), "-o", cwasm.to_str().unwrap()]);
+        // resp imports wasi:keyvalue, which its listener grants.
+        let grant: &[&str] = if name == "resp" { &["--grant", "wasi:keyvalue"] } else { &[] };
+        let guest = guest(name);
+        let mut args = vec!["compile", guest.to_str().unwrap(), "-o", cwasm.to_str().unwrap()];
+        args.extend_from_slice(grant);
+        let out = run_host(&args);
         assert!(out.status.success(), "host compile {name}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
