@@ -109,8 +109,11 @@ fn facts() -> &'static Facts {
             "reading the manifests with python3 and PyYAML failed (PyYAML comes with kubernetes-validate, \
              which .ci/run installs):\n{stderr}"
         );
-        let lines =
-            String::from_utf8(out.stdout).unwrap().lines().map(|l| l.split(' ').map(str::to_string).collect()).collect();
+        let lines = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.split(' ').map(str::to_string).collect())
+            .collect();
         Facts { lines, configmap_dir }
     })
 }
@@ -158,7 +161,8 @@ fn the_configmap_carries_deploy_netplug_toml_verbatim() {
 fn names_and_ports_agree_across_the_config_the_image_and_the_manifests() {
     let config = image_config_table();
     let listeners = config["listeners"].as_table().expect("[listeners.NAME] tables");
-    let ports: BTreeMap<&str, u16> = listeners.iter().map(|(name, l)| (name.as_str(), port_of(&l["address"]))).collect();
+    let ports: BTreeMap<&str, u16> =
+        listeners.iter().map(|(name, l)| (name.as_str(), port_of(&l["address"]))).collect();
     let admin_port = port_of(&config["admin"]["address"]);
     assert_eq!(admin_port, 9901, "the admin port's convention");
 
@@ -198,9 +202,15 @@ fn names_and_ports_agree_across_the_config_the_image_and_the_manifests() {
         .collect();
     assert_eq!(exposed, expected.values().copied().collect(), "EXPOSE");
     // The image's guests are copied, then compiled beside their copies.
-    assert!(dockerfile.contains(&format!("for guest in {}; do", IMAGE_GUESTS.join(" "))), "deploy/Dockerfile copies {IMAGE_GUESTS:?}");
+    assert!(
+        dockerfile.contains(&format!("for guest in {}; do", IMAGE_GUESTS.join(" "))),
+        "deploy/Dockerfile copies {IMAGE_GUESTS:?}"
+    );
     assert!(dockerfile.contains("for guest in hello echo http; do"), "deploy/Dockerfile compiles hello, echo, http");
-    assert!(dockerfile.contains("compile --grant wasi:keyvalue /out/guests/resp.wasm"), "deploy/Dockerfile compiles resp");
+    assert!(
+        dockerfile.contains("compile --grant wasi:keyvalue /out/guests/resp.wasm"),
+        "deploy/Dockerfile compiles resp"
+    );
     assert!(dockerfile.contains("COPY --from=build /out/guests/ /usr/local/lib/netplug/\n"));
     for (name, listener) in listeners {
         let guest = listener["guest"].as_str().unwrap();

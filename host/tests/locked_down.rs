@@ -84,11 +84,7 @@ fn read_only(path: &Path, mode: u32) {
 fn locked_down(program: &Path, home: &Path, cache_home: Option<&Path>) -> Command {
     let mut command = if running_as_root() {
         let mut setpriv = Command::new("setpriv");
-        setpriv
-            .arg(format!("--reuid={UID}"))
-            .arg(format!("--regid={UID}"))
-            .args(["--clear-groups", "--"])
-            .arg(program);
+        setpriv.arg(format!("--reuid={UID}")).arg(format!("--regid={UID}")).args(["--clear-groups", "--"]).arg(program);
         setpriv
     } else {
         Command::new(program)
