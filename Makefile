@@ -23,7 +23,9 @@ host:
 run: build
 	$(HOST) run $(GUESTS)/hello.wasm --port $(PORT)
 
-# Unit tests and end-to-end tests against the real binary, over loopback.
+# Unit tests and end-to-end tests against the real binary, over loopback;
+# among them the deployment files' checks (host/tests/deploy.rs, which runs
+# kubernetes-validate: .ci/run installs it).
 # Every test file runs even when an earlier one fails, so one run shows
 # every failure. First, natively (the guests' workspace builds for wasm by
 # default): the guest SDK's tests and the guests' protocol logic over its

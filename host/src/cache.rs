@@ -13,6 +13,9 @@
 //! directory and each entry it loads are owned by the user running the host
 //! and writable by no one else; otherwise it warns once and compiles in
 //! memory. A directory it cannot create (a read-only filesystem) is the same.
+//! The directory is created and checked when a `.wasm` is first compiled, not
+//! before: a host that serves only `.cwasm` files never touches it, so it
+//! runs without a writable home and without a warning.
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -21,6 +24,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
@@ -34,9 +38,12 @@ pub fn default_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("netplug"))
 }
 
-/// A cache directory that passed the ownership checks.
+/// The cache directory, created and checked at its first use.
 pub struct Cache {
     dir: PathBuf,
+    /// Whether the directory passed the ownership checks, settled (and a
+    /// failure reported) at the first load or store.
+    usable: OnceLock<bool>,
     /// Set once a problem was reported, so it is reported once.
     warned: AtomicBool,
 }
@@ -55,27 +62,35 @@ fn untrusted(meta: &Metadata) -> Option<String> {
 }
 
 impl Cache {
-    /// Opens (creating it with mode 0700 if needed) the cache directory, or
-    /// warns and returns `None` if it cannot be used safely.
-    pub fn open(dir: PathBuf) -> Option<Cache> {
-        let checked = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))
-            .and_then(|()| std::fs::symlink_metadata(&dir).with_context(|| format!("cannot read {}", dir.display())))
-            .and_then(|meta| match untrusted(&meta) {
-                _ if !meta.is_dir() => anyhow::bail!("{} is not a directory", dir.display()),
-                Some(why) => anyhow::bail!("{} is {why}", dir.display()),
-                None => Ok(()),
-            });
-        match checked {
-            Ok(()) => Some(Cache { dir, warned: AtomicBool::new(false) }),
-            Err(e) => {
-                tracing::warn!("compiled-guest cache not used, compiling in memory: {e:#}");
-                None
+    /// The cache in `dir`. Nothing is read or created yet.
+    pub fn new(dir: PathBuf) -> Cache {
+        Cache { dir, usable: OnceLock::new(), warned: AtomicBool::new(false) }
+    }
+
+    /// Creates the directory (mode 0700) if needed and checks it, the first
+    /// time only; warns if it cannot be used safely.
+    fn usable(&self) -> bool {
+        *self.usable.get_or_init(|| {
+            let dir = &self.dir;
+            let checked = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))
+                .and_then(|()| std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display())))
+                .and_then(|meta| match untrusted(&meta) {
+                    _ if !meta.is_dir() => anyhow::bail!("{} is not a directory", dir.display()),
+                    Some(why) => anyhow::bail!("{} is {why}", dir.display()),
+                    None => Ok(()),
+                });
+            match checked {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!("compiled-guest cache not used, compiling in memory: {e:#}");
+                    false
+                }
             }
-        }
+        })
     }
 
     fn warn_once(&self, message: std::fmt::Arguments<'_>) {
@@ -98,6 +113,9 @@ impl Cache {
 
     /// Returns the cached compilation of `wasm`, if there is a usable one.
     pub fn load(&self, engine: &Engine, wasm: &[u8]) -> Option<Component> {
+        if !self.usable() {
+            return None;
+        }
         let path = self.entry_path(engine, wasm);
         let meta = std::fs::symlink_metadata(&path).ok()?;
         if let Some(why) = untrusted(&meta).or_else(|| (!meta.is_file()).then(|| "not a file".to_string())) {
@@ -124,6 +142,9 @@ impl Cache {
     /// file and renamed, so a concurrent reader never sees half a file. A
     /// cache that cannot be written only costs the next start its time.
     pub fn store(&self, engine: &Engine, wasm: &[u8], component: &Component) {
+        if !self.usable() {
+            return;
+        }
         if let Err(e) = self.try_store(engine, wasm, component) {
             self.warn_once(format_args!("{e:#}"));
         }
@@ -167,7 +188,9 @@ mod tests {
     #[test]
     fn a_new_directory_is_private() {
         let dir = temp_dir("new");
-        let cache = Cache::open(dir.join("nested")).expect("usable");
+        let cache = Cache::new(dir.join("nested"));
+        assert!(!cache.dir().exists(), "not created before its first use");
+        assert!(cache.usable());
         let mode = std::fs::metadata(cache.dir()).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o700);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -178,16 +201,16 @@ mod tests {
         let dir = temp_dir("shared");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(Cache::open(dir.clone()).is_none());
+        assert!(!Cache::new(dir.clone()).usable());
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert!(Cache::open(dir.clone()).is_some(), "0755 is not writable by others");
+        assert!(Cache::new(dir.clone()).usable(), "0755 is not writable by others");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn an_entry_others_can_write_is_not_loaded() {
         let dir = temp_dir("entry");
-        let cache = Cache::open(dir.clone()).unwrap();
+        let cache = Cache::new(dir.clone());
         let engine = crate::engine::for_inspection().unwrap();
         // The smallest component: compiles in microseconds.
         let wasm = b"\0asm\x0d\0\x01\0";

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 pub fn run(config: RunConfig) -> Result<()> {
     let engine = engine::build(pool::slots_needed(&config.limits), config.limits.max_memory)?;
-    let cache = config.cache_dir.clone().and_then(Cache::open).map(Arc::new);
+    let cache = config.cache_dir.clone().map(|dir| Arc::new(Cache::new(dir)));
     let Admitted { bytes, component, world } = guest::admit(&engine, &config.guest, cache.as_deref(), &config.grants)?;
     let guest_name = guest::display_name(&config.guest);
     match world {

@@ -127,7 +127,7 @@ impl Shared {
     fn new(instances: u32, cmd: &ServeCommand) -> Result<Shared> {
         let engine = engine::build(instances, POOL_MAX_MEMORY)?;
         let linker = linker::build(&engine)?;
-        let cache = if cmd.no_cache { None } else { crate::cache::default_dir().and_then(Cache::open).map(Arc::new) };
+        let cache = if cmd.no_cache { None } else { crate::cache::default_dir().map(|dir| Arc::new(Cache::new(dir))) };
         let slots = Arc::new(SlotBudget { capacity: instances, reserved: Mutex::new(0) });
         Ok(Shared { engine, linker, cache, verbose: cmd.log.verbose, slots })
     }

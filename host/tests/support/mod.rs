@@ -406,3 +406,54 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// The guests the container image serves: deploy/Dockerfile compiles each
+/// into `IMAGE_GUEST_DIR`, where deploy/netplug.toml names them.
+pub const IMAGE_GUESTS: [&str; 4] = ["hello", "echo", "http", "resp"];
+pub const IMAGE_GUEST_DIR: &str = "/usr/local/lib/netplug/";
+
+/// deploy/netplug.toml, the image's configuration.
+pub fn image_config_path() -> PathBuf {
+    repo_root().join("deploy/netplug.toml")
+}
+
+/// `host compile` of each image guest into `dir`, as deploy/Dockerfile
+/// does it.
+pub fn compile_image_guests(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for name in IMAGE_GUESTS {
+        let cwasm = dir.join(format!("{name}.cwasm"));
+        // resp imports wasi:keyvalue, which its listener grants.
+        let grant: &[&str] = if name == "resp" { &["--grant", "wasi:keyvalue"] } else { &[] };
+        let guest = guest(name);
+        let mut args = vec!["compile", guest.to_str().unwrap(), "-o", cwasm.to_str().unwrap()];
+        args.extend_from_slice(grant);
+        let out = run_host(&args);
+        assert!(out.status.success(), "host compile {name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// deploy/netplug.toml for a test: its guests taken from `guest_dir`
+/// instead of the image's directory; with `loopback`, every address
+/// `127.0.0.1:0`; without `admin`, its `[admin]` table left out.
+pub fn image_config(guest_dir: &Path, loopback: bool, admin: bool) -> String {
+    let text = std::fs::read_to_string(image_config_path()).unwrap();
+    assert!(text.contains(IMAGE_GUEST_DIR), "deploy/netplug.toml takes its guests from {IMAGE_GUEST_DIR}");
+    let mut out = String::new();
+    let mut in_admin = false;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_admin = line.trim() == "[admin]";
+        }
+        if in_admin && !admin {
+            continue;
+        }
+        if loopback && line.starts_with("address = ") {
+            out.push_str("address = \"127.0.0.1:0\"\n");
+            continue;
+        }
+        out.push_str(&line.replace(IMAGE_GUEST_DIR, &format!("{}/", guest_dir.display())));
+        out.push('\n');
+    }
+    out
+}
