@@ -278,12 +278,14 @@ fn git_description() -> String {
     }
 }
 
-/// One note per server whose stderr was not empty (first line quoted);
-/// empty logs are removed.
+/// One note per server whose stderr (`TAG.stderr`) was not empty (first
+/// line quoted); empty logs are removed. The generated configuration files
+/// beside them are not logs.
 fn server_log_notes(dir: &Path) -> Vec<String> {
     let mut notes = Vec::new();
-    let mut entries: Vec<_> =
-        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "stderr")).collect())
+        .unwrap_or_default();
     entries.sort();
     for p in entries {
         let text = std::fs::read_to_string(&p).unwrap_or_default();

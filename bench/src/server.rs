@@ -142,6 +142,9 @@ impl Kind {
 
 pub struct Server {
     child: Child,
+    /// SIGTERM, or HAProxy's graceful stop (SIGUSR1: SIGTERM is its hard
+    /// stop, which exits with status 143).
+    stop_signal: libc::c_int,
     pub addr: SocketAddr,
     pub log: PathBuf,
 }
@@ -176,7 +179,8 @@ impl Server {
             let _ = tx.send(first);
             for _ in lines {}
         });
-        let mut server = Server { child, addr: "127.0.0.1:0".parse()?, log };
+        let stop_signal = if matches!(kind, Kind::Haproxy { .. }) { libc::SIGUSR1 } else { libc::SIGTERM };
+        let mut server = Server { child, stop_signal, addr: "127.0.0.1:0".parse()?, log };
         if kind.polled() {
             server.addr = SocketAddr::from(([127, 0, 0, 1], port));
             server.wait_accepting(kind, limit)?;
@@ -220,14 +224,14 @@ impl Server {
         lines[lines.len().saturating_sub(3)..].join(" | ")
     }
 
-    /// SIGTERM, then wait up to 15 s (the host drains in-flight connections
+    /// SIGTERM (HAProxy: SIGUSR1), then wait up to 15 s (the host drains in-flight connections
     /// for up to its 10 s shutdown timeout), then SIGKILL. Returns whether
     /// it exited cleanly by itself.
     pub fn stop(&mut self) -> Result<bool> {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status.success());
         }
-        terminate(&mut self.child, Duration::from_secs(15))
+        terminate_with(&mut self.child, Duration::from_secs(15), self.stop_signal)
     }
 }
 
@@ -240,9 +244,14 @@ impl Drop for Server {
 /// Sends SIGTERM and waits; SIGKILL after `grace`. Ok(true) if the process
 /// exited with status 0 on its own.
 pub fn terminate(child: &mut Child, grace: Duration) -> Result<bool> {
+    terminate_with(child, grace, libc::SIGTERM)
+}
+
+/// `terminate` with `signal` in place of SIGTERM.
+pub fn terminate_with(child: &mut Child, grace: Duration, signal: libc::c_int) -> Result<bool> {
     // SAFETY: kill(2) on our own child's pid; the child is not yet reaped
     // (try_wait returned None), so the pid cannot have been reused.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     let end = Instant::now() + grace;
     while Instant::now() < end {
         if let Some(status) = child.try_wait()? {
