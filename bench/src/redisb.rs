@@ -132,7 +132,10 @@ pub fn parse_csv(out: &str) -> Result<Report> {
     Ok(Report { test: row[test].clone(), rps: get(rps)?, p50_ms: get(p50)?, p99_ms: get(p99)? })
 }
 
-/// PING, SET, GET and INCR on one connection, each reply checked.
+/// PING, SET, GET and INCR on one connection, each reply checked; then
+/// the key redis-benchmark's GET reads (`key:__rand_int__`, literally so
+/// without `-r`) is set to what its SET writes (`xxx`, 3 bytes by default),
+/// so that GET measures hits on a fresh server, not misses.
 pub fn check_commands(addr: SocketAddr) -> Result<()> {
     let mut s = TcpStream::connect_timeout(&addr, OP_TIMEOUT).context("connect")?;
     s.set_nodelay(true)?;
@@ -147,9 +150,11 @@ pub fn check_commands(addr: SocketAddr) -> Result<()> {
     let second = command(&mut s, &["INCR", &counter])?;
     let int = |r: &str| r.strip_prefix(':').and_then(|v| v.trim_end().parse::<i64>().ok());
     match (int(&first), int(&second)) {
-        (Some(a), Some(b)) if b == a + 1 => Ok(()),
+        (Some(a), Some(b)) if b == a + 1 => {}
         _ => bail!("INCR twice answered {first:?} then {second:?}"),
     }
+    expect(&mut s, &["SET", "key:__rand_int__", "xxx"], "+OK\r\n")?;
+    expect(&mut s, &["GET", "key:__rand_int__"], "$3\r\nxxx\r\n")
 }
 
 fn expect(s: &mut TcpStream, cmd: &[&str], want: &str) -> Result<()> {
