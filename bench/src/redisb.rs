@@ -134,8 +134,8 @@ pub fn parse_csv(out: &str) -> Result<Report> {
 
 /// PING, SET, GET and INCR on one connection, each reply checked; then
 /// the key redis-benchmark's GET reads (`key:__rand_int__`, literally so
-/// without `-r`) is set to what its SET writes (`xxx`, 3 bytes by default),
-/// so that GET measures hits on a fresh server, not misses.
+/// without `-r`) is given a 3-byte value, the size its SET writes by
+/// default, so that GET measures hits on a fresh server, not misses.
 pub fn check_commands(addr: SocketAddr) -> Result<()> {
     let mut s = TcpStream::connect_timeout(&addr, OP_TIMEOUT).context("connect")?;
     s.set_nodelay(true)?;
