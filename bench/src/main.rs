@@ -7,13 +7,16 @@
 //!
 //! The orchestrator re-runs its own executable for the other two roles, so
 //! one `cargo build --release -p bench` builds everything. The HTTP rows use
-//! `wrk` instead of the load generator (src/wrk.rs), and are skipped with a
-//! note where it is not installed.
+//! `wrk` instead of the load generator (src/wrk.rs), the resp and proxy rows
+//! `redis-benchmark` (src/redisb.rs), against `redis-server` and HAProxy as
+//! the native peers; each group is skipped with a note where its tools are
+//! not installed.
 
 mod ab;
 mod loadgen;
 mod native;
 mod proc_stats;
+mod redisb;
 mod report;
 mod runner;
 mod server;
@@ -28,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-const USAGE: &str = "usage: bench [--quick] [--out DIR] [--reps N] [--duration SECS] [--mem-conns N] [--skip-memory] [--only seed,echo,memory,startup,swap,http]
+const USAGE: &str = "usage: bench [--quick] [--out DIR] [--reps N] [--duration SECS] [--mem-conns N] [--skip-memory] [--only seed,echo,memory,startup,swap,http,resp,proxy]
        bench ab --a HOST_BIN --b HOST_BIN [--label-a TEXT] [--label-b TEXT] [--reps N] [--duration SECS] [--rows LIST] [--out DIR]
        bench native seed|echo|http [--port N] [--addr IP]
        bench loadgen seed|echo-rr|echo-tput|idle --addr A --server-pid P [...]";
@@ -118,6 +121,12 @@ fn orchestrate(args: &[String]) -> Result<()> {
     }
     if wanted("http") {
         rows.extend(runner.http_rows());
+    }
+    if wanted("resp") {
+        rows.extend(runner.resp_rows());
+    }
+    if wanted("proxy") {
+        rows.extend(runner.proxy_rows());
     }
 
     // Anything the servers wrote to stderr at warn level is worth a look.
@@ -269,12 +278,14 @@ fn git_description() -> String {
     }
 }
 
-/// One note per server whose stderr was not empty (first line quoted);
-/// empty logs are removed.
+/// One note per server whose stderr (`TAG.stderr`) was not empty (first
+/// line quoted); empty logs are removed. The generated configuration files
+/// beside them are not logs.
 fn server_log_notes(dir: &Path) -> Vec<String> {
     let mut notes = Vec::new();
-    let mut entries: Vec<_> =
-        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "stderr")).collect())
+        .unwrap_or_default();
     entries.sort();
     for p in entries {
         let text = std::fs::read_to_string(&p).unwrap_or_default();

@@ -7,7 +7,7 @@
 
 use crate::report::{Row, Stat};
 use crate::server::{self, Kind, Paths, Server, LOADGEN_CPU};
-use crate::wrk;
+use crate::{proc_stats, redisb, wrk};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -82,6 +82,10 @@ pub struct Runner {
     pub has_no_cache: bool,
     /// Every load-generator result, for `<out>/latest.raw.txt`.
     pub raw: Vec<String>,
+    /// The pid of an upstream server (on the load generator's CPU) behind
+    /// the proxy under test, while the proxy rows run: its CPU time is not
+    /// counted as noise.
+    upstream: Option<u32>,
     seq: usize,
 }
 
@@ -89,7 +93,7 @@ impl Runner {
     pub fn new(plan: Plan, paths: Paths) -> Result<Runner> {
         let help = Command::new(&paths.host).args(["run", "--help"]).output().context("running host run --help")?;
         let has_no_cache = String::from_utf8_lossy(&help.stdout).contains("--no-cache");
-        Ok(Runner { plan, paths, notes: Vec::new(), has_no_cache, raw: Vec::new(), seq: 0 })
+        Ok(Runner { plan, paths, notes: Vec::new(), has_no_cache, raw: Vec::new(), upstream: None, seq: 0 })
     }
 
     fn tag(&mut self, what: &str, kind: &Kind) -> String {
@@ -146,11 +150,29 @@ impl Runner {
         let tag = self.tag(what, kind);
         let mut srv = Server::start(kind, &self.paths, &tag, Duration::from_secs(120))?;
         let budget = Duration::from_secs_f64(self.plan.warmup + self.plan.duration) + Duration::from_secs(360);
-        let result = if mode == wrk::MODE {
+        let upstream0 = self.upstream.and_then(|pid| proc_stats::cpu_seconds(pid).ok());
+        let t0 = Instant::now();
+        let mut result = if mode == wrk::MODE {
             wrk::run(srv.addr, srv.pid(), self.plan.warmup, self.plan.duration, args, budget)
+        } else if mode == redisb::MODE {
+            // A run is a fixed number of requests: bounded tighter than
+            // the timed loads, at 20 times the planned window.
+            let budget = Duration::from_secs_f64(60.0 + 20.0 * self.plan.duration);
+            redisb::run(srv.addr, srv.pid(), args, budget)
         } else {
             run_loadgen(&self.paths, mode, srv.addr, srv.pid(), args, budget)
         };
+        // The upstream's CPU time is read around the whole client run (warm-up
+        // included): its share inside the measured window is prorated.
+        let wall = t0.elapsed().as_secs_f64();
+        let upstream1 = self.upstream.and_then(|pid| proc_stats::cpu_seconds(pid).ok());
+        if let (Ok((sample, _)), Some(a), Some(b)) = (&mut result, upstream0, upstream1) {
+            let in_window = (b - a) * (sample.get("secs").copied().unwrap_or(wall) / wall).min(1.0);
+            sample.insert("upstream_cpu".into(), in_window);
+            if let Some(other) = sample.get_mut("other_cpu") {
+                *other -= in_window;
+            }
+        }
         let clean = srv.stop()?;
         if !clean {
             self.notes.push(format!("{tag}: server did not exit cleanly after SIGTERM"));
@@ -362,6 +384,191 @@ impl Runner {
             rows.push(row);
         }
         rows
+    }
+
+    /// redis-benchmark running `test` from `clients` connections, `pipeline`
+    /// requests in flight on each. The request count sizes a run to a few
+    /// seconds at this machine's rates (some 20,000 requests/s unpipelined
+    /// for the slower side, ten times that pipelined), scaled by the plan's
+    /// window; on a faster machine runs are shorter, never unbounded.
+    pub fn redis_load(&self, what: &str, test: &str, clients: usize, pipeline: usize) -> Load {
+        let per_sec = if pipeline > 1 { 200_000.0 } else { 20_000.0 };
+        let requests = ((per_sec * self.plan.duration) as u64).max(10_000);
+        Load {
+            what: what.to_string(),
+            mode: redisb::MODE,
+            args: redisb::args(test, clients, requests, pipeline),
+            metric: Metric::Rate,
+        }
+    }
+
+    /// Row 10: resp.wasm on the shared store (`--kv memory`) against
+    /// redis-server, by redis-benchmark with 32 clients: PING, SET, GET and
+    /// INCR one request at a time, then SET and GET pipelined 16 deep.
+    pub fn resp_rows(&mut self) -> Vec<Row> {
+        const CASES: [(&str, &str, usize); 6] = [
+            ("PING", "ping_mbulk", 1),
+            ("SET", "set", 1),
+            ("GET", "get", 1),
+            ("INCR", "incr", 1),
+            ("SET", "set", 16),
+            ("GET", "get", 16),
+        ];
+        let installed = redisb::installed();
+        if !installed {
+            self.notes.push(format!(
+                "resp rows skipped: redis-server or redis-benchmark not installed ({})",
+                redisb::PACKAGES
+            ));
+        }
+        let has_guest = self.guest_or_note("resp", "resp.wasm");
+        let host = Kind::host(
+            "resp.wasm",
+            ["--kv", "memory", "--idle-timeout", "1h", "--cpu-timeout", "1h"].map(String::from).to_vec(),
+        );
+        let mut variants = vec![Kind::Redis];
+        if has_guest {
+            variants.insert(0, host);
+        }
+        let mut rows = Vec::new();
+        for (name, test, pipeline) in CASES {
+            let label = if pipeline > 1 { format!(", -P {pipeline}") } else { String::new() };
+            let mut row = Row::new(&format!("10. resp {name}, 32 clients{label}"), "req/s", true);
+            row.cpu_unit = "µs/req";
+            if !installed {
+                row.na =
+                    Some("redis-server / redis-benchmark not installed (apt-get install redis-server redis-tools)");
+                rows.push(row);
+                continue;
+            }
+            eprintln!("» resp {name}, 32 clients{label}");
+            let load = self.redis_load(&format!("resp-{}-p{pipeline}", name.to_lowercase()), test, 32, pipeline);
+            let s = self.interleave(&load, &variants);
+            row.native = load.metric.stat(s.last().expect("redis-server is always measured"));
+            if has_guest {
+                row.host = load.metric.stat(&s[0]);
+            }
+            rows.push(row);
+        }
+        rows
+    }
+
+    /// Row 11: proxy.wasm against HAProxy (TCP mode, one thread), each in
+    /// front of the same upstream, which runs on the load generator's CPU
+    /// so the proxy under test is alone on the server's: redis-benchmark
+    /// GET through the proxy to a redis-server, one at a time and pipelined
+    /// 16 deep, and 64 KiB echo throughput through the proxy to the native
+    /// echo server. The CPU columns are the proxy's.
+    pub fn proxy_rows(&mut self) -> Vec<Row> {
+        let has_haproxy = wrk::on_path("haproxy");
+        let has_redis = redisb::installed();
+        if !has_haproxy {
+            self.notes.push("proxy rows skipped: haproxy not installed (apt-get install haproxy)".into());
+        } else if !has_redis {
+            self.notes.push(format!(
+                "proxy rows through Redis skipped: redis-server or redis-benchmark not installed ({})",
+                redisb::PACKAGES
+            ));
+        }
+        let has_guest = self.guest_or_note("proxy", "proxy.wasm");
+        let mut rows = Vec::new();
+        let redis_cases = [
+            ("11. proxy, redis-benchmark GET, 16 clients", 1),
+            ("11. proxy, redis-benchmark GET, 16 clients, -P 16", 16),
+        ];
+        for (name, pipeline) in redis_cases {
+            let mut row = Row::new(name, "req/s", true);
+            row.cpu_unit = "µs/req";
+            if !has_haproxy {
+                row.na = Some("haproxy not installed (apt-get install haproxy)");
+            } else if !has_redis {
+                row.na =
+                    Some("redis-server / redis-benchmark not installed (apt-get install redis-server redis-tools)");
+            } else {
+                eprintln!("» {}", &name[4..]);
+                let load = self.redis_load(&format!("proxy-get-p{pipeline}"), "get", 16, pipeline);
+                if let Some((host, native)) = self.behind_proxies(&Kind::Redis, &load, has_guest) {
+                    (row.host, row.native) = (host, native);
+                }
+            }
+            rows.push(row);
+        }
+        let name = "11. proxy, 64 KiB throughput to an echo upstream, 1 conn";
+        let mut row = Row::new(name, "MiB/s", true);
+        row.cpu_unit = "µs/64KiB";
+        row.latency = false;
+        if !has_haproxy {
+            row.na = Some("haproxy not installed (apt-get install haproxy)");
+        } else {
+            eprintln!("» {}", &name[4..]);
+            let mut load = self.echo_tput_load(1);
+            load.what = "proxy-tput-c1".into();
+            if let Some((host, native)) = self.behind_proxies(&Kind::Native { mode: "echo" }, &load, has_guest) {
+                (row.host, row.native) = (host, native);
+            }
+        }
+        rows.push(row);
+        rows
+    }
+
+    /// Starts `upstream` on the load generator's CPU, then runs `load`
+    /// through proxy.wasm (if `has_guest`) and HAProxy in front of it,
+    /// interleaved; stops the upstream. The stats of host and HAProxy, or
+    /// None if the upstream did not start (noted).
+    fn behind_proxies(
+        &mut self,
+        upstream: &Kind,
+        load: &Load,
+        has_guest: bool,
+    ) -> Option<(Option<Stat>, Option<Stat>)> {
+        let tag = self.tag(&format!("{}-upstream", load.what), upstream);
+        let up = match Server::start_on(upstream, &self.paths, &tag, Duration::from_secs(60), LOADGEN_CPU) {
+            Ok(up) => up,
+            Err(e) => {
+                eprintln!("  {} upstream: FAILED: {e:#}", load.what);
+                self.notes.push(format!("{} upstream {}: failed: {e:#}", load.what, upstream.label()));
+                return None;
+            }
+        };
+        let addr = up.addr.to_string();
+        let host = Kind::host(
+            "proxy.wasm",
+            [
+                "--config",
+                &format!("upstream={addr}"),
+                "--allow-connect",
+                &addr,
+                "--idle-timeout",
+                "1h",
+                "--cpu-timeout",
+                "1h",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        let mut variants = vec![Kind::Haproxy { upstream: up.addr }];
+        if has_guest {
+            variants.insert(0, host);
+        }
+        self.upstream = Some(up.pid());
+        let s = self.interleave(load, &variants);
+        self.upstream = None;
+        drop(up);
+        let native = load.metric.stat(s.last().expect("HAProxy is always measured"));
+        let host = if has_guest { load.metric.stat(&s[0]) } else { None };
+        Some((host, native))
+    }
+
+    /// Whether `target/wasm32-wasip2/release/GUEST` exists; if not, a note
+    /// says the `group` rows measure the native side only.
+    fn guest_or_note(&mut self, group: &str, guest: &str) -> bool {
+        let path = self.paths.guests.join(guest);
+        let has = path.exists();
+        if !has {
+            self.notes
+                .push(format!("{group} rows: {} is missing (make build): host side not measured", path.display()));
+        }
+        has
     }
 
     /// Row 3: resident memory per idle connection, two load rounds.

@@ -23,6 +23,13 @@ pub enum Kind {
     Native { mode: &'static str },
     /// bench/seed_server.py: the seed's own blocking design.
     Python,
+    /// `redis-server` with persistence off: the peer of resp.wasm, and the
+    /// upstream behind the proxies. It prints no `listening on` line: the
+    /// port is chosen up front and the server polled until it accepts.
+    Redis,
+    /// HAProxy in TCP mode, one thread, relaying to `upstream`: the peer of
+    /// proxy.wasm. Its configuration is generated in the logs directory.
+    Haproxy { upstream: SocketAddr },
 }
 
 /// One of the two host builds an A/B run compares.
@@ -62,10 +69,15 @@ impl Kind {
         Kind::Host { guest, extra, build: None }
     }
 
-    /// The command line, prefixed with `taskset -c CPU`.
+    /// The command line, prefixed with `taskset -c SERVER_CPU`.
     pub fn command(&self, paths: &Paths, port: u16) -> Command {
+        self.command_on(paths, port, SERVER_CPU)
+    }
+
+    /// The command line, prefixed with `taskset -c CPU`.
+    pub fn command_on(&self, paths: &Paths, port: u16, cpu: &str) -> Command {
         let mut cmd = Command::new("taskset");
-        cmd.args(["-c", SERVER_CPU]);
+        cmd.args(["-c", cpu]);
         match self {
             Kind::Host { guest, extra, build } => {
                 // Each build of an A/B run compiles into its own cache: two
@@ -96,8 +108,24 @@ impl Kind {
             Kind::Python => {
                 cmd.arg("python3").arg(&paths.python_server).args(["--port", &port.to_string()]);
             }
+            Kind::Redis => {
+                cmd.arg("redis-server").args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
+                cmd.args(["--save", "", "--appendonly", "no", "--loglevel", "warning"]);
+            }
+            Kind::Haproxy { upstream } => {
+                let config = paths.logs.join(format!("haproxy-{port}.cfg"));
+                std::fs::write(&config, haproxy_config(port, *upstream)).expect("write the HAProxy configuration");
+                // -db: foreground, no daemon; -q: no warnings on start.
+                cmd.arg("haproxy").args(["-db", "-q", "-f"]).arg(config);
+            }
         }
         cmd
+    }
+
+    /// Servers that are given a port rather than reporting the one they
+    /// bound (`--port 0` and a `listening on` line).
+    fn polled(&self) -> bool {
+        matches!(self, Kind::Redis | Kind::Haproxy { .. })
     }
 
     pub fn label(&self) -> &'static str {
@@ -106,12 +134,17 @@ impl Kind {
             Kind::Host { build: None, .. } => "host",
             Kind::Native { .. } => "native",
             Kind::Python => "python",
+            Kind::Redis => "redis",
+            Kind::Haproxy { .. } => "haproxy",
         }
     }
 }
 
 pub struct Server {
     child: Child,
+    /// SIGTERM, or HAProxy's graceful stop (SIGUSR1: SIGTERM is its hard
+    /// stop, which exits with status 143).
+    stop_signal: libc::c_int,
     pub addr: SocketAddr,
     pub log: PathBuf,
 }
@@ -120,10 +153,17 @@ impl Server {
     /// Starts `kind` on port 0 and waits (at most `limit`) for its
     /// `listening on` line. stderr goes to a log file under `paths.logs`.
     pub fn start(kind: &Kind, paths: &Paths, tag: &str, limit: Duration) -> Result<Server> {
+        Server::start_on(kind, paths, tag, limit, SERVER_CPU)
+    }
+
+    /// `start`, pinned to `cpu`: an upstream behind a proxy under test runs
+    /// beside the load generator, leaving CPU 0 to the proxy.
+    pub fn start_on(kind: &Kind, paths: &Paths, tag: &str, limit: Duration, cpu: &str) -> Result<Server> {
         let log = paths.logs.join(format!("{tag}.stderr"));
         let stderr = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let port = if kind.polled() { free_port()? } else { 0 };
         let mut child = kind
-            .command(paths, 0)
+            .command_on(paths, port, cpu)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -139,7 +179,13 @@ impl Server {
             let _ = tx.send(first);
             for _ in lines {}
         });
-        let mut server = Server { child, addr: "127.0.0.1:0".parse()?, log };
+        let stop_signal = if matches!(kind, Kind::Haproxy { .. }) { libc::SIGUSR1 } else { libc::SIGTERM };
+        let mut server = Server { child, stop_signal, addr: "127.0.0.1:0".parse()?, log };
+        if kind.polled() {
+            server.addr = SocketAddr::from(([127, 0, 0, 1], port));
+            server.wait_accepting(kind, limit)?;
+            return Ok(server);
+        }
         let line = match rx.recv_timeout(limit) {
             Ok(Some(Ok(line))) => line,
             Ok(_) => bail!("{} server exited before listening ({})", kind.label(), server.tail_log()),
@@ -147,6 +193,24 @@ impl Server {
         };
         server.addr = parse_listening(&line)?;
         Ok(server)
+    }
+
+    /// Polls until a connect to `addr` succeeds (the server is up), the
+    /// server exits, or `limit` passes.
+    fn wait_accepting(&mut self, kind: &Kind, limit: Duration) -> Result<()> {
+        let end = Instant::now() + limit;
+        loop {
+            if std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} server exited before accepting ({status}): {}", kind.label(), self.tail_log());
+            }
+            if Instant::now() > end {
+                bail!("{} server did not accept on {} within {limit:?}", kind.label(), self.addr);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -160,14 +224,14 @@ impl Server {
         lines[lines.len().saturating_sub(3)..].join(" | ")
     }
 
-    /// SIGTERM, then wait up to 15 s (the host drains in-flight connections
+    /// SIGTERM (HAProxy: SIGUSR1), then wait up to 15 s (the host drains in-flight connections
     /// for up to its 10 s shutdown timeout), then SIGKILL. Returns whether
     /// it exited cleanly by itself.
     pub fn stop(&mut self) -> Result<bool> {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status.success());
         }
-        terminate(&mut self.child, Duration::from_secs(15))
+        terminate_with(&mut self.child, Duration::from_secs(15), self.stop_signal)
     }
 }
 
@@ -180,9 +244,14 @@ impl Drop for Server {
 /// Sends SIGTERM and waits; SIGKILL after `grace`. Ok(true) if the process
 /// exited with status 0 on its own.
 pub fn terminate(child: &mut Child, grace: Duration) -> Result<bool> {
+    terminate_with(child, grace, libc::SIGTERM)
+}
+
+/// `terminate` with `signal` in place of SIGTERM.
+pub fn terminate_with(child: &mut Child, grace: Duration, signal: libc::c_int) -> Result<bool> {
     // SAFETY: kill(2) on our own child's pid; the child is not yet reaped
     // (try_wait returned None), so the pid cannot have been reused.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     let end = Instant::now() + grace;
     while Instant::now() < end {
         if let Some(status) = child.try_wait()? {
@@ -193,6 +262,22 @@ pub fn terminate(child: &mut Child, grace: Duration) -> Result<bool> {
     let _ = child.kill();
     let _ = child.wait();
     Ok(false)
+}
+
+/// A loopback port free right now (bound, read, released), for servers
+/// that cannot report the one they bound themselves.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// HAProxy's configuration for the proxy rows: TCP mode, one thread, one
+/// listener relaying to one server; no health checks, no logging.
+pub fn haproxy_config(port: u16, upstream: SocketAddr) -> String {
+    format!(
+        "global\n    nbthread 1\n    maxconn 4096\n\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n\n\
+         listen p\n    bind 127.0.0.1:{port}\n    server s {upstream}\n"
+    )
 }
 
 /// `listening on ADDR` (`host run`, the native servers) or `listener NAME

@@ -53,10 +53,15 @@ impl Report {
 
 /// Whether an executable `wrk` is on PATH.
 pub fn installed() -> bool {
+    on_path("wrk")
+}
+
+/// Whether an executable `name` is on PATH.
+pub fn on_path(name: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let Some(path) = std::env::var_os("PATH") else { return false };
     std::env::split_paths(&path)
-        .any(|dir| std::fs::metadata(dir.join("wrk")).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .any(|dir| std::fs::metadata(dir.join(name)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// Warm-up, then one wrk run of `duration` (whole seconds, at least 1: wrk
@@ -180,25 +185,29 @@ pub fn check_response(resp: &[u8]) -> Result<()> {
     Ok(())
 }
 
-struct WrkOut {
-    stdout: String,
-    stderr: String,
-    /// wrk's own utime+stime, seconds.
-    cpu: f64,
+pub struct ToolOut {
+    pub stdout: String,
+    pub stderr: String,
+    /// The tool's own utime+stime, seconds.
+    pub cpu: f64,
 }
 
-/// Runs `taskset -c LOADGEN_CPU wrk ARGS` and reaps it with wait4, which
-/// hands back its rusage (taskset execs wrk, so the pid is wrk's). Killed
-/// past `budget`.
-fn spawn_wrk(args: &[String], budget: Duration) -> Result<WrkOut> {
+fn spawn_wrk(args: &[String], budget: Duration) -> Result<ToolOut> {
+    spawn_tool("wrk", args, budget)
+}
+
+/// Runs `taskset -c LOADGEN_CPU TOOL ARGS` and reaps it with wait4, which
+/// hands back its rusage (taskset execs the tool, so the pid is the
+/// tool's). Killed past `budget`; an exit status other than 0 is an error.
+pub fn spawn_tool(tool: &str, args: &[String], budget: Duration) -> Result<ToolOut> {
     let mut child = Command::new("taskset")
-        .args(["-c", LOADGEN_CPU, "wrk"])
+        .args(["-c", LOADGEN_CPU, tool])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("spawning wrk")?;
+        .with_context(|| format!("spawning {tool}"))?;
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let out_reader = std::thread::spawn(move || {
@@ -225,12 +234,12 @@ fn spawn_wrk(args: &[String], budget: Duration) -> Result<WrkOut> {
                 break;
             }
             if r < 0 {
-                bail!("wait4 on wrk: {}", std::io::Error::last_os_error());
+                bail!("wait4 on {tool}: {}", std::io::Error::last_os_error());
             }
             if Instant::now() > end {
                 libc::kill(pid, libc::SIGKILL);
                 libc::wait4(pid, &mut status, 0, &mut usage);
-                bail!("wrk ran over its {budget:?} budget and was killed");
+                bail!("{tool} ran over its {budget:?} budget and was killed");
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -239,10 +248,10 @@ fn spawn_wrk(args: &[String], budget: Duration) -> Result<WrkOut> {
     let stdout = out_reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        bail!("wrk failed (wait status {status}): {}", stderr.trim());
+        bail!("{tool} failed (wait status {status}): {}", stderr.trim());
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok(WrkOut { stdout, stderr, cpu: tv(usage.ru_utime) + tv(usage.ru_stime) })
+    Ok(ToolOut { stdout, stderr, cpu: tv(usage.ru_utime) + tv(usage.ru_stime) })
 }
 
 /// Parses wrk 4's report: `N requests in ...`, `Requests/sec: X`, the
