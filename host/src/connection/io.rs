@@ -5,6 +5,7 @@
 
 use super::{code_for, Connection};
 use crate::bindings::ErrorCode;
+use crate::metrics::Outcome;
 use crate::overload::{Interrupt, Signal};
 use crate::store::GuestState;
 use std::future::Future;
@@ -139,14 +140,17 @@ impl GuestState {
             Waited::Done(Err(e)) => code_for(&e),
             Waited::TimedOut => {
                 report_timeout(self.span.get(), &self.policy.limits, end, what);
+                self.end_by(if matches!(end, WaitEnd::Lifetime) { Outcome::Lifetime } else { Outcome::IdleTimeout });
                 ErrorCode::TimedOut
             }
             Waited::Evicted => {
                 report_eviction(self.span.get(), what);
+                self.end_by(Outcome::Overload);
                 ErrorCode::TimedOut
             }
             Waited::ShutDown => {
                 tracing::debug!(parent: self.span.get(), "host shutting down: ending the connection between requests");
+                self.end_by(Outcome::Shutdown);
                 ErrorCode::Closed
             }
         };
@@ -176,6 +180,7 @@ impl GuestState {
             let left = quota.saturating_sub(c.bytes_in);
             if left == 0 {
                 tracing::warn!(parent: self.span.get(), "byte quota: --max-bytes-in {quota} received, refusing recv");
+                self.end_by(Outcome::QuotaIn);
                 return Ok(Err(ErrorCode::QuotaExceeded));
             }
             want = want.min(left);
@@ -211,6 +216,9 @@ pub(super) async fn send_from_guest(
 ) -> wasmtime::Result<Result<(), ErrorCode>> {
     let len = data.len();
     if let Some(code) = store.data().send_refusal(&conn, len)? {
+        if matches!(code, ErrorCode::QuotaExceeded) {
+            store.data_mut().end_by(Outcome::QuotaOut);
+        }
         return Ok(Err(code));
     }
     let (budget, end) = store.data().wait_budget();
