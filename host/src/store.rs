@@ -153,10 +153,10 @@ impl GuestState {
         match trap {
             Some(kind) => tracing::info!(
                 target: RECORD_TARGET, parent: self.span.get(),
-                duration_ms, bytes_in, bytes_out, outcome, trap = crate::metrics::TRAP_KINDS[kind], "closed"
+                duration_ms, bytes_in, bytes_out, outcome = %outcome, trap = %crate::metrics::TRAP_KINDS[kind], "closed"
             ),
             None => tracing::info!(
-                target: RECORD_TARGET, parent: self.span.get(), duration_ms, bytes_in, bytes_out, outcome, "closed"
+                target: RECORD_TARGET, parent: self.span.get(), duration_ms, bytes_in, bytes_out, outcome = %outcome, "closed"
             ),
         }
     }
