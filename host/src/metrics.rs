@@ -8,12 +8,14 @@
 //! replaced by a reload under the same name counts on in the same series.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// How a connection ended: the `outcome` of its record and of
@@ -110,6 +112,54 @@ impl Outcome {
 type Labels = Vec<(&'static str, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
+/// A histogram of durations on atomics: observing one is a few relaxed
+/// additions, never a lock (prometheus-client's own takes a write lock).
+#[derive(Clone, Debug)]
+pub struct Histogram(Arc<HistogramInner>);
+
+#[derive(Debug)]
+struct HistogramInner {
+    /// Upper bounds in seconds; a last bucket above them is `+Inf`.
+    bounds: &'static [f64],
+    counts: Box<[AtomicU64]>,
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        Histogram(Arc::new(HistogramInner { bounds, counts, count: AtomicU64::new(0), sum_ns: AtomicU64::new(0) }))
+    }
+
+    pub fn observe(&self, took: Duration) {
+        let h = &*self.0;
+        let secs = took.as_secs_f64();
+        let bucket = h.bounds.iter().position(|&b| secs <= b).unwrap_or(h.bounds.len());
+        h.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        h.count.fetch_add(1, Ordering::Relaxed);
+        h.sum_ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let h = &*self.0;
+        let bounds = h.bounds.iter().copied().chain([f64::MAX]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(h.counts.iter().map(|c| c.load(Ordering::Relaxed))).collect();
+        let sum = h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, h.count.load(Ordering::Relaxed), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// The process's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -131,11 +181,11 @@ pub struct Metrics {
 }
 
 fn connection_buckets() -> Histogram {
-    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+    Histogram::new(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
 }
 
 fn instantiation_buckets() -> Histogram {
-    Histogram::new([0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05])
+    Histogram::new(&[0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05])
 }
 
 /// The process's metrics, made on first use.
@@ -251,10 +301,10 @@ impl ListenerMetrics {
         }
         self.bytes_in.inc_by(bytes_in);
         self.bytes_out.inc_by(bytes_out);
-        self.duration.observe(lasted.as_secs_f64());
+        self.duration.observe(lasted);
     }
 
     pub fn instantiated(&self, took: Duration) {
-        self.instantiation.observe(took.as_secs_f64());
+        self.instantiation.observe(took);
     }
 }
