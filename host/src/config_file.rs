@@ -441,3 +441,24 @@ impl<'de> Deserialize<'de> for ConfigValue {
         d.deserialize_any(V).map(ConfigValue)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_level_log_keys_and_the_admin_table() {
+        let text = "log-format = \"json\"\naccess-log = false\n[admin]\naddress = \"9901\"\n\
+                    [listeners.a]\naddress = \"127.0.0.1:0\"\nguest = \"a.wasm\"\n";
+        let file = ServeFile::parse(Path::new("n.toml"), text).unwrap();
+        assert_eq!(file.log_format, Some(LogFormat::Json));
+        assert_eq!(file.access_log, Some(false));
+        assert_eq!(file.admin_address, Some("127.0.0.1:9901".parse().unwrap()));
+        let bad = text.replace("address = \"9901\"", "adress = \"9901\"");
+        let e = ServeFile::parse(Path::new("n.toml"), &bad).unwrap_err().to_string();
+        assert!(e.contains("n.toml:4") && e.contains("adress"), "{e}");
+        let bad = text.replace("\"9901\"", "\"nowhere\"");
+        let e = ServeFile::parse(Path::new("n.toml"), &bad).unwrap_err().to_string();
+        assert!(e.starts_with("n.toml:4: admin.address: `nowhere` is not IP:PORT"), "{e}");
+    }
+}
