@@ -84,6 +84,9 @@ pub struct RunCommand {
     #[command(flatten)]
     pub log: LogArgs,
 
+    #[command(flatten)]
+    pub admin: AdminArgs,
+
     /// Arguments passed to a client guest's `run` after the `--connect`
     /// address.
     #[arg(last = true, value_name = "ARGS")]
@@ -119,6 +122,9 @@ pub struct ServeCommand {
 
     #[command(flatten)]
     pub log: LogArgs,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// Where and how a server guest is served.
@@ -313,6 +319,53 @@ pub struct LogArgs {
     /// Log traps with the guest's full wasm backtrace.
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// `text` (one line per event) or `json` (one JSON object per line,
+    /// every field a JSON field) [default: text, or the configuration
+    /// file's `log-format`].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Each connection's record (one `info` line when it closes: duration,
+    /// bytes in and out, outcome): `on` or `off` [default: on, or the
+    /// configuration file's `access-log`].
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub access_log: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("`{text}`: expected on or off")),
+    }
+}
+
+/// The admin endpoint: metrics, health probes, reload.
+#[derive(Args, Debug, Clone)]
+pub struct AdminArgs {
+    /// Serve HTTP on this address for operators: `GET /metrics`
+    /// (Prometheus), `GET /livez`, `GET /readyz`, `POST /reload`. `IP:PORT`,
+    /// or a bare `PORT` on 127.0.0.1. Off by default. It has no
+    /// authentication: keep it on loopback or a private network.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_admin_addr)]
+    pub admin_addr: Option<std::net::SocketAddr>,
+}
+
+/// An admin address: `IP:PORT`, or `PORT` alone on the loopback address.
+pub(crate) fn parse_admin_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| format!("`{text}` is not IP:PORT or PORT (examples: 127.0.0.1:9901, 9901)"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

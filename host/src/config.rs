@@ -39,6 +39,8 @@ pub struct RunConfig {
     pub verbose: bool,
     /// Where compiled guests are cached; `None` with `--no-cache`.
     pub cache_dir: Option<PathBuf>,
+    /// The admin endpoint's address (`--admin-addr`).
+    pub admin_addr: Option<SocketAddr>,
     pub args: Vec<String>,
 }
 
@@ -69,6 +71,7 @@ impl RunConfig {
             shutdown_timeout: cmd.listen.shutdown_timeout,
             verbose: cmd.log.verbose,
             cache_dir: if cmd.no_cache { None } else { crate::cache::default_dir() },
+            admin_addr: cmd.admin.admin_addr,
             guest: cmd.guest,
             args: cmd.args,
         })

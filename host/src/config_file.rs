@@ -10,7 +10,7 @@
 //! Limits left unset take the values `host run` defaults to (its flags'
 //! defaults, read from the command-line parser, so the two cannot differ).
 
-use crate::cli::{parse_memory, KvArgs, LimitArgs, OverloadArgs, MAX_CONNECTIONS};
+use crate::cli::{parse_memory, KvArgs, LimitArgs, LogFormat, OverloadArgs, MAX_CONNECTIONS};
 use crate::keyvalue::KvConfig;
 use crate::limits::Limits;
 use crate::serve::MAX_INSTANCES;
@@ -36,6 +36,11 @@ pub struct ServeFile {
     /// Instance slots reserved for all listeners together, if the file sets
     /// them (`instances`); otherwise the caller sizes the pool.
     pub instances: Option<u32>,
+    /// `log-format`, `access-log`: read before logging starts (`main.rs`).
+    pub log_format: Option<LogFormat>,
+    pub access_log: Option<bool>,
+    /// `[admin] address`: where the admin endpoint listens, if anywhere.
+    pub admin_address: Option<SocketAddr>,
     pub listeners: Vec<ListenerConfig>,
 }
 
@@ -193,7 +198,16 @@ impl ServeFile {
             let origin = Origin { file: path.to_path_buf(), table_line, guest_line: line(guest.span()), address_line };
             listeners.push(ListenerConfig { name, settings, origin });
         }
+        let admin_address = match raw.admin.and_then(|a| a.address) {
+            Some(address) => Some(crate::cli::parse_admin_addr(address.get_ref()).map_err(|e| {
+                anyhow::anyhow!("{}:{}: admin.address: {e}", path.display(), line_of(text, address.span().start))
+            })?),
+            None => None,
+        };
         Ok(ServeFile {
+            log_format: raw.log_format,
+            access_log: raw.access_log,
+            admin_address,
             path: path.to_path_buf(),
             shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(10), |d| d.0),
             instances: raw.instances.map(|n| n.0),
@@ -226,10 +240,20 @@ struct FlagDefaults {
 struct RawFile {
     shutdown_timeout: Option<Dur>,
     instances: Option<Count<1, MAX_INSTANCES>>,
+    log_format: Option<LogFormat>,
+    access_log: Option<bool>,
+    admin: Option<RawAdmin>,
     #[serde(default)]
     defaults: RawLimits,
     #[serde(default)]
     listeners: BTreeMap<String, Spanned<RawListener>>,
+}
+
+/// `[admin]`: the admin endpoint (`--admin-addr`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawAdmin {
+    address: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -415,5 +439,26 @@ impl<'de> Deserialize<'de> for ConfigValue {
             }
         }
         d.deserialize_any(V).map(ConfigValue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_level_log_keys_and_the_admin_table() {
+        let text = "log-format = \"json\"\naccess-log = false\n[admin]\naddress = \"9901\"\n\
+                    [listeners.a]\naddress = \"127.0.0.1:0\"\nguest = \"a.wasm\"\n";
+        let file = ServeFile::parse(Path::new("n.toml"), text).unwrap();
+        assert_eq!(file.log_format, Some(LogFormat::Json));
+        assert_eq!(file.access_log, Some(false));
+        assert_eq!(file.admin_address, Some("127.0.0.1:9901".parse().unwrap()));
+        let bad = text.replace("address = \"9901\"", "adress = \"9901\"");
+        let e = ServeFile::parse(Path::new("n.toml"), &bad).unwrap_err().to_string();
+        assert!(e.contains("n.toml:4") && e.contains("adress"), "{e}");
+        let bad = text.replace("\"9901\"", "\"nowhere\"");
+        let e = ServeFile::parse(Path::new("n.toml"), &bad).unwrap_err().to_string();
+        assert!(e.starts_with("n.toml:4: admin.address: `nowhere` is not IP:PORT"), "{e}");
     }
 }

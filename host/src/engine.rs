@@ -46,6 +46,7 @@ pub fn base_config() -> Config {
 /// An engine whose pooling allocator has `slots` instance slots, each with
 /// linear memory up to `max_memory` bytes.
 pub fn build(slots: u32, max_memory: u64) -> Result<Engine> {
+    crate::metrics::global().slots_capacity.set(slots as i64);
     let pagemap = PoolingAllocationConfig::is_pagemap_scan_available();
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(slots)

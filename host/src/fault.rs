@@ -2,6 +2,7 @@
 //! the limit that caused it, when one did), or a stop the host imposed on a
 //! guest that was blocked (CPU budget spent in a WASI call, lifetime).
 
+use crate::metrics::Outcome;
 use crate::store::GuestState;
 use std::future::Future;
 use std::time::Duration;
@@ -80,6 +81,27 @@ impl Fault {
             Some(trap) => format!("trap: {trap}"),
             None => format!("host error: {err:#}"),
         }
+    }
+
+    /// How the connection ended, for its record and the metrics: the limit
+    /// that stopped the guest, or a trap and its kind (an index into
+    /// `metrics::TRAP_KINDS`).
+    pub fn outcome(&self, state: &GuestState) -> (Outcome, Option<usize>) {
+        let err = match self {
+            Fault::Stopped(Stop::BlockedPastCpu(_)) => return (Outcome::CpuLimit, None),
+            Fault::Stopped(Stop::Lifetime(_)) => return (Outcome::Lifetime, None),
+            Fault::Trap(err) => err,
+        };
+        let kind = match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) if state.cpu_exhausted => return (Outcome::CpuLimit, None),
+            Some(Trap::UnreachableCodeReached) if state.memory.denied => return (Outcome::MemoryLimit, None),
+            Some(Trap::UnreachableCodeReached) => 0,
+            Some(Trap::StackOverflow) => 1,
+            Some(Trap::MemoryOutOfBounds) => 2,
+            Some(_) => 3,
+            None => 4,
+        };
+        (Outcome::Trap, Some(kind))
     }
 
     /// With `--verbose`: the full error with the guest's wasm backtrace, as

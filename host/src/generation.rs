@@ -62,6 +62,7 @@ pub struct Current {
 
 impl Current {
     pub fn new(first: Generation, drain_timeout: Option<Duration>) -> Self {
+        first.pool.policy().metrics.generation.set(first.id as i64);
         Current { current: ArcSwap::from_pointee(first), drain_timeout }
     }
 
@@ -77,6 +78,7 @@ impl Current {
     /// one it replaces: its spare and idle instances are dropped now, its
     /// connections finish on it (or are closed after `--drain-timeout`).
     pub fn replace(&self, next: Generation) -> Arc<Generation> {
+        next.pool.policy().metrics.generation.set(next.id as i64);
         let old = self.current.swap(Arc::new(next));
         old.pool.retire();
         if let Some(timeout) = self.drain_timeout {

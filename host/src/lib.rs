@@ -2,6 +2,7 @@
 //! real TCP. The `host` binary (main.rs) is a thin command line over this
 //! library; see the README's Layout section for what each module holds.
 
+pub mod admin;
 mod bindings;
 pub mod budget;
 pub mod cache;
@@ -23,6 +24,7 @@ pub mod limits;
 pub mod linker;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod overload;
 pub mod pool;
 pub mod precompiled;

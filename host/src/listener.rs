@@ -140,6 +140,7 @@ pub async fn run(listener: Arc<TcpListener>, service: Arc<Service>, stopping: St
             }
         };
         service.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        policy.metrics.accepted.inc();
         let permit = match limit.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => loop {
@@ -266,7 +267,11 @@ async fn connection_task(
     tokio::select! {
         () = served => {}
         // A replaced generation's connection may be closed once it drained.
-        () = generation.drained(registration.id()), if drains => {
+        () = async {
+            generation.drained(registration.id()).await;
+            // Seen by the record, written as the connection's store drops.
+            span.drained.store(true, Ordering::Relaxed);
+        }, if drains => {
             service.stats.drained.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(parent: span.get(), "closed: generation {} drained (--drain-timeout)", generation.id);
         }

@@ -2,26 +2,44 @@
 //! with a single `write`, so lines from concurrent connections never
 //! interleave). Connection events carry their span's listener and peer.
 
-use crate::cli::LogLevel;
+use crate::cli::{LogFormat, LogLevel};
 use anyhow::{Context, Result};
 use std::io::IsTerminal;
 use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the subscriber. `RUST_LOG`, when set, is the whole filter (for
 /// example `RUST_LOG=info,wasmtime=debug`); otherwise `--log-level` applies
 /// to the host and its guests, and dependencies log warnings and errors.
-pub fn init(level: LogLevel) -> Result<()> {
-    let fmt = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(true);
+/// With `json`, every line is one JSON object (an event's fields in
+/// `fields`, its connection's in `span`). `access_log` false drops the
+/// connection records (target `netplug::record`).
+pub fn init(level: LogLevel, format: LogFormat, access_log: bool) -> Result<()> {
+    let layer = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(true)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_target(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(layer);
     let installed = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => {
-            let filter = EnvFilter::try_new(&directives).with_context(|| format!("invalid RUST_LOG `{directives}`"))?;
-            fmt.with_env_filter(filter).try_init().map_err(|e| e.to_string())
+            let mut filter =
+                EnvFilter::try_new(&directives).with_context(|| format!("invalid RUST_LOG `{directives}`"))?;
+            if !access_log {
+                filter = filter.add_directive(format!("{}=off", crate::store::RECORD_TARGET).parse()?);
+            }
+            registry.with(filter).try_init().map_err(|e| e.to_string())
         }
         // A static per-target filter rather than an `EnvFilter`: it keeps no
         // per-span state, so entering and leaving a connection's span on
@@ -34,12 +52,14 @@ pub fn init(level: LogLevel) -> Result<()> {
                 LogLevel::Debug => LevelFilter::DEBUG,
                 LogLevel::Trace => LevelFilter::TRACE,
             };
+            let records = if access_log { level } else { LevelFilter::OFF };
             let filter = Targets::new()
                 .with_default(LevelFilter::WARN.min(level))
                 .with_target(env!("CARGO_CRATE_NAME"), level)
+                .with_target(crate::store::RECORD_TARGET, records)
                 .with_target("host", level)
                 .with_target(crate::guest_log::TARGET, level);
-            fmt.with_max_level(LevelFilter::TRACE).finish().with(filter).try_init().map_err(|e| e.to_string())
+            registry.with(filter).try_init().map_err(|e| e.to_string())
         }
     };
     installed.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))

@@ -26,10 +26,22 @@ fn main() -> ExitCode {
         Err(e) => return clap_exit(e),
     };
     let result = match cli.command {
-        Command::Run(cmd) => netplug::logging::init(cmd.log.log_level)
-            .and_then(|()| RunConfig::from_cli(*cmd))
-            .and_then(netplug::run::run),
-        Command::Serve(cmd) => netplug::logging::init(cmd.log.log_level).and_then(|()| netplug::serve::serve(cmd)),
+        Command::Run(cmd) => {
+            let log = &cmd.log;
+            netplug::logging::init(log.log_level, log.log_format.unwrap_or_default(), log.access_log.unwrap_or(true))
+                .and_then(|()| RunConfig::from_cli(*cmd))
+                .and_then(netplug::run::run)
+        }
+        Command::Serve(cmd) => {
+            // The file's `log-format` and `access-log` apply unless the
+            // flags are given; a file that does not read is reported by
+            // `serve` itself.
+            let file = netplug::config_file::ServeFile::read(&cmd.config).ok();
+            let log = &cmd.log;
+            let format = log.log_format.or(file.as_ref().and_then(|f| f.log_format)).unwrap_or_default();
+            let access_log = log.access_log.or(file.as_ref().and_then(|f| f.access_log)).unwrap_or(true);
+            netplug::logging::init(log.log_level, format, access_log).and_then(|()| netplug::serve::serve(cmd))
+        }
         Command::Compile(cmd) => netplug::compile::run(&cmd),
         Command::Inspect(cmd) => netplug::inspect::run(&cmd.guest),
         Command::Wit(cmd) => netplug::wit::run(&cmd),

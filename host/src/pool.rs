@@ -63,6 +63,10 @@ impl Pool {
         }
     }
 
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
     /// Drops the spare and idle instances, freeing their pool slots, and
     /// stops making or keeping more.
     pub fn retire(&self) {
@@ -92,7 +96,10 @@ impl Pool {
     pub async fn instantiate(&self, store: &mut Store<GuestState>) -> wasmtime::Result<Server> {
         // Boxed: instantiation's future is large and short-lived; inline,
         // it would size every connection's task for the whole connection.
-        Box::pin(self.pre.instantiate_async(store)).await
+        let started = std::time::Instant::now();
+        let made = Box::pin(self.pre.instantiate_async(store)).await;
+        self.policy.metrics.instantiated(started.elapsed());
+        made
     }
 
     /// Keeps an instance for the next connection if reuse is on, it has

@@ -151,7 +151,7 @@ fn spawn_triggers(
                         "file change"
                     }
                 };
-                reload(&loader, &current, trigger).await;
+                let _ = reload(&loader, &current, trigger).await;
             }
         }
         // Its lines carry the listener's span.
@@ -160,25 +160,32 @@ fn spawn_triggers(
 }
 
 /// Loads the next generation off the async workers (compiling is CPU work)
-/// and makes it current, or logs why not.
-async fn reload(loader: &Arc<Loader>, current: &Current, trigger: &str) {
+/// and makes it current, or logs why not. Returns the line it logged: the
+/// outcome, or the error.
+pub async fn reload(loader: &Arc<Loader>, current: &Current, trigger: &str) -> Result<String, String> {
     let _installing = loader.installing.lock().await;
     let serving = current.get().id;
     let next = serving + 1;
     let load = loader.clone();
     let loaded = tokio::task::spawn_blocking(move || load.load(next)).await;
     let path = loader.path.display();
-    match loaded {
+    let result = match loaded {
         Ok(Ok(generation)) => {
             let guest = generation.guest.clone();
             current.replace(generation);
-            tracing::info!(
-                "{trigger}: generation {next} serving {guest}; generation {serving} finishes its connections"
-            );
+            let line =
+                format!("{trigger}: generation {next} serving {guest}; generation {serving} finishes its connections");
+            tracing::info!("{line}");
+            Ok(line)
         }
-        Ok(Err(e)) => tracing::error!("{trigger}: reload of {path} failed, generation {serving} keeps serving: {e:#}"),
-        Err(e) => tracing::error!("{trigger}: reload of {path} failed, generation {serving} keeps serving: {e}"),
+        Ok(Err(e)) => Err(format!("{trigger}: reload of {path} failed, generation {serving} keeps serving: {e:#}")),
+        Err(e) => Err(format!("{trigger}: reload of {path} failed, generation {serving} keeps serving: {e}")),
+    };
+    if let Err(line) = &result {
+        tracing::error!("{line}");
     }
+    crate::metrics::global().reloaded(result.is_ok());
+    result
 }
 
 /// Makes a guest already admitted (by a reload of `host serve`'s file) the

@@ -3,6 +3,7 @@
 //! `InstancePre` per generation of the guest (see `reload.rs`); each
 //! connection gets its own store (see `session.rs`).
 
+use crate::admin::{self, Admin, Health, ReloadFn};
 use crate::cache::Cache;
 use crate::config::RunConfig;
 use crate::generation::Current;
@@ -32,7 +33,10 @@ pub fn run(config: RunConfig) -> Result<()> {
         _ => {}
     }
     let linker = linker::build(&engine)?;
+    // `host run` has one listener, named after its guest.
+    let name = config.guest.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let policy = Arc::new(Policy {
+        metrics: crate::metrics::global().listener(&name),
         limits: config.limits.clone(),
         dial: config.dial,
         overload: config.overload,
@@ -55,20 +59,30 @@ pub fn run(config: RunConfig) -> Result<()> {
     let addr = config.listen.expect("checked above");
     let loader = Arc::new(Loader::new(engine, linker, cache, config.guest.clone(), config.grants, policy.clone()));
     let first = loader.generation(1, &component, &bytes)?;
-    // `host run` has one listener, named after its guest.
-    let name = config.guest.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let current = Arc::new(Current::new(first, config.drain_timeout));
     let service =
         Arc::new(Service { name: name.as_str().into(), policy, current: current.clone(), stats: Stats::default() });
+    let admin_addr = config.admin_addr;
     let span = tracing::info_span!("listener", name = %name);
     tokio.block_on(
         async {
             let listener = listener::bind(addr, config.backlog)?;
             let bound = listener.local_addr().context("cannot read the bound address")?;
             let shutdown = shutdown::flag()?;
-            reload::spawn(loader, current, config.watch)?;
+            let admin_socket = admin_addr.map(admin::bind).transpose()?;
+            reload::spawn(loader.clone(), current.clone(), config.watch)?;
             // Tests and scripts read this line to find the port.
             println!("listening on {bound}");
+            if let Some(socket) = admin_socket {
+                let health = Health::new(shutdown.clone());
+                health.serving(&name);
+                let reload: ReloadFn = Box::new(move || {
+                    let (loader, current) = (loader.clone(), current.clone());
+                    Box::pin(async move { reload::reload(&loader, &current, "POST /reload").await })
+                });
+                let bound = admin::spawn(socket, Admin { health, reload })?;
+                println!("admin listening on {bound}");
+            }
             std::io::stdout().flush().ok();
             let watching = if config.watch { ", reloading when it changes" } else { "" };
             tracing::info!("serving {guest_name} (world server, generation 1) on {bound}{watching}");

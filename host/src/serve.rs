@@ -10,6 +10,7 @@
 //! socket, a changed guest file becomes a new generation, and the rest are
 //! not touched. Otherwise one line says what is wrong and nothing changes.
 
+use crate::admin::{self, Admin, Health, ReloadFn};
 use crate::cache::Cache;
 use crate::cli::{OverloadArgs, ServeCommand};
 use crate::config_file::{ListenerConfig, ServeFile};
@@ -32,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 use wasmtime::component::Linker;
@@ -71,9 +72,17 @@ pub fn serve(cmd: ServeCommand) -> Result<()> {
     let tokio =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     let _ticker = engine::EpochTicker::start(&shared.engine)?;
+    let admin_addr = cmd.admin.admin_addr.or(file.admin_address);
     tokio.block_on(async move {
         let shutdown = shutdown::flag()?;
         let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+        let admin_socket = admin_addr.map(admin::bind).transpose()?;
+        let health = Health::new(shutdown.clone());
+        for p in &prepared {
+            health.expect(&p.config.name);
+        }
+        // POST /reload: handed to the loop below, which reloads as on SIGHUP.
+        let (reload_tx, mut reload_requests) = mpsc::channel::<oneshot::Sender<Result<String, String>>>(4);
         // Every address is bound before any listener starts: a file that
         // cannot be served as a whole is not served in part.
         let mut sockets = Vec::new();
@@ -91,10 +100,23 @@ pub fn serve(cmd: ServeCommand) -> Result<()> {
             shutdown: shutdown.clone(),
             active: BTreeMap::new(),
             tasks: JoinSet::new(),
+            health: health.clone(),
         };
         for (p, socket) in prepared.into_iter().zip(sockets) {
             let slots = shared.slots.reserve(pool::slots_needed(&p.config.settings.limits)).expect("sized for these");
             supervisor.start(p, socket, 1, slots)?;
+        }
+        if let Some(socket) = admin_socket {
+            let reload: ReloadFn = Box::new(move || {
+                let requests = reload_tx.clone();
+                Box::pin(async move {
+                    let (reply, outcome) = oneshot::channel();
+                    requests.send(reply).await.map_err(|_| "shutting down: not reloading".to_string())?;
+                    outcome.await.map_err(|_| "shutting down: not reloading".to_string())?
+                })
+            });
+            let bound = admin::spawn(socket, Admin { health, reload })?;
+            println!("admin listening on {bound}");
         }
         std::io::stdout().flush().ok();
         tracing::info!(
@@ -105,7 +127,12 @@ pub fn serve(cmd: ServeCommand) -> Result<()> {
         let mut stopping = shutdown.clone();
         loop {
             tokio::select! {
-                _ = hangup.recv() => supervisor.reload().await,
+                _ = hangup.recv() => {
+                    let _ = supervisor.reload("SIGHUP").await;
+                }
+                Some(reply) = reload_requests.recv() => {
+                    let _ = reply.send(supervisor.reload("POST /reload").await);
+                }
                 _ = stopping.wait_for(|s| *s) => break,
             }
         }
@@ -205,6 +232,7 @@ fn prepare(shared: &Shared, config: ListenerConfig, previous: Option<&Loader>) -
     let overload =
         OverloadArgs { overload_threshold: s.overload_threshold, overload_idle_timeout: s.overload_idle_timeout };
     let policy = Arc::new(Policy {
+        metrics: crate::metrics::global().listener(&config.name),
         limits: s.limits.clone(),
         dial,
         overload: OverloadPolicy::new(&overload, &s.limits),
@@ -258,6 +286,8 @@ struct Supervisor {
     /// The accept loops, removed listeners' included until their last
     /// connection ends.
     tasks: JoinSet<()>,
+    /// What `/readyz` reports.
+    health: Arc<Health>,
 }
 
 /// What one reload does to one listener.
@@ -324,12 +354,24 @@ impl Supervisor {
         println!("listener {name} listening on {bound}");
         let watching = if config.settings.watch { ", reloading when it changes" } else { "" };
         span.in_scope(|| tracing::info!("serving {guest} (generation {first}) on {bound}{watching}"));
+        self.health.serving(&name);
         self.active.insert(name, Active { config, socket, loader, current, span, removed, watcher });
         Ok(())
     }
 
-    /// SIGHUP: reads the file again and applies it, or logs why not.
-    async fn reload(&mut self) {
+    /// SIGHUP (or POST /reload): reads the file again and applies it, or
+    /// logs why not; returns the line it logged.
+    async fn reload(&mut self, trigger: &str) -> Result<String, String> {
+        let result = self.reload_file(trigger).await;
+        match &result {
+            Ok(line) => tracing::info!("{line}"),
+            Err(line) => tracing::error!("{line}"),
+        }
+        crate::metrics::global().reloaded(result.is_ok());
+        result
+    }
+
+    async fn reload_file(&mut self, trigger: &str) -> Result<String, String> {
         let known: BTreeMap<String, (crate::config_file::ListenerSettings, Arc<Loader>)> =
             self.active.iter().map(|(n, a)| (n.clone(), (a.config.settings.clone(), a.loader.clone()))).collect();
         let (shared, path) = (self.shared.clone(), self.path.clone());
@@ -337,17 +379,15 @@ impl Supervisor {
         let planned = tokio::task::spawn_blocking(move || plan(&shared, &path, &known)).await;
         let plan = match planned {
             Ok(Ok(plan)) => plan,
-            Ok(Err(e)) => return tracing::error!("SIGHUP: {e:#}; nothing changed"),
-            Err(e) => return tracing::error!("SIGHUP: reading {} failed: {e}; nothing changed", self.path.display()),
+            Ok(Err(e)) => return Err(format!("{trigger}: {e:#}; nothing changed")),
+            Err(e) => return Err(format!("{trigger}: reading {} failed: {e}; nothing changed", self.path.display())),
         };
-        if let Err(e) = self.apply(plan).await {
-            tracing::error!("SIGHUP: {e:#}; nothing changed");
-        }
+        self.apply(plan, trigger).await.map_err(|e| format!("{trigger}: {e:#}; nothing changed"))
     }
 
     /// Binds the new addresses and reserves slots for every new listener,
     /// then (only if all of that worked) makes the changes.
-    async fn apply(&mut self, plan: Plan) -> Result<()> {
+    async fn apply(&mut self, plan: Plan, trigger: &str) -> Result<String> {
         let Plan { changes, unchanged, grace, instances } = plan;
         let mut starting = Vec::new();
         for change in &changes {
@@ -400,7 +440,7 @@ impl Supervisor {
                 }
                 Change::Regenerate(name, admitted) => {
                     let active = &self.active[&name];
-                    reload::install(&active.loader, &active.current, admitted, "SIGHUP")
+                    reload::install(&active.loader, &active.current, admitted, trigger)
                         .instrument(active.span.clone())
                         .await;
                     counts[2] += 1;
@@ -408,23 +448,23 @@ impl Supervisor {
                 Change::Remove(name) => {
                     let old = self.active.remove(&name).expect("planned from the active listeners");
                     old.span.in_scope(|| tracing::info!("removed from {}", self.path.display()));
+                    self.health.removed(&name);
                     old.stop();
                     counts[3] += 1;
                 }
             }
         }
         if grace != self.grace || instances.is_some_and(|n| n != self.instances) {
-            tracing::warn!("SIGHUP: `shutdown-timeout` and `instances` take effect at the next start");
+            tracing::warn!("{trigger}: `shutdown-timeout` and `instances` take effect at the next start");
         }
-        tracing::info!(
-            "SIGHUP: {} read again: {} added, {} replaced, {} new generation(s), {} removed, {unchanged} unchanged",
+        Ok(format!(
+            "{trigger}: {} read again: {} added, {} replaced, {} new generation(s), {} removed, {unchanged} unchanged",
             self.path.display(),
             counts[0],
             counts[1],
             counts[2],
             counts[3]
-        );
-        Ok(())
+        ))
     }
 
     /// The socket a listener `name` starting on `addr` takes over: its

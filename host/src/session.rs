@@ -7,6 +7,7 @@ use crate::connection::Connection;
 use crate::fault::{stop_signal, Fault};
 use crate::generation::Generation;
 use crate::listener::Stats;
+use crate::metrics::Outcome;
 use crate::overload::Signal;
 use crate::pool::Instance;
 use crate::store::{ConnSpan, GuestState};
@@ -48,7 +49,7 @@ pub async fn serve(
         }
     };
     let ended = run_guest(generation, &mut store, ready, Connection::accepted(stream, peer)).await;
-    report(generation, stats, &ended, store.data());
+    report(generation, stats, &ended, store.data_mut());
     if let Ended::Returned(_, guest) = ended {
         // The instance ended cleanly, so it may serve again.
         pool.put_back(Instance { store, guest, served: served + 1 });
@@ -73,6 +74,7 @@ async fn run_guest(
         };
         let conn = store.data_mut().table.push(conn)?;
         store.data_mut().live_connections += 1;
+        store.data_mut().accepted = Some(conn.rep());
         let result = guest.netplug_protocol_handler().call_handle(&mut *store, conn).await?;
         Ok::<_, wasmtime::Error>((result, guest))
     };
@@ -86,12 +88,20 @@ async fn run_guest(
     }
 }
 
-/// Counts the outcome and logs it in the connection's span.
-fn report(generation: &Generation, stats: &Stats, ended: &Ended, state: &GuestState) {
+/// Counts the outcome and logs it in the connection's span, then writes
+/// the connection's record. A limit the host imposed (a wait that timed
+/// out, a quota, an eviction, shutdown) is how the connection ended even if
+/// the guest then returned; a fault is how it ended whatever came before.
+fn report(generation: &Generation, stats: &Stats, ended: &Ended, state: &mut GuestState) {
+    let (outcome, trap) = match ended {
+        Ended::Fault(fault) => fault.outcome(state),
+        Ended::Returned(_, _) if state.ended_by.is_some() => (state.ended_by.unwrap(), None),
+        Ended::Returned(Ok(()), _) => (Outcome::Ok, None),
+        Ended::Returned(Err(_), _) => (Outcome::GuestError, None),
+    };
     match ended {
         Ended::Returned(Ok(()), _) => {
             stats.completed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(parent: state.span.get(), "closed");
         }
         Ended::Returned(Err(reason), _) => {
             stats.guest_errors.fetch_add(1, Ordering::Relaxed);
@@ -105,4 +115,5 @@ fn report(generation: &Generation, stats: &Stats, ended: &Ended, state: &GuestSt
             tracing::error!(parent: state.span.get(), "guest {} closed: {}", generation.guest, fault.describe(state));
         }
     }
+    state.record(outcome, trap);
 }

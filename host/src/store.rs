@@ -5,9 +5,11 @@ use crate::dial::DialPolicy;
 use crate::guest_log::{GuestLog, LogStdio};
 use crate::keyvalue::KvStore;
 use crate::limits::{Limits, MemoryGuard};
+use crate::metrics::{ListenerMetrics, Outcome};
 use crate::overload::{OverloadPolicy, Signal};
 use crate::wasi_config::GuestConfig;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use tracing::Level;
@@ -27,6 +29,8 @@ pub struct Policy {
     /// The `wasi:keyvalue` store the listener's connections share (`--kv`).
     pub kv: Option<Arc<KvStore>>,
     pub verbose: bool,
+    /// The listener's metric handles, resolved once.
+    pub metrics: ListenerMetrics,
 }
 
 /// Where a guest's stdout goes.
@@ -63,6 +67,17 @@ pub struct GuestState {
     pub cpu_exhausted: bool,
     /// `wasi:keyvalue` operations of the connection, for `--kv-max-ops`.
     pub kv_ops: u64,
+    /// Set while the store serves a listener's connection: its record is
+    /// still to be written (when it ends, or when the store is dropped).
+    recording: bool,
+    /// The first limit or stop the host imposed on the connection (a wait
+    /// timed out, a quota refused, an eviction, shutdown): how it ended,
+    /// unless the guest then faulted.
+    pub ended_by: Option<Outcome>,
+    /// The accepted connection's resource, and its byte counts once the
+    /// guest dropped it.
+    pub accepted: Option<u32>,
+    accepted_bytes: Option<(u64, u64)>,
 }
 
 impl GuestState {
@@ -73,6 +88,13 @@ impl GuestState {
     pub fn start_connection(&mut self, signal: Arc<Signal>, span: &Arc<ConnSpan>, reused: bool) {
         self.signal = signal;
         self.span = span.clone();
+        self.recording = span.fields.is_some();
+        if self.recording {
+            self.policy.metrics.active.inc();
+        }
+        self.ended_by = None;
+        self.accepted = None;
+        self.accepted_bytes = None;
         let limits = &self.policy.limits;
         let mut log = self.log.lock().unwrap();
         if reused {
@@ -88,6 +110,81 @@ impl GuestState {
         self.cpu_exhausted = false;
         self.memory.denied = false;
         self.kv_ops = 0;
+    }
+}
+
+impl GuestState {
+    /// Notes a limit or stop the host imposed; the first one is how the
+    /// connection ended (unless its guest faults).
+    pub fn end_by(&mut self, outcome: Outcome) {
+        self.ended_by.get_or_insert(outcome);
+    }
+
+    /// The guest dropped a connection resource: the accepted one's byte
+    /// counts are kept for its record.
+    pub(crate) fn connection_dropped(&mut self, c: &crate::connection::Connection) {
+        if !c.dialed {
+            self.accepted_bytes = Some((c.bytes_in, c.bytes_out));
+        }
+    }
+
+    /// The accepted connection's bytes in and out so far.
+    fn accepted_bytes(&self) -> (u64, u64) {
+        if let Some(bytes) = self.accepted_bytes {
+            return bytes;
+        }
+        let Some(rep) = self.accepted else { return (0, 0) };
+        let key = wasmtime::component::Resource::<crate::connection::Connection>::new_borrow(rep);
+        self.table.get(&key).map(|c| (c.bytes_in, c.bytes_out)).unwrap_or((0, 0))
+    }
+
+    /// Writes the connection's record and counts it: one `info` event in
+    /// its span (target `netplug::record`), whose fields are the duration,
+    /// the bytes and the outcome (and a trap's kind). Once per connection.
+    pub fn record(&mut self, outcome: Outcome, trap: Option<usize>) {
+        if !std::mem::take(&mut self.recording) {
+            return;
+        }
+        let (bytes_in, bytes_out) = self.accepted_bytes();
+        let lasted = self.span.started.elapsed();
+        self.policy.metrics.closed(outcome, trap, lasted, bytes_in, bytes_out);
+        let duration_ms = lasted.as_micros() as f64 / 1000.0;
+        let outcome = outcome.as_str();
+        match trap {
+            Some(kind) => tracing::info!(
+                target: RECORD_TARGET, parent: self.span.get(),
+                duration_ms, bytes_in, bytes_out, outcome = %outcome, trap = %crate::metrics::TRAP_KINDS[kind], "closed"
+            ),
+            None => tracing::info!(
+                target: RECORD_TARGET, parent: self.span.get(), duration_ms, bytes_in, bytes_out, outcome = %outcome, "closed"
+            ),
+        }
+    }
+}
+
+/// The target of connection records (`--access-log off` turns it off).
+pub const RECORD_TARGET: &str = "netplug::record";
+
+impl Drop for GuestState {
+    /// A store dropped while it serves a connection (its task was closed at
+    /// shutdown or at a drain timeout, or panicked) still writes its record.
+    fn drop(&mut self) {
+        crate::metrics::global().slots_in_use.dec();
+        if !self.recording {
+            return;
+        }
+        let outcome = if std::thread::panicking() {
+            Outcome::HostPanic
+        } else if let Some(outcome) = self.ended_by {
+            outcome
+        } else if self.span.drained.load(Ordering::Relaxed) {
+            Outcome::Drained
+        } else if self.signal.interrupt() == Some(crate::overload::Interrupt::Evicted) {
+            Outcome::Overload
+        } else {
+            Outcome::Shutdown
+        };
+        self.record(outcome, None);
     }
 }
 
@@ -125,7 +222,12 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store
         live_connections: 0,
         cpu_exhausted: false,
         kv_ops: 0,
+        recording: false,
+        ended_by: None,
+        accepted: None,
+        accepted_bytes: None,
     };
+    crate::metrics::global().slots_in_use.inc();
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);
     budget::install(&mut store);
@@ -136,16 +238,26 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store
 /// first event about the connection is: at `--log-level warn` most
 /// connections log nothing, and making a span (its fields formatted and
 /// registered) measurably costs each short connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnSpan {
     /// `None` outside a listener (a client run).
     fields: Option<(Arc<str>, u64, SocketAddr)>,
     span: OnceLock<tracing::Span>,
+    /// When the connection was accepted.
+    pub started: Instant,
+    /// Set when its generation's `--drain-timeout` closes it.
+    pub drained: AtomicBool,
+}
+
+impl Default for ConnSpan {
+    fn default() -> Self {
+        ConnSpan { fields: None, span: OnceLock::new(), started: Instant::now(), drained: AtomicBool::new(false) }
+    }
 }
 
 impl ConnSpan {
     pub fn new(listener: Arc<str>, generation: u64, peer: SocketAddr) -> Self {
-        ConnSpan { fields: Some((listener, generation, peer)), span: OnceLock::new() }
+        ConnSpan { fields: Some((listener, generation, peer)), ..ConnSpan::default() }
     }
 
     /// The span, the parent of every event about the connection.

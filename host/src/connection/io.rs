@@ -5,6 +5,7 @@
 
 use super::{code_for, Connection};
 use crate::bindings::ErrorCode;
+use crate::metrics::Outcome;
 use crate::overload::{Interrupt, Signal};
 use crate::store::GuestState;
 use std::future::Future;
@@ -139,14 +140,17 @@ impl GuestState {
             Waited::Done(Err(e)) => code_for(&e),
             Waited::TimedOut => {
                 report_timeout(self.span.get(), &self.policy.limits, end, what);
+                self.end_by(if matches!(end, WaitEnd::Lifetime) { Outcome::Lifetime } else { Outcome::IdleTimeout });
                 ErrorCode::TimedOut
             }
             Waited::Evicted => {
                 report_eviction(self.span.get(), what);
+                self.end_by(Outcome::Overload);
                 ErrorCode::TimedOut
             }
             Waited::ShutDown => {
                 tracing::debug!(parent: self.span.get(), "host shutting down: ending the connection between requests");
+                self.end_by(Outcome::Shutdown);
                 ErrorCode::Closed
             }
         };
@@ -156,7 +160,7 @@ impl GuestState {
 
     /// How many bytes a `recv` or `try-recv` of `max` may read, or why it
     /// must not read: a bad `max`, a broken connection, the in quota spent.
-    fn recv_allowance(&self, conn: &Resource<Connection>, max: u32) -> wasmtime::Result<Result<usize, ErrorCode>> {
+    fn recv_allowance(&mut self, conn: &Resource<Connection>, max: u32) -> wasmtime::Result<Result<usize, ErrorCode>> {
         if max == 0 {
             return Ok(Err(ErrorCode::InvalidArgument));
         }
@@ -164,11 +168,13 @@ impl GuestState {
         if let Some(code) = c.broken {
             return Ok(Err(code));
         }
+        let bytes_in = c.bytes_in;
         let mut want = max.min(crate::limits::MAX_RECV) as u64;
         if let Some(quota) = self.policy.limits.max_bytes_in {
-            let left = quota.saturating_sub(c.bytes_in);
+            let left = quota.saturating_sub(bytes_in);
             if left == 0 {
                 tracing::warn!(parent: self.span.get(), "byte quota: --max-bytes-in {quota} received, refusing recv");
+                self.end_by(Outcome::QuotaIn);
                 return Ok(Err(ErrorCode::QuotaExceeded));
             }
             want = want.min(left);
@@ -254,6 +260,9 @@ pub(super) async fn send_from_guest(
 ) -> wasmtime::Result<Result<(), ErrorCode>> {
     let len = data.len();
     if let Some(code) = store.data().send_refusal(&conn, len)? {
+        if matches!(code, ErrorCode::QuotaExceeded) {
+            store.data_mut().end_by(Outcome::QuotaOut);
+        }
         return Ok(Err(code));
     }
     let (budget, end) = store.data().wait_budget();
@@ -302,6 +311,9 @@ pub(super) fn try_send_from_guest(
 ) -> wasmtime::Result<Result<u32, ErrorCode>> {
     let len = data.len();
     if let Some(code) = store.data().send_refusal(&conn, len)? {
+        if matches!(code, ErrorCode::QuotaExceeded) {
+            store.data_mut().end_by(Outcome::QuotaOut);
+        }
         return Ok(Err(code));
     }
     if len == 0 {

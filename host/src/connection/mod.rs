@@ -87,6 +87,7 @@ pub fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
         let state = store.data_mut();
         let c = state.table.delete(Resource::<Connection>::new_own(rep))?;
         state.live_connections -= 1;
+        state.connection_dropped(&c);
         if c.dialed {
             state.dialed -= 1;
         }

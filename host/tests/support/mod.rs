@@ -174,6 +174,15 @@ impl Host {
         line[prefix.len()..].parse().expect("parse the bound address")
     }
 
+    /// The admin endpoint's address (`--admin-addr`, `[admin]`), printed on
+    /// stdout as `admin listening on ADDR`.
+    pub fn admin(&self) -> SocketAddr {
+        let prefix = "admin listening on ";
+        let line = wait_line(&self.out, PATIENCE, |l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no admin address within {PATIENCE:?}; log:\n{}", self.log().join("\n")));
+        line[prefix.len()..].parse().expect("parse the admin address")
+    }
+
     /// How many times listener `name` has started (each start prints its
     /// address once).
     pub fn listener_starts(&self, name: &str) -> usize {
@@ -456,4 +465,15 @@ pub fn image_config(guest_dir: &Path, loopback: bool, admin: bool) -> String {
         out.push('\n');
     }
     out
+}
+
+/// One HTTP/1.1 request (no body) to `addr`, answered with `Connection:
+/// close`: the status and the body.
+pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = connect(addr);
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let response = String::from_utf8(read_to_end(&mut stream)).expect("a text response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a complete response");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    (status, body.to_string())
 }
