@@ -680,7 +680,7 @@ impl Runner {
     /// `host compile GUEST -o LOGS/GUEST.cwasm`, returning the `.cwasm`'s
     /// path (absolute, so `Kind::host` takes it as is).
     fn precompile(&self, guest: &str) -> Result<&'static str> {
-        let out = self.paths.logs.join(guest.replace(".wasm", ".cwasm"));
+        let out = std::path::absolute(self.paths.logs.join(guest.replace(".wasm", ".cwasm")))?;
         let status = Command::new(&self.paths.host)
             .arg("compile")
             .arg(self.paths.guests.join(guest))
@@ -736,7 +736,7 @@ impl Runner {
             std::fs::read(self.paths.guests.join("hello_v2.wasm"))?,
             std::fs::read(self.paths.guests.join("hello.wasm"))?,
         ];
-        let file = self.paths.logs.join("swapped-rss.wasm");
+        let file = std::path::absolute(self.paths.logs.join("swapped-rss.wasm"))?;
         let tmp = self.paths.logs.join("swapped-rss.wasm.tmp");
         std::fs::write(&file, &versions[1])?;
         let path: &'static str = Box::leak(file.to_string_lossy().into_owned().into_boxed_str());
@@ -794,7 +794,7 @@ impl Runner {
             ),
             (std::fs::read(self.paths.guests.join("hello.wasm"))?, b"HELLO,WORLD"),
         ];
-        let file = self.paths.logs.join("swapped.wasm");
+        let file = std::path::absolute(self.paths.logs.join("swapped.wasm"))?;
         let tmp = self.paths.logs.join("swapped.wasm.tmp");
         std::fs::write(&file, &versions[1].0)?;
         let path: &'static str = Box::leak(file.to_string_lossy().into_owned().into_boxed_str());
