@@ -148,6 +148,12 @@ pub struct ListenArgs {
     /// they are closed. A second signal exits at once.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_timeout: Duration,
+
+    /// On SIGINT or SIGTERM, how long to go on accepting after `/readyz`
+    /// turns 503, so that a load balancer's health checks take the host out
+    /// of rotation before its listeners close (0s: close at once).
+    #[arg(long, default_value = "0s", value_parser = parse_delay, value_name = "DURATION")]
+    pub shutdown_delay: Duration,
 }
 
 /// What a guest may reach beyond its own connection.
@@ -427,6 +433,14 @@ pub struct WitCommand {
     /// wasi:keyvalue), each file after a `// wit/PATH` line.
     #[arg(long)]
     pub all: bool,
+}
+
+/// A duration that may be zero.
+pub(crate) fn parse_delay(text: &str) -> Result<Duration, String> {
+    if matches!(text.trim(), "0" | "0s" | "0ms") {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
 }
 
 /// An IP address, also accepted in brackets (`[::1]`).

@@ -36,6 +36,8 @@ pub struct RunConfig {
     /// How long a replaced generation's connections may run.
     pub drain_timeout: Option<Duration>,
     pub shutdown_timeout: Duration,
+    /// How long to go on accepting after readiness turns false.
+    pub shutdown_delay: Duration,
     pub verbose: bool,
     /// Where compiled guests are cached; `None` with `--no-cache`.
     pub cache_dir: Option<PathBuf>,
@@ -69,6 +71,7 @@ impl RunConfig {
             watch: cmd.swap.watch,
             drain_timeout: cmd.swap.drain_timeout,
             shutdown_timeout: cmd.listen.shutdown_timeout,
+            shutdown_delay: cmd.listen.shutdown_delay,
             verbose: cmd.log.verbose,
             cache_dir: if cmd.no_cache { None } else { crate::cache::default_dir() },
             admin_addr: cmd.admin.admin_addr,

@@ -10,7 +10,7 @@
 //! Limits left unset take the values `host run` defaults to (its flags'
 //! defaults, read from the command-line parser, so the two cannot differ).
 
-use crate::cli::{parse_memory, KvArgs, LimitArgs, LogFormat, OverloadArgs, MAX_CONNECTIONS};
+use crate::cli::{parse_delay, parse_memory, KvArgs, LimitArgs, LogFormat, OverloadArgs, MAX_CONNECTIONS};
 use crate::keyvalue::KvConfig;
 use crate::limits::Limits;
 use crate::serve::MAX_INSTANCES;
@@ -33,6 +33,8 @@ pub struct ServeFile {
     pub path: PathBuf,
     /// How long connections may run after SIGINT or SIGTERM.
     pub shutdown_timeout: Duration,
+    /// How long to go on accepting after readiness turns false.
+    pub shutdown_delay: Duration,
     /// Instance slots reserved for all listeners together, if the file sets
     /// them (`instances`); otherwise the caller sizes the pool.
     pub instances: Option<u32>,
@@ -210,6 +212,7 @@ impl ServeFile {
             admin_address,
             path: path.to_path_buf(),
             shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(10), |d| d.0),
+            shutdown_delay: raw.shutdown_delay.map_or(Duration::ZERO, |d| d.0),
             instances: raw.instances.map(|n| n.0),
             listeners,
         })
@@ -239,6 +242,7 @@ struct FlagDefaults {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawFile {
     shutdown_timeout: Option<Dur>,
+    shutdown_delay: Option<Delay>,
     instances: Option<Count<1, MAX_INSTANCES>>,
     log_format: Option<LogFormat>,
     access_log: Option<bool>,
@@ -364,6 +368,10 @@ macro_rules! parsed_text {
 parsed_text!(
     /// A duration: `500ms`, `10s`, `2m`.
     Dur(Duration), "a duration such as \"500ms\", \"10s\" or \"2m\"", parse_duration
+);
+parsed_text!(
+    /// A duration that may be zero.
+    Delay(Duration), "a duration such as \"0s\" or \"2s\"", parse_delay
 );
 parsed_text!(
     /// A duration or `unlimited`.

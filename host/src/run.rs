@@ -89,6 +89,7 @@ pub fn run(config: RunConfig) -> Result<()> {
             // The accept loop runs on a worker, beside the connections it
             // spawns, rather than on this thread: handing every new
             // connection across threads costs a wake-up each.
+            let shutdown = shutdown::delayed(shutdown, config.shutdown_delay);
             let stopping = Stopping { shutdown, grace: config.shutdown_timeout, removed: None, on_removed: None };
             let serve = listener::run(Arc::new(listener), service, stopping);
             tokio::spawn(serve.in_current_span()).await.context("the accept loop failed")?

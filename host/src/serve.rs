@@ -78,6 +78,8 @@ pub fn serve(cmd: ServeCommand) -> Result<()> {
         let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
         let admin_socket = admin_addr.map(admin::bind).transpose()?;
         let health = Health::new(shutdown.clone());
+        // The listeners stop accepting `shutdown-delay` after readiness turns false.
+        let shutdown = shutdown::delayed(shutdown, file.shutdown_delay);
         for p in &prepared {
             health.expect(&p.config.name);
         }

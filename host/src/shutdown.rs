@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result};
 use std::future::Future;
+use std::time::Duration;
 use tokio::signal::unix::{self, Signal, SignalKind};
 use tokio::sync::watch;
 
@@ -39,6 +40,29 @@ pub fn flag() -> Result<watch::Receiver<bool>> {
         std::future::pending::<()>().await;
     });
     Ok(rx)
+}
+
+/// `flag`, raised `delay` after it: what the listeners stop accepting on,
+/// while the readiness probe (`/readyz`) follows `flag` itself. A load
+/// balancer checking readiness then takes the host out of rotation while it
+/// still accepts, instead of finding its listeners closed
+/// (`--shutdown-delay`).
+pub fn delayed(flag: watch::Receiver<bool>, delay: Duration) -> watch::Receiver<bool> {
+    if delay.is_zero() {
+        return flag;
+    }
+    let (tx, rx) = watch::channel(false);
+    let mut flag = flag;
+    tokio::spawn(async move {
+        if flag.wait_for(|s| *s).await.is_ok() {
+            tracing::info!("not ready; still accepting for {delay:?} (--shutdown-delay)");
+            tokio::time::sleep(delay).await;
+            tx.send_replace(true);
+        }
+        // Kept until the process ends, so receivers never see it closed.
+        std::future::pending::<()>().await;
+    });
+    rx
 }
 
 async fn next(int: &mut Signal, term: &mut Signal) -> &'static str {
