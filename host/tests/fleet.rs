@@ -12,8 +12,6 @@ mod support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -115,65 +113,6 @@ impl Drop for Balancer {
     }
 }
 
-/// Seed exchanges through the balancer without pause, counting successes
-/// and the instants of failures.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<Instant>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..CLIENTS)
-            .map(|_| {
-                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
-                std::thread::spawn(move || {
-                    // Bounded: the test stops it, and at most this long.
-                    let start = Instant::now();
-                    while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(180) {
-                        match std::panic::catch_unwind(|| seed_exchange(addr).0) {
-                            Ok(r) if r == b"HELLO,WORLD" || r == b"HELLO,AGAIN" => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            _ => failures.lock().unwrap().push(Instant::now()),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load { stop, ok, failures, threads }
-    }
-
-    /// Exchanges so far: (passed, failed).
-    fn counts(&self) -> (u64, usize) {
-        (self.ok.load(Ordering::Relaxed), self.failures.lock().unwrap().len())
-    }
-
-    /// Waits until `n` more exchanges have passed.
-    fn progress(&self, n: u64) {
-        let target = self.ok.load(Ordering::Relaxed) + n;
-        let start = Instant::now();
-        while self.ok.load(Ordering::Relaxed) < target {
-            assert!(start.elapsed() < PATIENCE, "the load made no progress through the balancer");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn finish(self) -> Vec<Instant> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let failures = self.failures.lock().unwrap().clone();
-        failures
-    }
-}
-
 /// The generation the admin endpoint reports for the listener.
 fn generation(member: &Member) -> String {
     let (status, body) = http_request(member.admin_addr(), "GET", "/metrics");
@@ -193,7 +132,7 @@ fn a_fleet_behind_haproxy_swaps_restarts_and_loses_a_host_without_failing_exchan
     let members: Vec<Member> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"].iter().map(|ip| Member::new(&dir, ip)).collect();
     let mut hosts: Vec<Option<Host>> = members.iter().map(|m| Some(m.start())).collect();
     let balancer = Balancer::start(&dir, &members);
-    let load = Load::start(balancer.addr);
+    let load = SeedLoad::start(balancer.addr, CLIENTS, &[b"HELLO,WORLD", b"HELLO,AGAIN"]);
     // Every host in rotation before the phases start.
     std::thread::sleep(CHECK_INTERVAL * 3);
     load.progress(100);
@@ -237,7 +176,7 @@ fn a_fleet_behind_haproxy_swaps_restarts_and_loses_a_host_without_failing_exchan
     std::thread::sleep(CHECK_INTERVAL * 5);
     load.progress(200);
     let (passed_c, _) = load.counts();
-    let failures = load.finish();
+    let (_, failures) = load.finish();
     let in_c: Vec<Duration> = failures.iter().map(|t| t.saturating_duration_since(at)).collect();
     eprintln!(
         "fleet (c) SIGKILL: {} exchanges passed, {} failed, at {:?} after the kill",

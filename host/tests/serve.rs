@@ -8,8 +8,6 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -211,48 +209,6 @@ fn an_address_that_cannot_be_bound_stops_the_start_before_anything_serves() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
-/// Seed exchanges on `addr` without pause from `clients` threads until
-/// `stop`, counting successes (`HELLO,WORLD` or `HOWDY`) and failures.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-                std::thread::spawn(move || {
-                    // Bounded: the test stops it, and at most this long.
-                    let start = Instant::now();
-                    while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(120) {
-                        let reply = std::panic::catch_unwind(|| seed_exchange(addr).0);
-                        match reply {
-                            Ok(r) if r == b"HELLO,WORLD" || r == b"HOWDY" => ok.fetch_add(1, Ordering::Relaxed),
-                            _ => failed.fetch_add(1, Ordering::Relaxed),
-                        };
-                    }
-                })
-            })
-            .collect();
-        Load { stop, ok, failed, threads }
-    }
-
-    fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
-    }
-}
-
 #[test]
 fn sighup_adds_replaces_and_removes_listeners_while_another_serves_under_load() {
     let dir = scratch("sighup");
@@ -261,15 +217,8 @@ fn sighup_adds_replaces_and_removes_listeners_while_another_serves_under_load() 
     let config = write_config(&dir, &base);
     let host = Host::serve_config(&config, &[]);
     let hello_addr = host.listener("hello");
-    let load = Load::start(hello_addr, 32);
-    let wait_ok = |at_least: u64| {
-        let start = Instant::now();
-        while load.ok.load(Ordering::Relaxed) < at_least {
-            assert!(start.elapsed() < PATIENCE, "the load made no progress");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
-    wait_ok(50);
+    let load = SeedLoad::start(hello_addr, 32, &[b"HELLO,WORLD", b"HOWDY"]);
+    load.progress(50);
 
     // Add a listener.
     let with_echo = format!("{base}\n[listeners.echo]\naddress = \"127.0.0.1:0\"\nguest = \"{echo}\"\n");
@@ -285,7 +234,7 @@ fn sighup_adds_replaces_and_removes_listeners_while_another_serves_under_load() 
     kept.write_all(b"before").unwrap();
     let mut buf = [0u8; 6];
     kept.read_exact(&mut buf).unwrap();
-    wait_ok(load.ok.load(Ordering::Relaxed) + 50);
+    load.progress(50);
 
     // A file that does not check changes nothing.
     write_config(&dir, &format!("{with_echo}[listeners.echo.limits]\nmax-memory = \"lots\"\n"));
@@ -310,7 +259,7 @@ fn sighup_adds_replaces_and_removes_listeners_while_another_serves_under_load() 
     kept.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"after", "a connection of a removed listener finishes on it");
     drop(kept);
-    wait_ok(load.ok.load(Ordering::Relaxed) + 50);
+    load.progress(50);
 
     // Change the loaded listener's settings: replaced on the same socket.
     let howdy_file = format!("{base}[listeners.hello.config]\ngreeting = \"HOWDY\"\n");
@@ -321,8 +270,9 @@ fn sighup_adds_replaces_and_removes_listeners_while_another_serves_under_load() 
     while seed_exchange(hello_addr).0 != b"HOWDY" {
         assert!(start.elapsed() < Duration::from_secs(2), "the replaced listener still answers the old way");
     }
-    wait_ok(load.ok.load(Ordering::Relaxed) + 50);
-    let (ok, failed) = load.finish();
+    load.progress(50);
+    let (ok, failures) = load.finish();
+    let failed = failures.len() as u64;
     assert_eq!(
         failed,
         0,

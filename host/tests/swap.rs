@@ -6,10 +6,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -59,58 +56,6 @@ fn wait_for_greeting(host: &Host, since: Instant, greeting: &[u8]) {
     }
 }
 
-/// 32 clients doing seed exchanges without pause until stopped; counts the
-/// exchanges that got either greeting and those that failed.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let threads = (0..32)
-            .map(|_| {
-                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-                std::thread::spawn(move || {
-                    // Bounded by the test: it stops the load within a minute.
-                    let until = Instant::now() + Duration::from_secs(120);
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                        match exchange(addr) {
-                            Ok(reply) if reply == b"HELLO,WORLD" || reply == b"HELLO,AGAIN" => &ok,
-                            _ => &failed,
-                        }
-                        .fetch_add(1, Ordering::Relaxed);
-                    }
-                })
-            })
-            .collect();
-        Load { stop, ok, failed, threads }
-    }
-
-    /// Stops the load: (exchanges that succeeded, that failed).
-    fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
-    }
-}
-
-/// One seed exchange that reports failure instead of panicking.
-fn exchange(addr: SocketAddr) -> std::io::Result<Vec<u8>> {
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, PATIENCE)?;
-    stream.set_read_timeout(Some(PATIENCE))?;
-    stream.write_all(b"this is client...")?;
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply)?;
-    Ok(reply)
-}
-
 /// Compiles both versions into this test process's compiled-guest cache
 /// first, so that the 2 s allowed for a swap measures the swap and not a
 /// cold compile competing with the other tests for the machine's 2 cores.
@@ -135,7 +80,7 @@ fn ten_swaps_by_watch_under_load_drop_no_exchange() {
     let path = dir.join("guest.wasm");
     std::fs::copy(guest("hello"), &path).unwrap();
     let host = Host::serve_path(&path, &["--watch"]);
-    let load = Load::start(host.addr);
+    let load = SeedLoad::start(host.addr, 32, &[b"HELLO,WORLD", b"HELLO,AGAIN"]);
     let versions = greetings();
     for swap in 0..10 {
         let (bytes, greeting) = &versions[swap % 2];
@@ -144,7 +89,8 @@ fn ten_swaps_by_watch_under_load_drop_no_exchange() {
         wait_for_greeting(&host, since, greeting);
         host.wait_for_log("the new generation", |l| l.contains(&format!("generation {} serving", swap + 2)));
     }
-    let (ok, failed) = load.finish();
+    let (ok, failures) = load.finish();
+    let failed = failures.len();
     println!("under --watch swaps: {ok} exchanges answered, {failed} failed");
     assert_eq!(failed, 0, "{ok} answered, {failed} failed");
     assert!(ok > 100, "the load ran: {ok}");
@@ -157,7 +103,7 @@ fn ten_swaps_by_sighup_under_load_drop_no_exchange() {
     let path = dir.join("guest.wasm");
     std::fs::copy(guest("hello"), &path).unwrap();
     let host = Host::serve_path(&path, &[]);
-    let load = Load::start(host.addr);
+    let load = SeedLoad::start(host.addr, 32, &[b"HELLO,WORLD", b"HELLO,AGAIN"]);
     let versions = greetings();
     for swap in 0..10 {
         let (bytes, greeting) = &versions[swap % 2];
@@ -167,7 +113,8 @@ fn ten_swaps_by_sighup_under_load_drop_no_exchange() {
         signal(host.pid(), "HUP");
         wait_for_greeting(&host, since, greeting);
     }
-    let (ok, failed) = load.finish();
+    let (ok, failures) = load.finish();
+    let failed = failures.len();
     println!("under SIGHUP swaps: {ok} exchanges answered, {failed} failed");
     assert_eq!(failed, 0, "{ok} answered, {failed} failed");
     assert_eq!(host.count_log("SIGHUP: generation"), 10, "{:?}", host.log());

@@ -477,3 +477,76 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String)
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
     (status, body.to_string())
 }
+
+/// Seed exchanges on `addr` from `clients` threads without pause until
+/// finished (and at most 180 s): a reply in `greetings` passes, anything
+/// else (another reply, an error, a reset) fails, and when is kept.
+pub struct SeedLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    passed: Arc<std::sync::atomic::AtomicU64>,
+    failures: Arc<Mutex<Vec<Instant>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SeedLoad {
+    pub fn start(addr: SocketAddr, clients: usize, greetings: &'static [&'static [u8]]) -> SeedLoad {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let passed = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, passed, failures) = (stop.clone(), passed.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    // Bounded: the test finishes it, and at most this long.
+                    let start = Instant::now();
+                    while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(180) {
+                        match try_seed_exchange(addr) {
+                            Ok(reply) if greetings.contains(&reply.as_slice()) => {
+                                passed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            _ => failures.lock().unwrap().push(Instant::now()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        SeedLoad { stop, passed, failures, threads }
+    }
+
+    /// Exchanges so far: (passed, failed).
+    pub fn counts(&self) -> (u64, usize) {
+        (self.passed.load(std::sync::atomic::Ordering::Relaxed), self.failures.lock().unwrap().len())
+    }
+
+    /// Waits until `n` more exchanges have passed.
+    pub fn progress(&self, n: u64) {
+        let target = self.counts().0 + n;
+        let start = Instant::now();
+        while self.counts().0 < target {
+            assert!(start.elapsed() < PATIENCE, "the load made no progress");
+            // Poll interval.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the load: the exchanges that passed, and when each failure was.
+    pub fn finish(self) -> (u64, Vec<Instant>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (self.passed.load(std::sync::atomic::Ordering::Relaxed), failures)
+    }
+}
+
+/// One seed exchange that reports failure instead of panicking.
+pub fn try_seed_exchange(addr: SocketAddr) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect_timeout(&addr, PATIENCE)?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    stream.write_all(b"this is client...")?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply)?;
+    Ok(reply)
+}
