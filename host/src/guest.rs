@@ -130,6 +130,16 @@ pub fn world_of(engine: &Engine, component: &Component, path: &Path) -> Result<W
 const GRANTED: &[&str] =
     &["netplug:protocol/", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:config/"];
 
+/// The `wasi:keyvalue` interfaces the host links (`keyvalue/draft.rs`,
+/// `keyvalue/draft2.rs`), each granted with `--kv`.
+const KEYVALUE: &[&str] = &[
+    "store@0.2.0-draft",
+    "atomics@0.2.0-draft",
+    "store@0.2.0-draft2",
+    "atomics@0.2.0-draft2",
+    "batch@0.2.0-draft2",
+];
+
 /// Why a guest importing `wasi:keyvalue` is refused without `--kv`.
 pub const NEEDS_KV: &str = "the shared key-value store is granted only with --kv memory or --kv PATH";
 
@@ -144,8 +154,9 @@ pub fn grant(name: &str, extra: &[String]) -> Result<(), &'static str> {
         return Ok(());
     }
     if let Some(interface) = name.strip_prefix("wasi:keyvalue/") {
-        if !matches!(interface, "store@0.2.0-draft" | "atomics@0.2.0-draft") {
-            return Err("the host provides wasi:keyvalue/store and wasi:keyvalue/atomics at 0.2.0-draft only");
+        if !KEYVALUE.contains(&interface) {
+            return Err("the host provides wasi:keyvalue/store and wasi:keyvalue/atomics at 0.2.0-draft, and \
+                        those and wasi:keyvalue/batch at 0.2.0-draft2");
         }
         return match extra.iter().any(|pkg| pkg == crate::keyvalue::GRANT) {
             true => Ok(()),
@@ -244,5 +255,17 @@ mod tests {
         assert_eq!(grant("netplug:protocol/types@0.2.0", &[]), Err(OTHER_VERSION));
         assert_eq!(grant("netplug:protocol/log", &[]), Err(OTHER_VERSION));
         assert!(version_mismatch("netplug:protocol/log").unwrap().starts_with("built against netplug:protocol;"));
+    }
+
+    #[test]
+    fn both_keyvalue_versions_need_kv() {
+        let kv = [crate::keyvalue::GRANT.to_string()];
+        for name in ["wasi:keyvalue/store@0.2.0-draft", "wasi:keyvalue/atomics@0.2.0-draft2", "wasi:keyvalue/batch@0.2.0-draft2"] {
+            assert_eq!(grant(name, &kv), Ok(()), "{name}");
+            assert_eq!(grant(name, &[]), Err(NEEDS_KV), "{name}");
+        }
+        for name in ["wasi:keyvalue/batch@0.2.0-draft", "wasi:keyvalue/watcher@0.2.0-draft2", "wasi:keyvalue/store@0.1.0"] {
+            assert!(grant(name, &kv).unwrap_err().contains("0.2.0-draft2"), "{name}");
+        }
     }
 }

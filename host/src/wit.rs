@@ -17,6 +17,11 @@ pub const DEPS: &[(&str, &str)] = &[
     ("deps/wasi-keyvalue/store.wit", include_str!("../../wit/deps/wasi-keyvalue/store.wit")),
     ("deps/wasi-keyvalue/watch.wit", include_str!("../../wit/deps/wasi-keyvalue/watch.wit")),
     ("deps/wasi-keyvalue/world.wit", include_str!("../../wit/deps/wasi-keyvalue/world.wit")),
+    ("deps/wasi-keyvalue-draft2/atomic.wit", include_str!("../../wit/deps/wasi-keyvalue-draft2/atomic.wit")),
+    ("deps/wasi-keyvalue-draft2/batch.wit", include_str!("../../wit/deps/wasi-keyvalue-draft2/batch.wit")),
+    ("deps/wasi-keyvalue-draft2/store.wit", include_str!("../../wit/deps/wasi-keyvalue-draft2/store.wit")),
+    ("deps/wasi-keyvalue-draft2/watch.wit", include_str!("../../wit/deps/wasi-keyvalue-draft2/watch.wit")),
+    ("deps/wasi-keyvalue-draft2/world.wit", include_str!("../../wit/deps/wasi-keyvalue-draft2/world.wit")),
 ];
 
 /// The text `host wit` prints: `netplug.wit` as it is, or with `all` every
@@ -83,5 +88,6 @@ mod tests {
         assert!(all.starts_with("// wit/netplug.wit\n"));
         assert_eq!(all.matches("\n// wit/deps/").count(), DEPS.len());
         assert!(all.contains("package wasi:keyvalue@0.2.0-draft;"));
+        assert!(all.contains("package wasi:keyvalue@0.2.0-draft2;"));
     }
 }

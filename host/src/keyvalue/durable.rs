@@ -2,20 +2,22 @@
 //! restart. Each bucket is a table (`bucket:NAME`), created by its first
 //! write; a bucket never written reads as empty. Every write is its own
 //! transaction with redb's default durability: committed, and synced to
-//! disk, when `set`, `delete` or `increment` returns. An `increment` reads
-//! and writes in one write transaction, and redb runs one write
-//! transaction at a time, so it is exact under any concurrency.
+//! disk, when `set`, `delete`, `increment` or `swap` returns. An `update`
+//! (an `increment`, a compare-and-swap) reads and writes in one write
+//! transaction, and redb runs one write transaction at a time, so it is
+//! exact under any concurrency; a swap that finds another value writes
+//! nothing and aborts.
 //!
 //! redb blocks the calling thread (a commit waits for its fsync), so these
 //! calls are made on tokio's blocking pool (`super::blocking`), never on a
 //! worker that serves connections.
 
-use super::{incremented, page, KeyResponse, MAX_BUCKETS};
+use super::{page, BucketOps, Page, MAX_BUCKETS};
 use anyhow::{bail, Context, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The prefix of a bucket's table name, so any bucket name (`""` too) makes
 /// a valid table name of its own.
@@ -68,7 +70,7 @@ impl Durable {
 
     /// The table name of bucket `name`, unless that would make one bucket
     /// more than `MAX_BUCKETS`. Nothing is written until the first write.
-    pub fn bucket(&self, name: &str) -> Result<std::sync::Arc<str>, String> {
+    pub fn bucket(&self, name: &str) -> Result<Arc<str>, String> {
         let mut buckets = self.buckets.lock().unwrap();
         if !buckets.contains(name) {
             if buckets.len() >= MAX_BUCKETS {
@@ -126,8 +128,8 @@ impl Durable {
         self.read(name, |t| Ok(t.get(key)?.is_some()), false)
     }
 
-    pub fn list_keys(&self, name: &str, cursor: Option<u64>) -> Result<KeyResponse, String> {
-        let empty = KeyResponse { keys: Vec::new(), cursor: None };
+    pub fn list_keys(&self, name: &str, cursor: Option<u64>) -> Result<Page, String> {
+        let empty = Page { keys: Vec::new(), cursor: None };
         self.read(
             name,
             |t| {
@@ -162,21 +164,95 @@ impl Durable {
         })
     }
 
-    pub fn increment(&self, name: &str, key: &str, delta: u64) -> Result<u64, String> {
-        self.write(name, |t| {
-            let next = incremented(t.get(key)?.as_ref().map(|v| v.value()), key, delta);
-            if let Ok(value) = next {
-                t.insert(key, value.to_string().as_bytes())?;
+    /// Reads `key` and writes what `f` makes of it in one write
+    /// transaction; committed only if `f` wrote, else aborted.
+    pub fn update(
+        &self,
+        name: &str,
+        key: &str,
+        f: &mut dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, String>,
+    ) -> Result<(), String> {
+        let tx = self.db.begin_write().map_err(|e| failed("write", e))?;
+        let wrote = {
+            let mut t = tx.open_table(table(name)).map_err(|e| failed("write", e))?;
+            let next = {
+                let current = t.get(key).map_err(|e| failed("read", e))?;
+                f(current.as_ref().map(|v| v.value()))
+            };
+            match next {
+                Ok(Some(value)) => t.insert(key, value.as_slice()).map(|_| true).map_err(|e| failed("write", e)),
+                Ok(None) => Ok(false),
+                Err(why) => Err(why),
             }
-            Ok(next)
-        })
+        };
+        match wrote {
+            Ok(true) => tx.commit().map_err(|e| failed("commit", e)),
+            Ok(false) => tx.abort().map_err(|e| failed("abort", e)),
+            Err(why) => {
+                tx.abort().map_err(|e| failed("abort", e))?;
+                Err(why)
+            }
+        }
+    }
+}
+
+/// One bucket of the database: its table, as the guest's handle holds it.
+pub struct Table {
+    db: Arc<Durable>,
+    name: Arc<str>,
+}
+
+impl Table {
+    /// The bucket `name` of `db` (see [`Durable::bucket`]).
+    pub fn open(db: &Arc<Durable>, name: &str) -> Result<Table, String> {
+        Ok(Table { db: db.clone(), name: db.bucket(name)? })
+    }
+}
+
+impl BucketOps for Table {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.db.get(&self.name, key)
+    }
+
+    fn set(&self, key: String, value: Vec<u8>) -> Result<(), String> {
+        self.db.set(&self.name, &key, &value)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), String> {
+        self.db.delete(&self.name, key)
+    }
+
+    fn exists(&self, key: &str) -> Result<bool, String> {
+        self.db.exists(&self.name, key)
+    }
+
+    fn list_keys(&self, cursor: Option<u64>) -> Result<Page, String> {
+        self.db.list_keys(&self.name, cursor)
+    }
+
+    fn update(
+        &self,
+        key: String,
+        f: &mut dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, String>,
+    ) -> Result<(), String> {
+        self.db.update(&self.name, &key, f)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::{compare_and_swap, increment, incremented};
     use super::*;
-    use std::sync::Arc;
+
+    fn incr(db: &Durable, name: &str, key: &str, delta: u64) -> Result<u64, String> {
+        let mut sum = None;
+        db.update(name, key, &mut |current| {
+            let next = incremented(current, key, delta)?;
+            sum = Some(next);
+            Ok(Some(next.to_string().into_bytes()))
+        })?;
+        Ok(sum.unwrap())
+    }
 
     fn temp_path(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("netplug-kv-{}-{name}", std::process::id()));
@@ -192,19 +268,19 @@ mod tests {
             let db = Durable::open(&path).unwrap();
             let a = db.bucket("a").unwrap();
             db.set(&a, "k", b"value").unwrap();
-            assert_eq!(db.increment(&a, "n", 2), Ok(2));
+            assert_eq!(incr(&db, &a, "n", 2), Ok(2));
             assert_eq!(db.get(&db.bucket("").unwrap(), "k"), Ok(None));
         }
         let db = Durable::open(&path).unwrap();
         let a = db.bucket("a").unwrap();
         assert_eq!(db.get(&a, "k"), Ok(Some(b"value".to_vec())));
-        assert_eq!(db.increment(&a, "n", 3), Ok(5));
+        assert_eq!(incr(&db, &a, "n", 3), Ok(5));
         assert_eq!(db.list_keys(&a, None).unwrap().keys, ["k", "n"]);
         db.delete(&a, "k").unwrap();
         assert_eq!(db.exists(&a, "k"), Ok(false));
-        assert!(db.increment(&a, "missing-table-ok", 1).is_ok());
+        assert!(incr(&db, &a, "missing-table-ok", 1).is_ok());
         db.set(&a, "text", b"x").unwrap();
-        assert!(db.increment(&a, "text", 1).unwrap_err().contains("not a decimal"));
+        assert!(incr(&db, &a, "text", 1).unwrap_err().contains("not a decimal"));
         assert_eq!(db.get(&a, "text"), Ok(Some(b"x".to_vec())));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
@@ -219,7 +295,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let b = db.bucket("").unwrap();
                     for _ in 0..25 {
-                        db.increment(&b, "hits", 1).unwrap();
+                        incr(&db, &b, "hits", 1).unwrap();
                     }
                 })
             })
@@ -235,5 +311,43 @@ mod tests {
     fn a_missing_directory_is_named() {
         let err = Durable::open(Path::new("/nonexistent-netplug/dir/store.redb")).err().unwrap().to_string();
         assert!(err.contains("/nonexistent-netplug/dir") && err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn compare_and_swap_is_exact_under_threads() {
+        let path = temp_path("cas");
+        let db = Arc::new(Durable::open(&path).unwrap());
+        let table = Arc::new(Table::open(&db, "").unwrap());
+        assert_eq!(increment(&*table, "n".to_string(), |c, k| incremented(c, k, 1)), Ok(1));
+        let threads: Vec<_> = (0..4u8)
+            .map(|i| {
+                let table = table.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        let mut seen = table.get("log").unwrap();
+                        loop {
+                            let mut next = seen.clone().unwrap_or_default();
+                            next.push(b'a' + i);
+                            match compare_and_swap(&*table, "log".to_string(), seen.as_deref(), next).unwrap() {
+                                Ok(()) => break,
+                                Err(now) => seen = now,
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(table.get("log").unwrap().map(|log| log.len()), Some(100));
+        // A swap that finds another value writes nothing.
+        assert_eq!(
+            compare_and_swap(&*table, "n".to_string(), Some(b"7"), b"8".to_vec()),
+            Ok(Err(Some(b"1".to_vec())))
+        );
+        assert_eq!(compare_and_swap(&*table, "new".to_string(), None, b"x".to_vec()), Ok(Ok(())));
+        assert_eq!(table.get("new").unwrap(), Some(b"x".to_vec()));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }

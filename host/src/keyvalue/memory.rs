@@ -1,11 +1,12 @@
 //! `--kv memory`: the store as maps in the host's memory, gone when it
 //! exits. Each bucket is split into shards by key hash, each behind its own
 //! `RwLock`, so connections working on different keys rarely wait on each
-//! other; an `increment` holds its shard's write lock from read to write,
-//! which makes it exact under any concurrency. Nothing here awaits.
+//! other; an `update` (an `increment`, a compare-and-swap) holds its
+//! shard's write lock from read to write, which makes it exact under any
+//! concurrency: a swap compares the bytes it read with those under the lock.
+//! Nothing here awaits.
 
-use super::KeyResponse;
-use super::{incremented, page, MAX_BUCKETS};
+use super::{page, BucketOps, Page, MAX_BUCKETS};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, RwLock};
@@ -58,50 +59,66 @@ impl Bucket {
     fn shard(&self, key: &str) -> &Shard {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
+}
 
-    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.shard(key).read().unwrap().get(key).cloned()
+impl BucketOps for Bucket {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.shard(key).read().unwrap().get(key).cloned())
     }
 
-    pub fn set(&self, key: String, value: Vec<u8>) {
+    fn set(&self, key: String, value: Vec<u8>) -> Result<(), String> {
         // The old value is freed after the lock is released.
         let old = self.shard(&key).write().unwrap().insert(key, value);
         drop(old);
+        Ok(())
     }
 
-    pub fn delete(&self, key: &str) {
+    fn delete(&self, key: &str) -> Result<(), String> {
         let old = self.shard(key).write().unwrap().remove(key);
         drop(old);
+        Ok(())
     }
 
-    pub fn exists(&self, key: &str) -> bool {
-        self.shard(key).read().unwrap().contains_key(key)
-    }
-
-    /// Adds `delta` to the decimal value at `key` (a missing key counts as
-    /// 0), atomically: the shard stays write-locked from read to write.
-    pub fn increment(&self, key: String, delta: u64) -> Result<u64, String> {
-        let mut shard = self.shard(&key).write().unwrap();
-        let value = incremented(shard.get(&key).map(Vec::as_slice), &key, delta)?;
-        shard.insert(key, value.to_string().into_bytes());
-        Ok(value)
+    fn exists(&self, key: &str) -> Result<bool, String> {
+        Ok(self.shard(key).read().unwrap().contains_key(key))
     }
 
     /// A page of the bucket's keys in sorted order, so that a cursor (an
     /// offset) stays meaningful between calls while no key is added or
     /// removed. Sorting every key is the cost of a call the interface
     /// itself calls expensive.
-    pub fn list_keys(&self, cursor: Option<u64>) -> KeyResponse {
+    fn list_keys(&self, cursor: Option<u64>) -> Result<Page, String> {
         let mut keys: Vec<String> =
             self.shards.iter().flat_map(|shard| shard.read().unwrap().keys().cloned().collect::<Vec<_>>()).collect();
         keys.sort_unstable();
-        page(keys.into_iter(), cursor)
+        Ok(page(keys.into_iter(), cursor))
+    }
+
+    /// The shard stays write-locked from the read to the write.
+    fn update(
+        &self,
+        key: String,
+        f: &mut dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, String>,
+    ) -> Result<(), String> {
+        let mut shard = self.shard(&key).write().unwrap();
+        let old = match f(shard.get(&key).map(Vec::as_slice))? {
+            Some(value) => shard.insert(key, value),
+            None => None,
+        };
+        drop(shard);
+        drop(old);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::{compare_and_swap, increment, incremented};
     use super::*;
+
+    fn incr(bucket: &Bucket, key: &str, delta: u64) -> Result<u64, String> {
+        increment(bucket, key.to_string(), move |current, key| incremented(current, key, delta))
+    }
 
     #[test]
     fn increments_are_exact_under_threads() {
@@ -111,7 +128,7 @@ mod tests {
                 let bucket = bucket.clone();
                 std::thread::spawn(move || {
                     for _ in 0..10_000 {
-                        bucket.increment("hits".to_string(), 1).unwrap();
+                        incr(&bucket, "hits", 1).unwrap();
                     }
                 })
             })
@@ -119,28 +136,28 @@ mod tests {
         for thread in threads {
             thread.join().unwrap();
         }
-        assert_eq!(bucket.get("hits"), Some(b"80000".to_vec()));
-        assert_eq!(bucket.increment("hits".to_string(), 0), Ok(80_000));
+        assert_eq!(bucket.get("hits").unwrap(), Some(b"80000".to_vec()));
+        assert_eq!(incr(&bucket, "hits", 0), Ok(80_000));
     }
 
     #[test]
     fn increment_refuses_overflow_and_non_numbers_and_keeps_the_value() {
         let bucket = Bucket::default();
-        bucket.set("big".to_string(), u64::MAX.to_string().into_bytes());
-        assert!(bucket.increment("big".to_string(), 1).unwrap_err().contains("overflows"));
-        assert_eq!(bucket.get("big"), Some(u64::MAX.to_string().into_bytes()));
-        bucket.set("text".to_string(), b"hello".to_vec());
-        assert!(bucket.increment("text".to_string(), 1).unwrap_err().contains("not a decimal"));
-        assert_eq!(bucket.get("text"), Some(b"hello".to_vec()));
-        assert_eq!(bucket.increment("new".to_string(), 7), Ok(7));
+        bucket.set("big".to_string(), u64::MAX.to_string().into_bytes()).unwrap();
+        assert!(incr(&bucket, "big", 1).unwrap_err().contains("overflows"));
+        assert_eq!(bucket.get("big").unwrap(), Some(u64::MAX.to_string().into_bytes()));
+        bucket.set("text".to_string(), b"hello".to_vec()).unwrap();
+        assert!(incr(&bucket, "text", 1).unwrap_err().contains("not a decimal"));
+        assert_eq!(bucket.get("text").unwrap(), Some(b"hello".to_vec()));
+        assert_eq!(incr(&bucket, "new", 7), Ok(7));
     }
 
     #[test]
     fn buckets_are_namespaces_and_capped() {
         let memory = Memory::default();
-        memory.bucket("a").unwrap().set("k".to_string(), b"1".to_vec());
-        assert_eq!(memory.bucket("a").unwrap().get("k"), Some(b"1".to_vec()));
-        assert_eq!(memory.bucket("").unwrap().get("k"), None);
+        memory.bucket("a").unwrap().set("k".to_string(), b"1".to_vec()).unwrap();
+        assert_eq!(memory.bucket("a").unwrap().get("k").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(memory.bucket("").unwrap().get("k").unwrap(), None);
         for i in 0..MAX_BUCKETS - 2 {
             memory.bucket(&i.to_string()).unwrap();
         }
@@ -151,14 +168,56 @@ mod tests {
     #[test]
     fn set_get_delete_exists_and_list() {
         let bucket = Bucket::default();
-        bucket.set("b".to_string(), vec![0, 1, 2]);
-        bucket.set("a".to_string(), vec![]);
-        assert!(bucket.exists("a"));
-        assert_eq!(bucket.get("b"), Some(vec![0, 1, 2]));
-        assert_eq!(bucket.list_keys(None).keys, ["a", "b"]);
-        bucket.delete("a");
-        bucket.delete("never there");
-        assert!(!bucket.exists("a"));
-        assert_eq!(bucket.list_keys(None).keys, ["b"]);
+        bucket.set("b".to_string(), vec![0, 1, 2]).unwrap();
+        bucket.set("a".to_string(), vec![]).unwrap();
+        assert!(bucket.exists("a").unwrap());
+        assert_eq!(bucket.get("b").unwrap(), Some(vec![0, 1, 2]));
+        assert_eq!(bucket.list_keys(None).unwrap().keys, ["a", "b"]);
+        bucket.delete("a").unwrap();
+        bucket.delete("never there").unwrap();
+        assert!(!bucket.exists("a").unwrap());
+        assert_eq!(bucket.list_keys(None).unwrap().keys, ["b"]);
+    }
+
+    #[test]
+    fn compare_and_swap_is_exact_under_threads() {
+        // Each thread appends one byte 500 times, retrying when another
+        // got in between: no append is lost.
+        let bucket = Arc::new(Bucket::default());
+        let threads: Vec<_> = (0..8u8)
+            .map(|i| {
+                let bucket = bucket.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        let mut seen = bucket.get("log").unwrap();
+                        loop {
+                            let mut next = seen.clone().unwrap_or_default();
+                            next.push(b'a' + i);
+                            match compare_and_swap(&*bucket, "log".to_string(), seen.as_deref(), next).unwrap() {
+                                Ok(()) => break,
+                                Err(now) => seen = now,
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let log = bucket.get("log").unwrap().unwrap();
+        assert_eq!(log.len(), 4000);
+        for i in 0..8u8 {
+            assert_eq!(log.iter().filter(|&&b| b == b'a' + i).count(), 500);
+        }
+    }
+
+    #[test]
+    fn a_swap_from_missing_succeeds_once() {
+        let bucket = Bucket::default();
+        assert_eq!(compare_and_swap(&bucket, "k".to_string(), None, b"1".to_vec()), Ok(Ok(())));
+        assert_eq!(compare_and_swap(&bucket, "k".to_string(), None, b"2".to_vec()), Ok(Err(Some(b"1".to_vec()))));
+        assert_eq!(compare_and_swap(&bucket, "k".to_string(), Some(b"1"), b"3".to_vec()), Ok(Ok(())));
+        assert_eq!(bucket.get("k").unwrap(), Some(b"3".to_vec()));
     }
 }

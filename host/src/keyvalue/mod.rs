@@ -1,50 +1,38 @@
-//! Shared state: the standard `wasi:keyvalue` interfaces `store` and
-//! `atomics` (0.2.0-draft, `wit/deps/wasi-keyvalue/`), backed by one store
-//! per listener that every connection of it shares. Granted only with
-//! `host run --kv memory` (`memory.rs`) or `--kv PATH` (`durable.rs`, a redb
-//! file that survives restarts); a guest importing them without `--kv` is
-//! refused at load (`guest::grant`).
+//! Shared state: the standard `wasi:keyvalue` interfaces, backed by one
+//! store per listener that every connection of it shares. Two versions are
+//! served over the same store: 0.2.0-draft (`store`, `atomics` with an
+//! unsigned `increment`; `draft.rs`, `wit/deps/wasi-keyvalue/`) and
+//! 0.2.0-draft2 (`store`, `atomics` with a signed `increment` and the
+//! compare-and-swap `cas`/`swap`, and `batch`; `draft2.rs`,
+//! `wit/deps/wasi-keyvalue-draft2/`). Both call the operations here, so they
+//! see the same buckets and data under the same grant and limits. Granted
+//! only with `host run --kv memory` (`memory.rs`) or `--kv PATH`
+//! (`durable.rs`, a redb file that survives restarts); a guest importing
+//! them without `--kv` is refused at load (`guest::grant`).
 //!
 //! `store.open(name)` opens a bucket: a namespace of the store, created on
 //! first use, any name (`""` included) up to `MAX_BUCKETS` of them. The
-//! bucket resource lives in the store's `ResourceTable`, so it counts
-//! against `--max-resources`. Every operation counts against the
-//! connection's `--kv-max-ops`; keys and values over `--kv-max-key-size` and
-//! `--kv-max-value-size` are refused. Each refusal is `error::other` with a
-//! message, returned to the guest: never a trap.
+//! bucket (and `cas`) resources live in the store's `ResourceTable`, so they
+//! count against `--max-resources`. Every operation counts against the
+//! connection's `--kv-max-ops` (a `cas.new`, which reads the value, and a
+//! `swap` are one each; a batch call one per key); keys and values over
+//! `--kv-max-key-size` and `--kv-max-value-size` are refused. Each refusal
+//! is `error::other` with a message, returned to the guest: never a trap.
 
+mod draft;
+mod draft2;
 mod durable;
 mod memory;
 
 use crate::budget::CpuClock;
 use crate::cli::KvArgs;
 use crate::store::{ConnSpan, GuestState};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
-use wasmtime::component::{HasSelf, Linker, Resource, ResourceTableError};
-
-mod bindings {
-    // Host functions are async so that the durable backend can run its
-    // blocking transactions on tokio's blocking pool (`spawn_blocking`)
-    // rather than stall a worker that serves other connections; the memory
-    // backend never awaits, so its calls complete in their first poll.
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        interfaces: "
-            import wasi:keyvalue/store@0.2.0-draft;
-            import wasi:keyvalue/atomics@0.2.0-draft;
-        ",
-        imports: { default: async | trappable },
-        with: {
-            "wasi:keyvalue/store.bucket": super::Bucket,
-        },
-    });
-}
-
-use bindings::wasi::keyvalue::{atomics, store};
-use store::{Error, KeyResponse};
+use wasmtime::component::{Linker, Resource, ResourceTableError};
 
 /// The package `host run` adds to the guest's grants when `--kv` is given
 /// (`guest::grant` lets `wasi:keyvalue` through only then).
@@ -156,14 +144,14 @@ impl KvStore {
         }
         match &*self.data {
             Data::Memory(memory) => memory.bucket(name).map(Bucket::Memory),
-            Data::Durable(db) => db.bucket(name).map(|table| Bucket::Durable(db.clone(), table)),
+            Data::Durable(db) => durable::Table::open(db, name).map(|table| Bucket::Durable(Arc::new(table))),
         }
     }
 
-    fn check_key(&self, key: &str) -> Result<(), Error> {
+    fn check_key(&self, key: &str) -> Result<(), Failure> {
         let max = self.limits.max_key_size;
         if key.len() as u64 > max {
-            return Err(Error::Other(format!(
+            return Err(Failure::Other(format!(
                 "key of {} bytes is over the limit of {max} (--kv-max-key-size)",
                 key.len()
             )));
@@ -171,10 +159,10 @@ impl KvStore {
         Ok(())
     }
 
-    fn check_value(&self, value: &[u8]) -> Result<(), Error> {
+    fn check_value(&self, value: &[u8]) -> Result<(), Failure> {
         let max = self.limits.max_value_size;
         if value.len() as u64 > max {
-            return Err(Error::Other(format!(
+            return Err(Failure::Other(format!(
                 "value of {} bytes is over the limit of {max} (--kv-max-value-size)",
                 value.len()
             )));
@@ -183,27 +171,144 @@ impl KvStore {
     }
 }
 
-/// An open bucket, as the guest's `bucket` resource holds it.
-pub enum Bucket {
-    Memory(Arc<memory::Bucket>),
-    /// The database and the bucket's table name.
-    Durable(Arc<durable::Durable>, Arc<str>),
+/// Why an operation failed, before it becomes either version's `error`.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Failure {
+    AccessDenied,
+    Other(String),
 }
 
-/// `increment`'s arithmetic: the stored value (none for a missing key) read
-/// as a decimal `u64` (the interface's type), plus `delta`, checked.
-pub(crate) fn incremented(current: Option<&[u8]>, key: &str, delta: u64) -> Result<u64, String> {
-    let Some(current) = current else { return Ok(delta) };
-    let value = std::str::from_utf8(current)
+/// What a host function returns: a trap (`Err`), or the guest's result.
+pub(crate) type Outcome<T> = wasmtime::Result<Result<T, Failure>>;
+
+/// One page of `list-keys`: the keys and the offset of the next page.
+#[derive(Debug, PartialEq)]
+pub struct Page {
+    pub keys: Vec<String>,
+    pub cursor: Option<u64>,
+}
+
+/// What a backend does for one bucket. Each call is one atomic step.
+pub(crate) trait BucketOps: Send + Sync {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    fn set(&self, key: String, value: Vec<u8>) -> Result<(), String>;
+    fn delete(&self, key: &str) -> Result<(), String>;
+    fn exists(&self, key: &str) -> Result<bool, String>;
+    fn list_keys(&self, cursor: Option<u64>) -> Result<Page, String>;
+    /// Calls `f` once with the value at `key` (none if missing) and stores
+    /// what it returns (`Ok(None)`: nothing), as one atomic step: no other
+    /// write to the key comes between the read and the write. An `Err`
+    /// from `f` writes nothing.
+    fn update(&self, key: String, f: &mut dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, String>)
+        -> Result<(), String>;
+}
+
+/// An open bucket, as the guest's `bucket` resource holds it (either
+/// version's). Cheap to clone.
+#[derive(Clone)]
+pub enum Bucket {
+    Memory(Arc<memory::Bucket>),
+    Durable(Arc<durable::Table>),
+}
+
+impl Bucket {
+    /// Runs `op` on the backend: in place for the memory store, which never
+    /// waits, on the blocking pool for the durable one.
+    async fn call<T: Send + 'static>(
+        &self,
+        clock: &CpuClock,
+        op: impl FnOnce(&dyn BucketOps) -> Result<T, String> + Send + 'static,
+    ) -> Outcome<T> {
+        match self {
+            Bucket::Memory(bucket) => Ok(op(&**bucket).map_err(Failure::Other)),
+            Bucket::Durable(table) => {
+                let table = table.clone();
+                blocking(clock, move || op(&*table)).await
+            }
+        }
+    }
+}
+
+/// A compare-and-swap in progress (draft2's `cas` resource): the key and
+/// the value `cas.new` read (none if missing), which a `swap` must still
+/// find there to write.
+pub struct Cas {
+    bucket: Bucket,
+    key: String,
+    current: Option<Vec<u8>>,
+}
+
+impl Cas {
+    pub fn current(&self) -> Option<&[u8]> {
+        self.current.as_deref()
+    }
+}
+
+/// Replaces `current` with `value` if `current` is still `expected`; else
+/// keeps it and says what it is now. `swap`'s step, under `update`.
+pub(crate) fn compare_and_swap(
+    ops: &dyn BucketOps,
+    key: String,
+    expected: Option<&[u8]>,
+    value: Vec<u8>,
+) -> Result<Result<(), Option<Vec<u8>>>, String> {
+    let mut value = Some(value);
+    let mut outcome = Ok(());
+    ops.update(key, &mut |current| {
+        if current == expected {
+            Ok(value.take())
+        } else {
+            outcome = Err(current.map(<[u8]>::to_vec));
+            Ok(None)
+        }
+    })?;
+    Ok(outcome)
+}
+
+/// The stored value (none for a missing key) read as a decimal `N`.
+fn number<N: FromStr>(current: Option<&[u8]>, key: &str, kind: &str) -> Result<Option<N>, String> {
+    let Some(current) = current else { return Ok(None) };
+    std::str::from_utf8(current)
         .ok()
-        .and_then(|text| text.parse::<u64>().ok())
-        .ok_or_else(|| format!("the value of `{key}` is not a decimal unsigned 64-bit integer"))?;
+        .and_then(|text| text.parse::<N>().ok())
+        .map(Some)
+        .ok_or_else(|| format!("the value of `{key}` is not a decimal {kind} 64-bit integer"))
+}
+
+/// draft's `increment` arithmetic: the stored value (none for a missing
+/// key) read as a decimal `u64` (that version's type), plus `delta`,
+/// checked.
+pub(crate) fn incremented(current: Option<&[u8]>, key: &str, delta: u64) -> Result<u64, String> {
+    let Some(value) = number::<u64>(current, key, "unsigned")? else { return Ok(delta) };
     value.checked_add(delta).ok_or_else(|| format!("incrementing `{key}` ({value}) by {delta} overflows 64 bits"))
+}
+
+/// draft2's: the value read as a decimal `i64` (that version's type).
+pub(crate) fn incremented_signed(current: Option<&[u8]>, key: &str, delta: i64) -> Result<i64, String> {
+    let Some(value) = number::<i64>(current, key, "signed")? else { return Ok(delta) };
+    value.checked_add(delta).ok_or_else(|| format!("incrementing `{key}` ({value}) by {delta} overflows 64 bits"))
+}
+
+/// Adds `delta` with `add` (one of the above) and stores the sum in decimal,
+/// as one atomic step on the backend.
+pub(crate) fn increment<N: fmt::Display + Copy>(
+    ops: &dyn BucketOps,
+    key: String,
+    add: impl Fn(Option<&[u8]>, &str) -> Result<N, String>,
+) -> Result<N, String> {
+    let mut sum = None;
+    let name = key.clone();
+    ops.update(key, &mut |current| {
+        let next = add(current, &name)?;
+        sum = Some(next);
+        Ok(Some(next.to_string().into_bytes()))
+    })?;
+    sum.ok_or_else(|| "the store did not run the increment".to_string())
 }
 
 /// One page of `keys` (sorted) from `cursor`, an offset into them, with the
 /// cursor of the next page if there is one.
-pub(crate) fn page(keys: impl Iterator<Item = String>, cursor: Option<u64>) -> KeyResponse {
+pub(crate) fn page(keys: impl Iterator<Item = String>, cursor: Option<u64>) -> Page {
     let start = cursor.unwrap_or(0);
     let mut taken = Vec::new();
     let mut bytes = 0;
@@ -217,23 +322,23 @@ pub(crate) fn page(keys: impl Iterator<Item = String>, cursor: Option<u64>) -> K
     }
     let more = keys.next().is_some();
     let next = start + taken.len() as u64;
-    KeyResponse { keys: taken, cursor: more.then_some(next) }
+    Page { keys: taken, cursor: more.then_some(next) }
 }
 
 /// Counts one operation against the connection's `--kv-max-ops` and returns
 /// the listener's store, or the error the guest gets. Fields, not `self`,
 /// so the store is borrowed from the policy while the count is updated.
-fn admit_op<'a>(kv: &'a Option<Arc<KvStore>>, ops: &mut u64, span: &ConnSpan) -> Result<&'a KvStore, Error> {
+fn admit_op<'a>(kv: &'a Option<Arc<KvStore>>, ops: &mut u64, span: &ConnSpan) -> Result<&'a KvStore, Failure> {
     // Unreachable in practice: a guest importing wasi:keyvalue is refused
     // at load unless --kv is given.
-    let kv = kv.as_deref().ok_or(Error::AccessDenied)?;
+    let kv = kv.as_deref().ok_or(Failure::AccessDenied)?;
     if let Some(max) = kv.limits.max_ops {
         if *ops >= max {
             if *ops == max {
                 tracing::warn!(parent: span.get(), "key-value operation limit: {max} operations (--kv-max-ops)");
             }
             *ops = ops.saturating_add(1);
-            return Err(Error::Other(format!("operation limit reached: {max} per connection (--kv-max-ops)")));
+            return Err(Failure::Other(format!("operation limit reached: {max} per connection (--kv-max-ops)")));
         }
     }
     *ops += 1;
@@ -245,19 +350,17 @@ fn admit_op<'a>(kv: &'a Option<Arc<KvStore>>, ops: &mut u64, span: &ConnSpan) ->
 /// every other connection it serves. The wait is not charged to the
 /// guest's CPU budget, like a wait on its peer: the disk's speed is not the
 /// guest's doing.
-async fn blocking<T: Send + 'static>(
-    clock: &CpuClock,
-    job: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> wasmtime::Result<Result<T, Error>> {
+async fn blocking<T: Send + 'static>(clock: &CpuClock, job: impl FnOnce() -> Result<T, String> + Send + 'static) -> Outcome<T> {
     let began = clock.begin_wait();
     let done = tokio::task::spawn_blocking(job).await;
     clock.end_wait(began);
     match done {
-        Ok(result) => Ok(result.map_err(Error::Other)),
+        Ok(result) => Ok(result.map_err(Failure::Other)),
         Err(e) => wasmtime::bail!("the key-value store failed: {e}"),
     }
 }
 
+/// Counts the operation and returns the store, or returns the refusal.
 macro_rules! op {
     ($state:expr) => {
         match admit_op(&$state.policy.kv, &mut $state.kv_ops, &$state.span) {
@@ -275,134 +378,127 @@ macro_rules! check {
     };
 }
 
-impl store::Host for GuestState {
-    async fn open(&mut self, identifier: String) -> wasmtime::Result<Result<Resource<Bucket>, Error>> {
-        let kv = op!(self);
-        let bucket = match kv.open_bucket(&identifier) {
-            Ok(bucket) => bucket,
-            Err(why) => return Ok(Err(Error::Other(why))),
-        };
-        match self.table.push(bucket) {
+/// The operations both versions' host functions are made of: each counts
+/// as one operation, checks its key and value, and runs on the bucket.
+impl GuestState {
+    /// Puts a resource in the table; a full table is the guest's error.
+    pub(crate) fn kv_push<T: Send + 'static>(&mut self, value: T) -> Outcome<Resource<T>> {
+        match self.table.push(value) {
             Ok(res) => Ok(Ok(res)),
             Err(ResourceTableError::Full) => {
-                Ok(Err(Error::Other("too many host resources held (--max-resources)".to_string())))
+                Ok(Err(Failure::Other("too many host resources held (--max-resources)".to_string())))
             }
             Err(e) => Err(e.into()),
         }
     }
-}
 
-impl store::HostBucket for GuestState {
-    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+    pub(crate) fn kv_open(&mut self, identifier: &str) -> Outcome<Resource<Bucket>> {
         let kv = op!(self);
-        check!(kv.check_key(&key));
-        match self.table.get(&bucket)? {
-            Bucket::Memory(b) => Ok(Ok(b.get(&key))),
-            Bucket::Durable(db, table) => {
-                let (db, table) = (db.clone(), table.clone());
-                blocking(&self.clock, move || db.get(&table, &key)).await
-            }
+        match kv.open_bucket(identifier) {
+            Ok(bucket) => self.kv_push(bucket),
+            Err(why) => Ok(Err(Failure::Other(why))),
         }
     }
 
-    async fn set(
-        &mut self,
-        bucket: Resource<Bucket>,
-        key: String,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), Error>> {
+    /// Counts the operation, checks `key` (and `value`, if written) and
+    /// returns the bucket.
+    fn kv_key_op(&mut self, bucket: &Resource<Bucket>, key: &str, value: Option<&[u8]>) -> Outcome<Bucket> {
         let kv = op!(self);
-        check!(kv.check_key(&key));
-        check!(kv.check_value(&value));
-        match self.table.get(&bucket)? {
-            Bucket::Memory(b) => {
-                b.set(key, value);
-                Ok(Ok(()))
-            }
-            Bucket::Durable(db, table) => {
-                let (db, table) = (db.clone(), table.clone());
-                blocking(&self.clock, move || db.set(&table, &key, &value)).await
-            }
-        }
+        check!(kv.check_key(key));
+        check!(value.map_or(Ok(()), |value| kv.check_value(value)));
+        Ok(Ok(self.table.get(bucket)?.clone()))
     }
 
-    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> wasmtime::Result<Result<(), Error>> {
-        let kv = op!(self);
-        check!(kv.check_key(&key));
-        match self.table.get(&bucket)? {
-            Bucket::Memory(b) => {
-                b.delete(&key);
-                Ok(Ok(()))
-            }
-            Bucket::Durable(db, table) => {
-                let (db, table) = (db.clone(), table.clone());
-                blocking(&self.clock, move || db.delete(&table, &key)).await
-            }
-        }
+    pub(crate) async fn kv_get(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<Option<Vec<u8>>> {
+        let bucket = match self.kv_key_op(bucket, &key, None)? {
+            Ok(bucket) => bucket,
+            Err(e) => return Ok(Err(e)),
+        };
+        bucket.call(&self.clock, move |b| b.get(&key)).await
     }
 
-    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> wasmtime::Result<Result<bool, Error>> {
-        let kv = op!(self);
-        check!(kv.check_key(&key));
-        match self.table.get(&bucket)? {
-            Bucket::Memory(b) => Ok(Ok(b.exists(&key))),
-            Bucket::Durable(db, table) => {
-                let (db, table) = (db.clone(), table.clone());
-                blocking(&self.clock, move || db.exists(&table, &key)).await
-            }
-        }
+    pub(crate) async fn kv_set(&mut self, bucket: &Resource<Bucket>, key: String, value: Vec<u8>) -> Outcome<()> {
+        let bucket = match self.kv_key_op(bucket, &key, Some(&value))? {
+            Ok(bucket) => bucket,
+            Err(e) => return Ok(Err(e)),
+        };
+        bucket.call(&self.clock, move |b| b.set(key, value)).await
     }
 
-    async fn list_keys(
-        &mut self,
-        bucket: Resource<Bucket>,
-        cursor: Option<u64>,
-    ) -> wasmtime::Result<Result<KeyResponse, Error>> {
+    pub(crate) async fn kv_delete(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<()> {
+        let bucket = match self.kv_key_op(bucket, &key, None)? {
+            Ok(bucket) => bucket,
+            Err(e) => return Ok(Err(e)),
+        };
+        bucket.call(&self.clock, move |b| b.delete(&key)).await
+    }
+
+    pub(crate) async fn kv_exists(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<bool> {
+        let bucket = match self.kv_key_op(bucket, &key, None)? {
+            Ok(bucket) => bucket,
+            Err(e) => return Ok(Err(e)),
+        };
+        bucket.call(&self.clock, move |b| b.exists(&key)).await
+    }
+
+    pub(crate) async fn kv_list_keys(&mut self, bucket: &Resource<Bucket>, cursor: Option<u64>) -> Outcome<Page> {
         op!(self);
-        match self.table.get(&bucket)? {
-            Bucket::Memory(b) => Ok(Ok(b.list_keys(cursor))),
-            Bucket::Durable(db, table) => {
-                let (db, table) = (db.clone(), table.clone());
-                blocking(&self.clock, move || db.list_keys(&table, cursor)).await
-            }
-        }
+        let bucket = self.table.get(bucket)?.clone();
+        bucket.call(&self.clock, move |b| b.list_keys(cursor)).await
     }
 
-    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
-        self.table.delete(bucket)?;
+    /// An increment, `add` being either version's arithmetic.
+    pub(crate) async fn kv_increment<N: fmt::Display + Copy + Send + 'static>(
+        &mut self,
+        bucket: &Resource<Bucket>,
+        key: String,
+        add: impl Fn(Option<&[u8]>, &str) -> Result<N, String> + Send + 'static,
+    ) -> Outcome<N> {
+        let bucket = match self.kv_key_op(bucket, &key, None)? {
+            Ok(bucket) => bucket,
+            Err(e) => return Ok(Err(e)),
+        };
+        bucket.call(&self.clock, move |b| increment(b, key, add)).await
+    }
+
+    pub(crate) fn kv_drop<T: 'static>(&mut self, resource: Resource<T>) -> wasmtime::Result<()> {
+        self.table.delete(resource)?;
         Ok(())
     }
-}
 
-impl atomics::Host for GuestState {
-    async fn increment(
-        &mut self,
-        bucket: Resource<Bucket>,
-        key: String,
-        delta: u64,
-    ) -> wasmtime::Result<Result<u64, Error>> {
+    /// `cas.new`: reads the value at `key`, which a later `swap` compares.
+    pub(crate) async fn kv_cas(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<Cas> {
+        let bucket = match self.kv_key_op(bucket, &key, None)? {
+            Ok(bucket) => bucket,
+            Err(e) => return Ok(Err(e)),
+        };
+        let read = {
+            let key = key.clone();
+            bucket.call(&self.clock, move |b| b.get(&key)).await?
+        };
+        Ok(read.map(|current| Cas { bucket, key, current }))
+    }
+
+    /// `swap`: writes `value` if the key still holds what `cas` read, as one
+    /// atomic step; if not, `Err` with a new `Cas` that holds the value now
+    /// there (read in the same step), for a retry.
+    pub(crate) async fn kv_swap(&mut self, cas: Cas, value: Vec<u8>) -> Outcome<Result<(), Cas>> {
         let kv = op!(self);
-        check!(kv.check_key(&key));
-        match self.table.get(&bucket)? {
-            Bucket::Memory(b) => Ok(b.increment(key, delta).map_err(Error::Other)),
-            Bucket::Durable(db, table) => {
-                let (db, table) = (db.clone(), table.clone());
-                blocking(&self.clock, move || db.increment(&table, &key, delta)).await
-            }
-        }
+        check!(kv.check_value(&value));
+        let Cas { bucket, key, current } = cas;
+        let swapped = {
+            let key = key.clone();
+            bucket.call(&self.clock, move |b| compare_and_swap(b, key, current.as_deref(), value)).await?
+        };
+        Ok(swapped.map(|done| done.map_err(|current| Cas { bucket, key, current })))
     }
 }
 
-/// Links `store` and `atomics` for every guest: a guest that imports them
-/// is admitted only with `--kv`, so the store is there when it calls.
+/// Links both versions' interfaces for every guest: a guest that imports
+/// them is admitted only with `--kv`, so the store is there when it calls.
 pub fn link(linker: &mut Linker<GuestState>) -> Result<()> {
-    store::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s)
-        .map_err(anyhow::Error::from)
-        .context("cannot link wasi:keyvalue/store")?;
-    atomics::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s)
-        .map_err(anyhow::Error::from)
-        .context("cannot link wasi:keyvalue/atomics")?;
-    Ok(())
+    draft::link(linker)?;
+    draft2::link(linker)
 }
 
 #[cfg(test)]
@@ -418,6 +514,17 @@ mod tests {
         let max = u64::MAX.to_string();
         assert!(incremented(Some(max.as_bytes()), "k", 1).unwrap_err().contains("overflows"));
         assert_eq!(incremented(Some(max.as_bytes()), "k", 0), Ok(u64::MAX));
+    }
+
+    #[test]
+    fn signed_increment_arithmetic() {
+        assert_eq!(incremented_signed(None, "k", -5), Ok(-5));
+        assert_eq!(incremented_signed(Some(b"-1"), "k", 3), Ok(2));
+        assert_eq!(incremented_signed(Some(b"10"), "k", -20), Ok(-10));
+        assert!(incremented_signed(Some(b"x"), "k", 1).unwrap_err().contains("not a decimal signed"));
+        let max = i64::MAX.to_string();
+        assert!(incremented_signed(Some(max.as_bytes()), "k", 1).unwrap_err().contains("overflows"));
+        assert!(incremented_signed(Some(u64::MAX.to_string().as_bytes()), "k", 0).is_err());
     }
 
     #[test]
