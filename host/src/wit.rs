@@ -12,16 +12,16 @@ pub const NETPLUG: &str = include_str!("../../wit/netplug.wit");
 /// Every file under `wit/deps/`, by its path under `wit/`.
 pub const DEPS: &[(&str, &str)] = &[
     ("deps/wasi-config/store.wit", include_str!("../../wit/deps/wasi-config/store.wit")),
-    ("deps/wasi-keyvalue/atomic.wit", include_str!("../../wit/deps/wasi-keyvalue/atomic.wit")),
-    ("deps/wasi-keyvalue/batch.wit", include_str!("../../wit/deps/wasi-keyvalue/batch.wit")),
-    ("deps/wasi-keyvalue/store.wit", include_str!("../../wit/deps/wasi-keyvalue/store.wit")),
-    ("deps/wasi-keyvalue/watch.wit", include_str!("../../wit/deps/wasi-keyvalue/watch.wit")),
-    ("deps/wasi-keyvalue/world.wit", include_str!("../../wit/deps/wasi-keyvalue/world.wit")),
     ("deps/wasi-keyvalue-draft2/atomic.wit", include_str!("../../wit/deps/wasi-keyvalue-draft2/atomic.wit")),
     ("deps/wasi-keyvalue-draft2/batch.wit", include_str!("../../wit/deps/wasi-keyvalue-draft2/batch.wit")),
     ("deps/wasi-keyvalue-draft2/store.wit", include_str!("../../wit/deps/wasi-keyvalue-draft2/store.wit")),
     ("deps/wasi-keyvalue-draft2/watch.wit", include_str!("../../wit/deps/wasi-keyvalue-draft2/watch.wit")),
     ("deps/wasi-keyvalue-draft2/world.wit", include_str!("../../wit/deps/wasi-keyvalue-draft2/world.wit")),
+    ("deps/wasi-keyvalue/atomic.wit", include_str!("../../wit/deps/wasi-keyvalue/atomic.wit")),
+    ("deps/wasi-keyvalue/batch.wit", include_str!("../../wit/deps/wasi-keyvalue/batch.wit")),
+    ("deps/wasi-keyvalue/store.wit", include_str!("../../wit/deps/wasi-keyvalue/store.wit")),
+    ("deps/wasi-keyvalue/watch.wit", include_str!("../../wit/deps/wasi-keyvalue/watch.wit")),
+    ("deps/wasi-keyvalue/world.wit", include_str!("../../wit/deps/wasi-keyvalue/world.wit")),
 ];
 
 /// The text `host wit` prints: `netplug.wit` as it is, or with `all` every

@@ -5,8 +5,9 @@
 //! them and the bindings of a world export all of its exports at once:
 //!
 //! - [`server`]: the world `server-with-kv`, the imports of every guest
-//!   (`log`, `dialer`, `types`, `wasi:config/store`, `wasi:keyvalue/store`
-//!   and `wasi:keyvalue/atomics`) and the `handler` export that
+//!   (`log`, `dialer`, `types`, `wasi:config/store`, and
+//!   `wasi:keyvalue/store`, `atomics` and `batch` at 0.2.0-draft2) and the
+//!   `handler` export that
 //!   [`serve!`](crate::serve) instantiates.
 //! - [`client`]: the world `client`, whose imports are those of [`server`]
 //!   (the same Rust types, through `with`) and whose export is the `run`
@@ -28,8 +29,9 @@ pub mod server {
         world: "server-with-kv",
         with: {
             "wasi:config/store@0.2.0-rc.1": generate,
-            "wasi:keyvalue/store@0.2.0-draft": generate,
-            "wasi:keyvalue/atomics@0.2.0-draft": generate,
+            "wasi:keyvalue/store@0.2.0-draft2": generate,
+            "wasi:keyvalue/atomics@0.2.0-draft2": generate,
+            "wasi:keyvalue/batch@0.2.0-draft2": generate,
         },
         pub_export_macro: true,
         default_bindings_module: "$crate::bindings::server",

@@ -1,6 +1,6 @@
-//! The listener's shared key-value store (`wasi:keyvalue`, 0.2.0-draft):
+//! The listener's shared key-value store (`wasi:keyvalue`, 0.2.0-draft2):
 //! state that outlives a connection and is shared by every connection of the
-//! listener.
+//! listener, with an atomic `increment` and a compare-and-swap.
 //!
 //! ```no_run
 //! use netplug_guest::kv::Bucket;
@@ -13,6 +13,12 @@
 //! for key in bucket.keys() {
 //!     println!("{}", key?);
 //! }
+//! // Append to a value without losing another connection's append.
+//! bucket.update("log", |old| {
+//!     let mut log = old.unwrap_or_default().to_vec();
+//!     log.extend_from_slice(b"entry;");
+//!     Some(log)
+//! })?;
 //! # let _ = visits;
 //! # Ok(())
 //! # }
@@ -21,7 +27,7 @@
 //! The host grants the store only with `host run --kv memory` (in memory,
 //! for the listener's lifetime) or `--kv PATH` (a database file); a guest
 //! that calls these functions imports `wasi:keyvalue/store` and
-//! `wasi:keyvalue/atomics` and is refused without `--kv`. A guest that never
+//! `wasi:keyvalue/atomics` (0.2.0-draft2) and is refused without `--kv`. A guest that never
 //! calls them does not import them (the imports are dropped when the
 //! component is made).
 //!
@@ -30,6 +36,16 @@
 //! its limits, the connection's quota spent, a value `increment` cannot
 //! read...) is `Other`, displayed as the message.
 //!
+//! # Read, compute, write
+//!
+//! A `get` then a `set` can lose a concurrent writer's update: another
+//! connection may write the key in between. [`Bucket::update`] does it
+//! with a compare-and-swap and retries until no write came in between;
+//! [`Bucket::compare_and_swap`] is one attempt; [`Cas`] is the host's
+//! handle itself (`wasi:keyvalue/atomics.cas`). The host compares the bytes
+//! it read with those there at the swap, under the key's lock (`--kv
+//! memory`) or in one transaction (`--kv PATH`).
+//!
 //! In native tests (not `wasm32`) buckets live in memory, per thread:
 //! [`testing::kv_reset`](crate::testing::kv_reset) empties them, and
 //! [`testing::kv_contents`](crate::testing::kv_contents) shows one.
@@ -37,7 +53,7 @@
 use std::io;
 
 #[cfg(target_arch = "wasm32")]
-use crate::bindings::server::wasi::keyvalue::{atomics, store};
+use crate::bindings::server::wasi::keyvalue0_2_0_draft2::{atomics, store};
 
 /// An open bucket: one namespace of the listener's store, by name (`""` is
 /// the one guests share by default).
@@ -105,11 +121,11 @@ impl Bucket {
         return native::with(&self.name, |b| Ok(b.contains_key(key)));
     }
 
-    /// Adds `delta` to the value at `key` read as a decimal `u64` (a missing
+    /// Adds `delta` to the value at `key` read as a decimal `i64` (a missing
     /// key counts as 0), stores the sum in decimal and returns it, as one
     /// atomic step: exact however many connections increment at once. Fails
-    /// (`Other`) if the value is not a decimal `u64` or the sum overflows.
-    pub fn increment(&self, key: &str, delta: u64) -> io::Result<u64> {
+    /// (`Other`) if the value is not a decimal `i64` or the sum overflows.
+    pub fn increment(&self, key: &str, delta: i64) -> io::Result<i64> {
         #[cfg(target_arch = "wasm32")]
         return atomics::increment(&self.inner, key, delta).map_err(error);
         #[cfg(not(target_arch = "wasm32"))]
@@ -118,9 +134,9 @@ impl Bucket {
                 None => delta,
                 Some(value) => std::str::from_utf8(value)
                     .ok()
-                    .and_then(|text| text.parse::<u64>().ok())
+                    .and_then(|text| text.parse::<i64>().ok())
                     .ok_or_else(|| {
-                        io::Error::other(format!("the value of `{key}` is not a decimal unsigned 64-bit integer"))
+                        io::Error::other(format!("the value of `{key}` is not a decimal signed 64-bit integer"))
                     })?
                     .checked_add(delta)
                     .ok_or_else(|| io::Error::other(format!("incrementing `{key}` by {delta} overflows 64 bits")))?,
@@ -130,18 +146,62 @@ impl Bucket {
         });
     }
 
+    /// Starts a compare-and-swap on `key`: reads its value now, which
+    /// [`Cas::swap`] must still find there to write.
+    pub fn cas(&self, key: &str) -> io::Result<Cas> {
+        #[cfg(target_arch = "wasm32")]
+        return atomics::Cas::new(&self.inner, key).map(|inner| Cas { inner }).map_err(error);
+        #[cfg(not(target_arch = "wasm32"))]
+        return native::with(&self.name, |b| {
+            Ok(Cas { bucket: self.name.clone(), key: key.to_string(), current: b.get(key).cloned() })
+        });
+    }
+
+    /// Writes `new` at `key` if its value is `expected` (`None`: no value),
+    /// as one atomic step. `Ok(false)` if it was not (nothing is written):
+    /// read again and retry, or use [`update`](Self::update), which does.
+    pub fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> io::Result<bool> {
+        let cas = self.cas(key)?;
+        if cas.current()?.as_deref() != expected {
+            return Ok(false);
+        }
+        Ok(cas.swap(new)?.is_ok())
+    }
+
+    /// Replaces the value at `key` with what `f` makes of it (`f` gets the
+    /// value, `None` if missing, and returns the new one, or `None` to
+    /// leave it as it is), with a compare-and-swap: if another connection
+    /// wrote the key in between, `f` is called again on its value, until a
+    /// swap succeeds. No concurrent update is lost. Returns what the last
+    /// call of `f` returned (the value written, if any). `f` may be called
+    /// several times, so it should have no other effects.
+    pub fn update(&self, key: &str, mut f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>) -> io::Result<Option<Vec<u8>>> {
+        let mut cas = self.cas(key)?;
+        loop {
+            let current = cas.current()?;
+            let Some(new) = f(current.as_deref()) else { return Ok(None) };
+            match cas.swap(&new)? {
+                Ok(()) => return Ok(Some(new)),
+                Err(again) => cas = again,
+            }
+        }
+    }
+
     /// One page of keys from `cursor` (`None`: the first page), and the
     /// cursor of the next page if there is one (the WIT `list-keys`).
     /// [`keys`](Self::keys) iterates over every page.
-    pub fn list_keys(&self, cursor: Option<u64>) -> io::Result<(Vec<String>, Option<u64>)> {
+    pub fn list_keys(&self, cursor: Option<&str>) -> io::Result<(Vec<String>, Option<String>)> {
         #[cfg(target_arch = "wasm32")]
         return self.inner.list_keys(cursor).map(|page| (page.keys, page.cursor)).map_err(error);
         #[cfg(not(target_arch = "wasm32"))]
         return native::with(&self.name, |b| {
-            let start = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX);
+            let start = match cursor {
+                None => 0,
+                Some(cursor) => cursor.parse::<usize>().map_err(|_| io::Error::other("not a list-keys cursor"))?,
+            };
             let keys: Vec<String> = b.keys().skip(start).take(native::PAGE_KEYS).cloned().collect();
             let next = start + keys.len();
-            Ok((keys, (next < b.len()).then_some(next as u64)))
+            Ok((keys, (next < b.len()).then(|| next.to_string())))
         });
     }
 
@@ -166,13 +226,65 @@ impl std::fmt::Debug for Bucket {
     }
 }
 
+/// A compare-and-swap in progress on one key, from [`Bucket::cas`]: the
+/// value the key held when it was read, and the swap that writes only if
+/// it still does.
+pub struct Cas {
+    #[cfg(target_arch = "wasm32")]
+    inner: atomics::Cas,
+    #[cfg(not(target_arch = "wasm32"))]
+    bucket: String,
+    #[cfg(not(target_arch = "wasm32"))]
+    key: String,
+    #[cfg(not(target_arch = "wasm32"))]
+    current: Option<Vec<u8>>,
+}
+
+impl Cas {
+    /// The value read (`None`: the key had none).
+    pub fn current(&self) -> io::Result<Option<Vec<u8>>> {
+        #[cfg(target_arch = "wasm32")]
+        return self.inner.current().map_err(error);
+        #[cfg(not(target_arch = "wasm32"))]
+        return Ok(self.current.clone());
+    }
+
+    /// Writes `value` if the key still holds what was read, as one atomic
+    /// step: `Ok(Ok(()))`. If it changed, nothing is written and the
+    /// result is `Ok(Err(cas))`, a new `Cas` holding the value now there,
+    /// to compute from and swap again.
+    pub fn swap(self, value: &[u8]) -> io::Result<Result<(), Cas>> {
+        #[cfg(target_arch = "wasm32")]
+        return match atomics::swap(self.inner, value) {
+            Ok(()) => Ok(Ok(())),
+            Err(atomics::CasError::CasFailed(inner)) => Ok(Err(Cas { inner })),
+            Err(atomics::CasError::StoreError(e)) => Err(error(e)),
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        return native::with(&self.bucket.clone(), |b| {
+            let now = b.get(&self.key);
+            if now != self.current.as_ref() {
+                return Ok(Err(Cas { current: now.cloned(), ..self }));
+            }
+            b.insert(self.key, value.to_vec());
+            Ok(Ok(()))
+        });
+    }
+}
+
+impl std::fmt::Debug for Cas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cas").finish_non_exhaustive()
+    }
+}
+
 /// The keys of a bucket, from [`Bucket::keys`].
 pub struct Keys<'a> {
     bucket: &'a Bucket,
     page: std::vec::IntoIter<String>,
     /// The cursor of the next page to fetch (`Some(None)`: the first);
     /// `None` once the last page is fetched or a fetch failed.
-    cursor: Option<Option<u64>>,
+    cursor: Option<Option<String>>,
 }
 
 impl Iterator for Keys<'_> {
@@ -184,7 +296,7 @@ impl Iterator for Keys<'_> {
                 return Some(Ok(key));
             }
             let cursor = self.cursor.take()?;
-            match self.bucket.list_keys(cursor) {
+            match self.bucket.list_keys(cursor.as_deref()) {
                 Ok((keys, next)) => {
                     self.page = keys.into_iter();
                     self.cursor = next.map(Some);

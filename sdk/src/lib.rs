@@ -37,7 +37,8 @@
 //!   guest that never calls it does not import `wasi:config/store`.
 //! - [`kv::Bucket`] is the listener's shared key-value store
 //!   (`wasi:keyvalue`, granted with `host run --kv`): `get`, `set`,
-//!   `delete`, `exists`, an atomic `increment` and `keys`. A guest that
+//!   `delete`, `exists`, an atomic `increment`, `keys`, and the
+//!   compare-and-swap (`update`, `compare_and_swap`, `cas`). A guest that
 //!   never opens a bucket does not import `wasi:keyvalue`.
 //! - [`testing`] runs protocol code natively over memory, in `cargo test`.
 //!

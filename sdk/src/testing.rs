@@ -344,7 +344,8 @@ mod tests {
         let err = a.increment("k", 1).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::Other);
         assert!(err.to_string().contains("not a decimal"), "{err}");
-        a.set("max", u64::MAX.to_string().as_bytes()).unwrap();
+        assert_eq!(a.increment("n", -10).unwrap(), -3);
+        a.set("max", i64::MAX.to_string().as_bytes()).unwrap();
         assert!(a.increment("max", 1).unwrap_err().to_string().contains("overflows"));
         a.delete("k").unwrap();
         a.delete("k").unwrap();
@@ -368,9 +369,45 @@ mod tests {
             bucket.set(&format!("{i:03}"), b"").unwrap();
         }
         let (first, cursor) = bucket.list_keys(None).unwrap();
-        assert_eq!((first.len(), cursor), (100, Some(100)));
+        assert_eq!((first.len(), cursor.as_deref()), (100, Some("100")));
         let keys: Vec<String> = bucket.keys().map(Result::unwrap).collect();
         assert_eq!(keys, (0..250).map(|i| format!("{i:03}")).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn kv_compare_and_swap_and_update_retry() {
+        use crate::kv::Bucket;
+        kv_reset();
+        let bucket = Bucket::open("").unwrap();
+        assert!(bucket.compare_and_swap("k", None, b"1").unwrap());
+        assert!(!bucket.compare_and_swap("k", None, b"2").unwrap());
+        assert!(!bucket.compare_and_swap("k", Some(b"0"), b"2").unwrap());
+        assert!(bucket.compare_and_swap("k", Some(b"1"), b"2").unwrap());
+        let cas = bucket.cas("k").unwrap();
+        assert_eq!(cas.current().unwrap().as_deref(), Some(&b"2"[..]));
+        bucket.set("k", b"3").unwrap();
+        let again = cas.swap(b"4").unwrap().unwrap_err();
+        assert_eq!(again.current().unwrap().as_deref(), Some(&b"3"[..]));
+        assert!(again.swap(b"4").unwrap().is_ok());
+        // Another writer between the read and the swap: `update` calls the
+        // function again on its value, and neither update is lost.
+        let mut calls = Vec::new();
+        let written = bucket
+            .update("k", |old| {
+                calls.push(old.map(<[u8]>::to_vec));
+                if calls.len() == 1 {
+                    Bucket::open("").unwrap().set("k", b"40").unwrap();
+                }
+                let mut new = old.unwrap_or_default().to_vec();
+                new.push(b'+');
+                Some(new)
+            })
+            .unwrap();
+        assert_eq!(calls, [Some(b"4".to_vec()), Some(b"40".to_vec())]);
+        assert_eq!(written.as_deref(), Some(&b"40+"[..]));
+        assert_eq!(bucket.get("k").unwrap().as_deref(), Some(&b"40+"[..]));
+        assert_eq!(bucket.update("k", |_| None).unwrap(), None);
+        assert_eq!(bucket.update("missing", |old| Some(vec![u8::from(old.is_none())])).unwrap(), Some(vec![1]));
     }
 
     #[test]

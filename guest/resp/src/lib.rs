@@ -32,8 +32,12 @@ impl protocol::Store for Shared {
         self.bucket.delete(key).map_err(|e| e.to_string())
     }
 
-    fn increment(&mut self, key: &str, delta: u64) -> Result<u64, String> {
+    fn increment(&mut self, key: &str, delta: i64) -> Result<i64, String> {
         self.bucket.increment(key, delta).map_err(|e| e.to_string())
+    }
+
+    fn swap(&mut self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, String> {
+        self.bucket.compare_and_swap(key, expected, new).map_err(|e| e.to_string())
     }
 
     fn select(&mut self, db: u32) -> Result<(), String> {

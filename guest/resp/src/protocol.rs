@@ -18,19 +18,24 @@
 //! none) and the value ([`encode`], [`decode`]). Expiry is lazy: a read that
 //! finds a value past its deadline deletes it and answers as if missing.
 //!
-//! # Counters and concurrency
+//! # Concurrency
 //!
-//! The store has no transaction or compare-and-swap; `wasi:keyvalue/atomics`
-//! has only `increment(key, delta: u64)`, on values that are decimal `u64`.
-//! So `INCR`, and `INCRBY` with a delta of zero or more, on a key that is
-//! missing or holds a non-negative counter without expiry, are one atomic
-//! `increment`: exact however many connections increment at once. Anything
-//! else (a negative delta: `DECR`, `DECRBY`; a negative counter; a key with
-//! a TTL) is a read, a computation and a write, which a concurrent writer of
-//! the same key can overtake (one of the updates is lost). The same holds for
-//! the other read-then-write commands (`SETNX`, `SET NX|XX|GET|KEEPTTL`,
-//! `GETSET`, `APPEND`, `EXPIRE`, `PERSIST`, and the deletion of an expired
-//! key): each step is atomic, the command as a whole is not.
+//! Every command that reads a key then writes it (`SETNX`, `SET
+//! NX|XX|GET|KEEPTTL`, `GETSET`, `APPEND`, `INCR` and the others on a
+//! counter with a TTL or that `increment` cannot read, `EXPIRE`, `PERSIST`)
+//! is a compare-and-swap loop ([`update`]): read the stored bytes, compute,
+//! and [`Store::swap`] the result in only if the stored bytes are still
+//! those read; if another connection wrote the key in between, read and
+//! compute again. So no command loses a concurrent update, and each acts
+//! as if it ran alone. `INCR`, `INCRBY`, `DECR` and `DECRBY` on a missing
+//! key or a plain counter are one atomic `increment` (a signed one,
+//! `wasi:keyvalue/atomics@0.2.0-draft2`) and need no loop.
+//!
+//! What is still not one atomic step: a command on several keys (`MSET`,
+//! `DEL`, `EXISTS`, `MGET`) is one step per key, and the lazy deletion of an
+//! expired key when a read finds it is a read then a delete (the store has
+//! no conditional delete), so a value another connection writes to that
+//! key in between is deleted with it.
 
 use std::borrow::Cow;
 
@@ -41,10 +46,14 @@ pub trait Store {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String>;
     fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String>;
     fn delete(&mut self, key: &str) -> Result<(), String>;
-    /// The value read as a decimal `u64` (a missing key is 0) plus `delta`,
+    /// The value read as a decimal `i64` (a missing key is 0) plus `delta`,
     /// stored and returned, as one atomic step; an error if the value is not
-    /// a decimal `u64` or the sum overflows.
-    fn increment(&mut self, key: &str, delta: u64) -> Result<u64, String>;
+    /// a decimal `i64` or the sum overflows.
+    fn increment(&mut self, key: &str, delta: i64) -> Result<i64, String>;
+    /// Stores `new` at `key` if the stored bytes are still `expected`
+    /// (`None`: no value), as one atomic step, and says whether it did;
+    /// `false` writes nothing (another connection wrote the key meanwhile).
+    fn swap(&mut self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, String>;
     /// Later commands use database `db` (`SELECT`), `0..DATABASES`.
     fn select(&mut self, db: u32) -> Result<(), String>;
     /// The time, in unix milliseconds.
@@ -392,13 +401,13 @@ pub fn encode(value: &[u8], deadline: u64) -> Cow<'_, [u8]> {
 
 /// Whether a value without expiry must still get a header: it starts like
 /// one, or the store's `increment` would read it as a number although
-/// redis-server would not (`+1`, `007`, past `i64`).
+/// redis-server would not (`+1`, `007`, `-0`).
 fn needs_header(value: &[u8]) -> bool {
     if value.first() == Some(&TAG) {
         return true;
     }
-    let store_reads = std::str::from_utf8(value).is_ok_and(|text| text.parse::<u64>().is_ok());
-    store_reads && string2ll(value).is_none_or(|n| n < 0)
+    let store_reads = std::str::from_utf8(value).is_ok_and(|text| text.parse::<i64>().is_ok());
+    store_reads && string2ll(value).is_none()
 }
 
 /// The deadline (0 for none) and the value of stored bytes.
@@ -598,6 +607,36 @@ fn write(store: &mut dyn Store, key: &str, value: &[u8], deadline: u64) -> Resul
     Ok(())
 }
 
+/// What [`update`]'s function decides: the value and deadline to store
+/// (`None`: leave the key as it is), and the command's result.
+type Decision<T> = (Option<(Vec<u8>, u64)>, T);
+
+/// Attempts [`update`] makes before it gives up: each failed one means
+/// another connection's write to the key succeeded meanwhile.
+const MAX_ATTEMPTS: usize = 1000;
+
+/// Reads `key` and writes what `decide` makes of its live value and deadline
+/// (`None` if missing or expired) with a compare-and-swap against the bytes
+/// read; if another connection wrote the key in between, reads and decides
+/// again. Returns the result of the decision that was written.
+fn update<T>(
+    store: &mut dyn Store,
+    key: &str,
+    mut decide: impl FnMut(Option<(u64, &[u8])>) -> Result<Decision<T>, Failed>,
+) -> Result<T, Failed> {
+    for _ in 0..MAX_ATTEMPTS {
+        let stored = store.get(key)?;
+        let now = store.now_ms();
+        let live = stored.as_deref().map(decode).filter(|&(deadline, _)| deadline == 0 || deadline > now);
+        let (write, result) = decide(live)?;
+        let Some((value, deadline)) = write else { return Ok(result) };
+        if store.swap(key, stored.as_deref(), &encode(&value, deadline))? {
+            return Ok(result);
+        }
+    }
+    Err(Failed(format!("the key was written by others {MAX_ATTEMPTS} times while this command tried to update it")))
+}
+
 /// The absolute deadline of an expire time given in `unit_ms` units,
 /// relative or absolute (`EXAT`, `PXAT`), or `None` when redis-server finds
 /// it invalid (zero or less, or past `i64` milliseconds).
@@ -624,13 +663,13 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
         },
         "set" => set(args, store, out)?,
         "setnx" => {
-            let key = store_key(&args[1]);
-            if read(store, &key)?.is_some() {
-                integer(out, 0);
-            } else {
-                write(store, &key, &args[2], 0)?;
-                integer(out, 1);
-            }
+            let set = update(store, &store_key(&args[1]), |old| {
+                Ok(match old {
+                    Some(_) => (None, 0),
+                    None => (Some((args[2].to_vec(), 0)), 1),
+                })
+            })?;
+            integer(out, set);
         }
         "setex" | "psetex" => {
             let when = int_arg(&args[2])?;
@@ -642,20 +681,22 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
             ok(out);
         }
         "getset" => {
-            let key = store_key(&args[1]);
-            let old = read(store, &key)?;
-            write(store, &key, &args[2], 0)?;
+            let old = update(store, &store_key(&args[1]), |old| {
+                Ok((Some((args[2].to_vec(), 0)), old.map(|(_, value)| value.to_vec())))
+            })?;
             match old {
-                Some((_, value)) => bulk(out, &value),
+                Some(value) => bulk(out, &value),
                 None => nil(out),
             }
         }
         "append" => {
-            let key = store_key(&args[1]);
-            let (deadline, mut value) = read(store, &key)?.unwrap_or_default();
-            value.extend_from_slice(&args[2]);
-            write(store, &key, &value, deadline)?;
-            integer(out, value.len() as i64);
+            let len = update(store, &store_key(&args[1]), |old| {
+                let (deadline, old) = old.unwrap_or((0, b""));
+                let value = [old, &args[2][..]].concat();
+                let len = value.len();
+                Ok((Some((value, deadline)), len))
+            })?;
+            integer(out, len as i64);
         }
         "strlen" => {
             let len = read(store, &store_key(&args[1]))?.map_or(0, |(_, value)| value.len());
@@ -720,14 +761,13 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
             integer(out, reply);
         }
         "persist" => {
-            let key = store_key(&args[1]);
-            match read(store, &key)? {
-                Some((deadline, value)) if deadline != 0 => {
-                    write(store, &key, &value, 0)?;
-                    integer(out, 1);
-                }
-                _ => integer(out, 0),
-            }
+            let persisted = update(store, &store_key(&args[1]), |old| {
+                Ok(match old {
+                    Some((deadline, value)) if deadline != 0 => (Some((value.to_vec(), 0)), 1),
+                    _ => (None, 0),
+                })
+            })?;
+            integer(out, persisted);
         }
         "ping" => match args.len() {
             1 => simple(out, "PONG"),
@@ -899,28 +939,21 @@ fn set(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Resu
             .ok_or_else(|| Failed("invalid expire time in 'set' command".into()))?;
     }
     let key = store_key(&args[1]);
-    let old = if nx || xx || get || keep_ttl { read(store, &key)? } else { None };
-    let found = old.is_some();
-    let reply_old = |out: &mut Out<'_>| match &old {
-        Some((_, value)) => bulk(out, value),
-        None => nil(out),
-    };
-    if (nx && found) || (xx && !found) {
-        if get {
-            reply_old(out);
-        } else {
-            nil(out);
-        }
-        return Ok(());
+    if !(nx || xx || get || keep_ttl) {
+        return write(store, &key, &args[2], deadline).map(|()| ok(out));
     }
-    if keep_ttl {
-        deadline = old.as_ref().map_or(0, |(d, _)| *d);
-    }
-    write(store, &key, &args[2], deadline)?;
-    if get {
-        reply_old(out);
-    } else {
-        ok(out);
+    // Whether it wrote, and the old value.
+    let (written, old) = update(store, &key, |old| {
+        let skip = (nx && old.is_some()) || (xx && old.is_none());
+        let deadline = if keep_ttl { old.map_or(0, |(d, _)| d) } else { deadline };
+        let old_value = old.map(|(_, value)| value.to_vec());
+        Ok(((!skip).then(|| (args[2].to_vec(), deadline)), (!skip, old_value)))
+    })?;
+    match (get, old) {
+        (true, Some(value)) => bulk(out, &value),
+        (true, None) => nil(out),
+        (false, _) if written => ok(out),
+        (false, _) => nil(out),
     }
     Ok(())
 }
@@ -964,73 +997,42 @@ fn expire(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mu
     }
     let deadline = ms + now;
     let key = store_key(&args[1]);
-    let Some((current, value)) = read(store, &key)? else {
-        integer(out, 0);
-        return Ok(());
-    };
-    // No expiry counts as an infinite TTL for GT and LT.
-    let skip = (nx && current != 0)
-        || (xx && current == 0)
-        || (gt && (current == 0 || deadline <= current as i64))
-        || (lt && current != 0 && deadline >= current as i64);
-    if skip {
-        integer(out, 0);
-        return Ok(());
-    }
-    if deadline <= now {
-        store.delete(&key)?;
-    } else {
-        write(store, &key, &value, deadline as u64)?;
-    }
-    integer(out, 1);
+    let set = update(store, &key, |old| {
+        let Some((current, value)) = old else { return Ok((None, 0)) };
+        // No expiry counts as an infinite TTL for GT and LT.
+        let skip = (nx && current != 0)
+            || (xx && current == 0)
+            || (gt && (current == 0 || deadline <= current as i64))
+            || (lt && current != 0 && deadline >= current as i64);
+        if skip {
+            return Ok((None, 0));
+        }
+        // A deadline already past deletes the key, as redis-server does:
+        // stored as expired (1 ms past the epoch), it reads as missing and
+        // is deleted by the next read.
+        Ok((Some((value.to_vec(), deadline.max(1) as u64)), 1))
+    })?;
+    integer(out, set);
     Ok(())
 }
 
-/// `INCRBY key delta` and the others: one atomic `increment` when it can
-/// be (a delta of 0 or more on a missing key or a non-negative counter
-/// without expiry), else read, add, write (see the module's docs).
+/// `INCRBY key delta` and the others: one atomic `increment` when the store
+/// can read the value (a missing key or a plain counter), else (a counter
+/// with a TTL, a value that is not a number, a sum past `i64`) a
+/// compare-and-swap loop that gives redis-server's answer.
 fn increment(store: &mut dyn Store, key: &[u8], delta: i64) -> Result<i64, Failed> {
     let key = store_key(key);
-    let mut atomic_error = None;
-    if delta >= 0 {
-        match store.increment(&key, delta as u64) {
-            Ok(n) if n <= i64::MAX as u64 => return Ok(n as i64),
-            Ok(n) => {
-                // Past i64: put the value back as it was (exact unless
-                // another connection incremented it meanwhile).
-                store.set(&key, (n - delta as u64).to_string().as_bytes())?;
-                return Err(Failed(OVERFLOW.into()));
-            }
-            Err(message) => atomic_error = Some(message),
-        }
+    if let Ok(n) = store.increment(&key, delta) {
+        return Ok(n);
     }
-    let stored = store.get(&key)?;
-    let (deadline, old) = match &stored {
-        Some(stored) => {
-            let (deadline, value) = decode(stored);
-            if deadline != 0 && deadline <= store.now_ms() {
-                (0, None)
-            } else {
-                (deadline, Some(value))
-            }
-        }
-        None => (0, None),
-    };
-    let current = match old {
-        Some(value) => string2ll(value).ok_or_else(|| Failed(NOT_INTEGER.into()))?,
-        None => 0,
-    };
-    let new = current.checked_add(delta).ok_or_else(|| Failed(OVERFLOW.into()))?;
-    if let Some(message) = atomic_error {
-        // `increment` refuses only what it cannot read; a value it could
-        // read means the store failed otherwise (a quota, say).
-        let readable = stored.as_deref().is_none_or(|s| std::str::from_utf8(s).is_ok_and(|t| t.parse::<u64>().is_ok()));
-        if readable {
-            return Err(Failed(message));
-        }
-    }
-    write(store, &key, new.to_string().as_bytes(), deadline)?;
-    Ok(new)
+    update(store, &key, |old| {
+        let (deadline, current) = match old {
+            Some((deadline, value)) => (deadline, string2ll(value).ok_or_else(|| Failed(NOT_INTEGER.into()))?),
+            None => (0, 0),
+        };
+        let new = current.checked_add(delta).ok_or_else(|| Failed(OVERFLOW.into()))?;
+        Ok((Some((new.to_string().into_bytes(), deadline)), new))
+    })
 }
 
 #[cfg(test)]
@@ -1057,18 +1059,26 @@ mod tests {
             self.dbs.entry(self.db).or_default().remove(key);
             Ok(())
         }
-        fn increment(&mut self, key: &str, delta: u64) -> Result<u64, String> {
+        fn increment(&mut self, key: &str, delta: i64) -> Result<i64, String> {
             let db = self.dbs.entry(self.db).or_default();
             let current = match db.get(key) {
                 None => 0,
                 Some(v) => std::str::from_utf8(v)
                     .ok()
-                    .and_then(|t| t.parse::<u64>().ok())
-                    .ok_or_else(|| "not a decimal unsigned 64-bit integer".to_string())?,
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .ok_or_else(|| "not a decimal signed 64-bit integer".to_string())?,
             };
             let new = current.checked_add(delta).ok_or_else(|| "overflows 64 bits".to_string())?;
             db.insert(key.to_string(), new.to_string().into_bytes());
             Ok(new)
+        }
+        fn swap(&mut self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, String> {
+            let db = self.dbs.entry(self.db).or_default();
+            if db.get(key).map(Vec::as_slice) != expected {
+                return Ok(false);
+            }
+            db.insert(key.to_string(), new.to_vec());
+            Ok(true)
         }
         fn select(&mut self, db: u32) -> Result<(), String> {
             self.db = db;
@@ -1113,9 +1123,11 @@ mod tests {
         }
         assert_eq!(&*encode(b"42", 0), b"42");
         assert_eq!(&*encode(b"-3", 0), b"-3");
-        for not_plain in [&b"007"[..], b"+1", b"18446744073709551615"] {
+        for not_plain in [&b"007"[..], b"+1", b"-0", b"-007"] {
             assert_eq!(encode(not_plain, 0)[0], TAG, "{not_plain:?}");
         }
+        // The store reads neither as an `i64`, as redis-server does not.
+        assert_eq!(&*encode(b"18446744073709551615", 0), b"18446744073709551615");
     }
 
     #[test]
@@ -1294,5 +1306,96 @@ mod tests {
             text(out),
             "*2\r\n$4\r\nsave\r\n$0\r\n\r\n*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n*0\r\n+OK\r\n+OK\r\n"
         );
+    }
+
+    /// A store where another connection writes `key` (the stored bytes
+    /// `theirs`) just before the first swap on it, which therefore fails.
+    struct Racing {
+        inner: Memory,
+        race: Option<(String, Vec<u8>)>,
+        swaps: usize,
+    }
+
+    impl Store for Racing {
+        fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
+            self.inner.get(key)
+        }
+        fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+            self.inner.set(key, value)
+        }
+        fn delete(&mut self, key: &str) -> Result<(), String> {
+            self.inner.delete(key)
+        }
+        fn increment(&mut self, key: &str, delta: i64) -> Result<i64, String> {
+            self.inner.increment(key, delta)
+        }
+        fn swap(&mut self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, String> {
+            self.swaps += 1;
+            if let Some((_, theirs)) = self.race.take_if(|(k, _)| k == key) {
+                self.inner.set(key, &theirs)?;
+            }
+            self.inner.swap(key, expected, new)
+        }
+        fn select(&mut self, db: u32) -> Result<(), String> {
+            self.inner.select(db)
+        }
+        fn now_ms(&mut self) -> u64 {
+            self.inner.now_ms()
+        }
+    }
+
+    /// Runs `input` on a store holding `before` (stored bytes), where
+    /// another connection writes `theirs` to `key` just before the first
+    /// swap; returns the replies, the bytes stored at the end and the swaps.
+    fn race(before: &[(&str, &[u8])], theirs: &[u8], input: &[u8]) -> (String, Option<Vec<u8>>, usize) {
+        let mut inner = memory();
+        for (key, value) in before {
+            inner.set(key, value).unwrap();
+        }
+        let mut store = Racing { inner, race: Some(("k".to_string(), theirs.to_vec())), swaps: 0 };
+        let mut out = Vec::new();
+        Session::new().feed(input, &mut store, &mut out);
+        (text(out), store.inner.get("k").unwrap(), store.swaps)
+    }
+
+    #[test]
+    fn read_then_write_commands_retry_when_another_writes_in_between() {
+        // Each loses nothing of the other connection's write: the command
+        // is computed again on it.
+        assert_eq!(race(&[("k", b"a")], b"xy", b"append k b\r\n"), (":3\r\n".into(), Some(b"xyb".to_vec()), 2));
+        assert_eq!(race(&[], b"theirs", b"setnx k mine\r\n"), (":0\r\n".into(), Some(b"theirs".to_vec()), 1));
+        assert_eq!(race(&[], b"theirs", b"set k mine NX\r\n"), ("$-1\r\n".into(), Some(b"theirs".to_vec()), 1));
+        assert_eq!(
+            race(&[("k", b"old")], b"new", b"getset k mine\r\n"),
+            ("$3\r\nnew\r\n".into(), Some(b"mine".to_vec()), 2)
+        );
+        assert_eq!(
+            race(&[("k", b"old")], b"new", b"set k mine XX GET\r\n"),
+            ("$3\r\nnew\r\n".into(), Some(b"mine".to_vec()), 2)
+        );
+        // A counter with a TTL is not the store's `increment`: DECR swaps.
+        let ttl = encode(b"5", 1_800_000_000_000).into_owned();
+        let theirs = encode(b"10", 1_800_000_000_000).into_owned();
+        let (replies, stored, swaps) = race(&[("k", &ttl)], &theirs, b"decr k\r\n");
+        assert_eq!((replies.as_str(), swaps), (":9\r\n", 2));
+        assert_eq!(decode(&stored.unwrap()), (1_800_000_000_000, &b"9"[..]));
+        // EXPIRE and PERSIST keep the value the other connection wrote.
+        let (replies, stored, _) = race(&[("k", b"v")], b"w", b"expire k 100\r\n");
+        assert_eq!(replies, ":1\r\n");
+        assert_eq!(decode(&stored.unwrap()), (1_700_000_100_000, &b"w"[..]));
+        let (replies, stored, _) = race(&[("k", &ttl)], &theirs, b"persist k\r\n");
+        assert_eq!((replies.as_str(), stored.as_deref()), (":1\r\n", Some(&b"10"[..])));
+        // An empty value written meanwhile still exists for XX.
+        let (replies, _, _) = race(&[("k", b"v")], b"", b"set k w XX\r\n");
+        assert_eq!(replies, "+OK\r\n");
+    }
+
+    #[test]
+    fn counters_use_the_stores_signed_increment() {
+        let mut store = memory();
+        assert_eq!(text(talk(&mut store, b"decr n\r\ndecrby n 5\r\nincr n\r\n")), ":-1\r\n:-6\r\n:-5\r\n");
+        assert_eq!(store.get("n").unwrap().as_deref(), Some(&b"-5"[..]));
+        // A value the store would read but redis-server would not.
+        assert_eq!(text(talk(&mut store, b"set z 007\r\nincr z\r\n")), "+OK\r\n-ERR value is not an integer or out of range\r\n");
     }
 }

@@ -1,5 +1,7 @@
-//! A test guest of the world `server-with-kv`: a line protocol over the
-//! shared `wasi:keyvalue` store, enough to drive it from a test or `nc`.
+//! A test guest on raw bindings of `wasi:keyvalue@0.2.0-draft`, the
+//! version before draft2 (which `server-with-kv` and the SDK use): it
+//! proves the host still serves guests built against draft, over the same
+//! store. A line protocol, enough to drive it from a test or `nc`.
 //! Each line is one command, each reply one line:
 //!
 //! - `INCR KEY N`: increments KEY N times by 1 (N calls), replies the last value
@@ -14,13 +16,21 @@
 
 wit_bindgen::generate!({
     path: "../../../../wit",
-    world: "server-with-kv",
+    inline: "
+        package test:kv-counter;
+        world kv-counter {
+            include netplug:protocol/server@0.1.0;
+            import wasi:keyvalue/store@0.2.0-draft;
+            import wasi:keyvalue/atomics@0.2.0-draft;
+        }
+    ",
+    world: "test:kv-counter/kv-counter",
     generate_all,
 });
 
 use exports::netplug::protocol::handler::Guest;
 use netplug::protocol::types::Connection;
-use wasi::keyvalue::{atomics, store};
+use wasi::keyvalue0_2_0_draft::{atomics, store};
 
 struct KvCounter;
 

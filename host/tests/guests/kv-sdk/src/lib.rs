@@ -3,8 +3,12 @@
 //!
 //! - `FILL PREFIX N`: sets PREFIX0 .. PREFIX(N-1), replies `OK`
 //! - `COUNT`: how many keys `Bucket::keys` yields (every page), replies N
-//! - `INCR KEY DELTA`, `SET KEY VALUE`, `GET KEY` (`(nil)` if missing),
-//!   `DEL KEY`, `EXISTS KEY` (`1` or `0`)
+//! - `INCR KEY DELTA` (DELTA may be negative), `SET KEY VALUE`, `GET KEY`
+//!   (`(nil)` if missing), `DEL KEY`, `EXISTS KEY` (`1` or `0`)
+//! - `APPEND KEY TEXT`: appends TEXT with `Bucket::update` (a
+//!   compare-and-swap, retried), replies the new length
+//! - `SETNX KEY VALUE`: `Bucket::compare_and_swap` from no value, replies
+//!   `1` if it wrote, `0` if the key had a value
 
 use netplug_guest::kv::Bucket;
 use netplug_guest::Connection;
@@ -13,7 +17,7 @@ use std::io::{self, BufRead, Write};
 fn command(bucket: &Bucket, line: &str) -> io::Result<String> {
     let mut words = line.splitn(3, ' ');
     let (verb, a, b) = (words.next().unwrap_or(""), words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let number = |text: &str| text.parse::<u64>().map_err(|_| io::Error::other(format!("`{text}` is not a number")));
+    let number = |text: &str| text.parse::<i64>().map_err(|_| io::Error::other(format!("`{text}` is not a number")));
     Ok(match verb {
         "FILL" => {
             for i in 0..number(b)? {
@@ -24,6 +28,11 @@ fn command(bucket: &Bucket, line: &str) -> io::Result<String> {
         "COUNT" => bucket.keys().collect::<io::Result<Vec<_>>>()?.len().to_string(),
         "INCR" => bucket.increment(a, number(b)?)?.to_string(),
         "SET" => bucket.set(a, b.as_bytes()).map(|()| "OK".into())?,
+        "APPEND" => {
+            let new = bucket.update(a, |old| Some([old.unwrap_or_default(), b.as_bytes()].concat()))?;
+            new.map_or(0, |value| value.len()).to_string()
+        }
+        "SETNX" => u8::from(bucket.compare_and_swap(a, None, b.as_bytes())?).to_string(),
         "GET" => bucket.get(a)?.map_or("(nil)".into(), |v| String::from_utf8_lossy(&v).into_owned()),
         "DEL" => bucket.delete(a).map(|()| "OK".into())?,
         "EXISTS" => u8::from(bucket.exists(a)?).to_string(),
