@@ -1,9 +1,12 @@
 //! Shared state through `wasi:keyvalue`, with the kv-counter test guest (a
-//! line protocol over the store): increments are exact across concurrent
-//! connections; `--kv PATH` survives a restart; a guest importing the
-//! interfaces is refused without `--kv`; size and operation limits give the
-//! guest an error and the host goes on; buckets are separate namespaces;
-//! the guest SDK's wrappers (test guest kv-sdk) reach the store.
+//! line protocol over the store, built against 0.2.0-draft): increments are
+//! exact across concurrent connections; `--kv PATH` survives a restart; a
+//! guest importing the interfaces is refused without `--kv`; size and
+//! operation limits give the guest an error and the host goes on; buckets
+//! are separate namespaces. With the kv-sdk test guest (the guest SDK, on
+//! 0.2.0-draft2): the SDK's wrappers reach the store, its compare-and-swap
+//! loses no update from 16 connections at once on either store, and both
+//! versions see the same data.
 
 mod support;
 
@@ -166,13 +169,83 @@ fn the_sdk_wrappers_reach_the_store() {
     assert_eq!(reply[..9], ["0", "OK", "v", "1", "OK", "0", "(nil)", "5", "7"], "{reply:?}");
     assert_eq!(reply[9], "OK");
     assert!(reply[10].starts_with("ERR ") && reply[10].contains("not a decimal"), "{reply:?}");
-    assert_eq!(session(host.addr, &["FILL key 2500", "COUNT"]), ["OK", "2502"]);
+    // draft2's increment is signed; the compare-and-swap wrappers.
+    let reply = session(host.addr, &["INCR n -10", "SETNX s a", "SETNX s b", "GET s", "APPEND s bc", "APPEND new x"]);
+    assert_eq!(reply, ["-3", "1", "0", "a", "3", "1"]);
+    assert_eq!(session(host.addr, &["FILL key 2500", "COUNT"]), ["OK", "2504"]);
     // Without --kv, a guest that uses the wrappers imports the store and is
     // refused; one that does not (echo) imports nothing of it.
     let out = run_host(&["inspect", guest("kv_sdk").to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("wasi:keyvalue/store@0.2.0-draft: needs --kv"), "{text}");
-    assert!(text.contains("wasi:keyvalue/atomics@0.2.0-draft: needs --kv"), "{text}");
+    assert!(text.contains("wasi:keyvalue/store@0.2.0-draft2: needs --kv"), "{text}");
+    assert!(text.contains("wasi:keyvalue/atomics@0.2.0-draft2: needs --kv"), "{text}");
     let out = run_host(&["inspect", guest("echo").to_str().unwrap()]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("wasi:keyvalue"));
+}
+
+/// `connections` connections at once, each sending `line` `each` times in
+/// one session; every connection's replies.
+fn hammer(addr: SocketAddr, connections: usize, each: usize, line: &'static str) -> Vec<Vec<String>> {
+    let threads: Vec<_> =
+        (0..connections).map(|_| std::thread::spawn(move || session(addr, &vec![line; each]))).collect();
+    threads.into_iter().map(|thread| thread.join().unwrap()).collect()
+}
+
+/// `Bucket::update` (compare-and-swap, retried) appends without losing one,
+/// and `compare_and_swap` from no value has exactly one winner.
+fn compare_and_swap_loses_nothing(host: &Host, connections: usize, each: usize) {
+    let replies = hammer(host.addr, connections, each, "APPEND log x");
+    for reply in &replies {
+        assert_eq!(reply.len(), each);
+        assert!(reply.iter().all(|r| r.parse::<usize>().is_ok()), "{reply:?}");
+    }
+    let total = connections * each;
+    let log = session(host.addr, &["GET log"]);
+    assert_eq!(log[0].len(), total, "every append is there");
+    // Each connection saw its own appends in order.
+    let lengths = |r: &Vec<String>| r.iter().map(|n| n.parse::<usize>().unwrap()).collect::<Vec<_>>();
+    assert!(replies.iter().all(|r| lengths(r).windows(2).all(|w| w[0] < w[1])), "{replies:?}");
+    let won = hammer(host.addr, connections, 1, "SETNX lock me");
+    assert_eq!(won.iter().flatten().filter(|r| *r == "1").count(), 1, "{won:?}");
+    assert_eq!(won.iter().flatten().filter(|r| *r == "0").count(), connections - 1, "{won:?}");
+}
+
+#[test]
+fn compare_and_swap_is_exact_in_memory() {
+    compare_and_swap_loses_nothing(&Host::serve("kv_sdk", &["--kv", "memory"]), 16, 200);
+}
+
+#[test]
+fn compare_and_swap_is_exact_in_a_database_file() {
+    let dir = scratch_dir("cas");
+    let host = Host::serve("kv_sdk", &["--kv", dir.join("store.redb").to_str().unwrap()]);
+    compare_and_swap_loses_nothing(&host, 8, 25);
+    drop(host);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A guest built against 0.2.0-draft (kv-counter) and one against draft2
+/// (kv-sdk) on the same database file see the same buckets and data, under
+/// the same limits.
+#[test]
+fn both_versions_share_the_store_and_the_limits() {
+    let dir = scratch_dir("versions");
+    let path = dir.join("store.redb");
+    let path = path.to_str().unwrap();
+    let draft = Host::serve(GUEST, &["--kv", path]);
+    assert_eq!(session(draft.addr, &["SET k from draft", "INCR n 41"]), ["OK", "41"]);
+    assert!(draft.terminate().success());
+
+    let draft2 = Host::serve("kv_sdk", &["--kv", path, "--kv-max-ops", "5", "--kv-max-value-size", "16"]);
+    // open, then four operations; APPEND is a cas read and a swap.
+    let reply = session(draft2.addr, &["GET k", "INCR n 1", "APPEND n 0123456789abcdefX", "APPEND n !", "GET n"]);
+    assert_eq!(reply[..2], ["from draft", "42"], "{reply:?}");
+    assert!(reply[2].contains("--kv-max-value-size"), "{reply:?}");
+    assert!(reply[3].contains("--kv-max-ops") && reply[4].contains("--kv-max-ops"), "{reply:?}");
+    assert!(draft2.terminate().success());
+
+    let draft = Host::serve(GUEST, &["--kv", path]);
+    assert_eq!(session(draft.addr, &["GET n", "INCR n 1"]), ["42", "43"]);
+    drop(draft);
+    let _ = std::fs::remove_dir_all(dir);
 }
