@@ -132,13 +132,8 @@ const GRANTED: &[&str] =
 
 /// The `wasi:keyvalue` interfaces the host links (`keyvalue/draft.rs`,
 /// `keyvalue/draft2.rs`), each granted with `--kv`.
-const KEYVALUE: &[&str] = &[
-    "store@0.2.0-draft",
-    "atomics@0.2.0-draft",
-    "store@0.2.0-draft2",
-    "atomics@0.2.0-draft2",
-    "batch@0.2.0-draft2",
-];
+const KEYVALUE: &[&str] =
+    &["store@0.2.0-draft", "atomics@0.2.0-draft", "store@0.2.0-draft2", "atomics@0.2.0-draft2", "batch@0.2.0-draft2"];
 
 /// Why a guest importing `wasi:keyvalue` is refused without `--kv`.
 pub const NEEDS_KV: &str = "the shared key-value store is granted only with --kv memory or --kv PATH";
@@ -260,11 +255,17 @@ mod tests {
     #[test]
     fn both_keyvalue_versions_need_kv() {
         let kv = [crate::keyvalue::GRANT.to_string()];
-        for name in ["wasi:keyvalue/store@0.2.0-draft", "wasi:keyvalue/atomics@0.2.0-draft2", "wasi:keyvalue/batch@0.2.0-draft2"] {
+        for name in [
+            "wasi:keyvalue/store@0.2.0-draft",
+            "wasi:keyvalue/atomics@0.2.0-draft2",
+            "wasi:keyvalue/batch@0.2.0-draft2",
+        ] {
             assert_eq!(grant(name, &kv), Ok(()), "{name}");
             assert_eq!(grant(name, &[]), Err(NEEDS_KV), "{name}");
         }
-        for name in ["wasi:keyvalue/batch@0.2.0-draft", "wasi:keyvalue/watcher@0.2.0-draft2", "wasi:keyvalue/store@0.1.0"] {
+        for name in
+            ["wasi:keyvalue/batch@0.2.0-draft", "wasi:keyvalue/watcher@0.2.0-draft2", "wasi:keyvalue/store@0.1.0"]
+        {
             assert!(grant(name, &kv).unwrap_err().contains("0.2.0-draft2"), "{name}");
         }
     }

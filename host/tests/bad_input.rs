@@ -169,4 +169,6 @@ fn wit_prints_the_contract() {
     assert!(all.contains("// wit/deps/wasi-config/store.wit\n"));
     assert!(all.contains("// wit/deps/wasi-keyvalue/atomic.wit\n"));
     assert!(all.contains("package wasi:keyvalue@0.2.0-draft;"));
+    assert!(all.contains("// wit/deps/wasi-keyvalue-draft2/atomic.wit\n"));
+    assert!(all.contains("package wasi:keyvalue@0.2.0-draft2;"));
 }

@@ -456,7 +456,10 @@ fn read_then_write_commands_lose_nothing(host: &Host, connections: usize, each: 
     assert_eq!(won.iter().flatten().filter(|r| *r == ":1").count(), 1, "{won:?}");
 
     check(hammer(addr, connections, each, b"DECR down\r\n"), &|r| r.starts_with(":-"));
-    assert_eq!(exchange(addr, b"GET down\r\n"), format!("${}\r\n-{total}\r\n", total.to_string().len() + 1).into_bytes());
+    assert_eq!(
+        exchange(addr, b"GET down\r\n"),
+        format!("${}\r\n-{total}\r\n", total.to_string().len() + 1).into_bytes()
+    );
 
     // With a TTL the counter is no plain number for the store's increment:
     // every DECR is a compare-and-swap.

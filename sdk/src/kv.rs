@@ -175,7 +175,11 @@ impl Bucket {
     /// swap succeeds. No concurrent update is lost. Returns what the last
     /// call of `f` returned (the value written, if any). `f` may be called
     /// several times, so it should have no other effects.
-    pub fn update(&self, key: &str, mut f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>) -> io::Result<Option<Vec<u8>>> {
+    pub fn update(
+        &self,
+        key: &str,
+        mut f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+    ) -> io::Result<Option<Vec<u8>>> {
         let mut cas = self.cas(key)?;
         loop {
             let current = cas.current()?;

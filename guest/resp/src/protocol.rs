@@ -1396,6 +1396,9 @@ mod tests {
         assert_eq!(text(talk(&mut store, b"decr n\r\ndecrby n 5\r\nincr n\r\n")), ":-1\r\n:-6\r\n:-5\r\n");
         assert_eq!(store.get("n").unwrap().as_deref(), Some(&b"-5"[..]));
         // A value the store would read but redis-server would not.
-        assert_eq!(text(talk(&mut store, b"set z 007\r\nincr z\r\n")), "+OK\r\n-ERR value is not an integer or out of range\r\n");
+        assert_eq!(
+            text(talk(&mut store, b"set z 007\r\nincr z\r\n")),
+            "+OK\r\n-ERR value is not an integer or out of range\r\n"
+        );
     }
 }

@@ -28,8 +28,8 @@ mod bindings {
     });
 }
 
-use bindings::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
 use atomics::CasError;
+use bindings::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
 use store::{Error, KeyResponse};
 
 impl From<Failure> for Error {
@@ -169,7 +169,11 @@ impl batch::Host for GuestState {
         Ok(Ok(()))
     }
 
-    async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> wasmtime::Result<Result<(), Error>> {
+    async fn delete_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         for key in keys {
             or_return!(self.kv_delete(&bucket, key).await);
         }

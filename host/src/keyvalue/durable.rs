@@ -12,7 +12,7 @@
 //! calls are made on tokio's blocking pool (`super::blocking`), never on a
 //! worker that serves connections.
 
-use super::{page, BucketOps, Page, MAX_BUCKETS};
+use super::{page, BucketOps, Page, Updater, MAX_BUCKETS};
 use anyhow::{bail, Context, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle};
 use std::collections::HashSet;
@@ -166,12 +166,7 @@ impl Durable {
 
     /// Reads `key` and writes what `f` makes of it in one write
     /// transaction; committed only if `f` wrote, else aborted.
-    pub fn update(
-        &self,
-        name: &str,
-        key: &str,
-        f: &mut dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, String>,
-    ) -> Result<(), String> {
+    pub fn update(&self, name: &str, key: &str, f: &mut Updater<'_>) -> Result<(), String> {
         let tx = self.db.begin_write().map_err(|e| failed("write", e))?;
         let wrote = {
             let mut t = tx.open_table(table(name)).map_err(|e| failed("write", e))?;
@@ -230,11 +225,7 @@ impl BucketOps for Table {
         self.db.list_keys(&self.name, cursor)
     }
 
-    fn update(
-        &self,
-        key: String,
-        f: &mut dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, String>,
-    ) -> Result<(), String> {
+    fn update(&self, key: String, f: &mut Updater<'_>) -> Result<(), String> {
         self.db.update(&self.name, &key, f)
     }
 }
@@ -342,10 +333,7 @@ mod tests {
         }
         assert_eq!(table.get("log").unwrap().map(|log| log.len()), Some(100));
         // A swap that finds another value writes nothing.
-        assert_eq!(
-            compare_and_swap(&*table, "n".to_string(), Some(b"7"), b"8".to_vec()),
-            Ok(Err(Some(b"1".to_vec())))
-        );
+        assert_eq!(compare_and_swap(&*table, "n".to_string(), Some(b"7"), b"8".to_vec()), Ok(Err(Some(b"1".to_vec()))));
         assert_eq!(compare_and_swap(&*table, "new".to_string(), None, b"x".to_vec()), Ok(Ok(())));
         assert_eq!(table.get("new").unwrap(), Some(b"x".to_vec()));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());

@@ -6,7 +6,7 @@
 //! concurrency: a swap compares the bytes it read with those under the lock.
 //! Nothing here awaits.
 
-use super::{page, BucketOps, Page, MAX_BUCKETS};
+use super::{page, BucketOps, Page, Updater, MAX_BUCKETS};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, RwLock};
@@ -95,11 +95,7 @@ impl BucketOps for Bucket {
     }
 
     /// The shard stays write-locked from the read to the write.
-    fn update(
-        &self,
-        key: String,
-        f: &mut dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, String>,
-    ) -> Result<(), String> {
+    fn update(&self, key: String, f: &mut Updater<'_>) -> Result<(), String> {
         let mut shard = self.shard(&key).write().unwrap();
         let old = match f(shard.get(&key).map(Vec::as_slice))? {
             Some(value) => shard.insert(key, value),

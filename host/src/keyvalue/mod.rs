@@ -188,6 +188,10 @@ pub struct Page {
     pub cursor: Option<u64>,
 }
 
+/// What `BucketOps::update` calls with the value it read: the value to
+/// write, or `None` for nothing.
+pub type Updater<'a> = dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, String> + 'a;
+
 /// What a backend does for one bucket. Each call is one atomic step.
 pub(crate) trait BucketOps: Send + Sync {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
@@ -199,8 +203,7 @@ pub(crate) trait BucketOps: Send + Sync {
     /// what it returns (`Ok(None)`: nothing), as one atomic step: no other
     /// write to the key comes between the read and the write. An `Err`
     /// from `f` writes nothing.
-    fn update(&self, key: String, f: &mut dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, String>)
-        -> Result<(), String>;
+    fn update(&self, key: String, f: &mut Updater<'_>) -> Result<(), String>;
 }
 
 /// An open bucket, as the guest's `bucket` resource holds it (either
@@ -350,7 +353,10 @@ fn admit_op<'a>(kv: &'a Option<Arc<KvStore>>, ops: &mut u64, span: &ConnSpan) ->
 /// every other connection it serves. The wait is not charged to the
 /// guest's CPU budget, like a wait on its peer: the disk's speed is not the
 /// guest's doing.
-async fn blocking<T: Send + 'static>(clock: &CpuClock, job: impl FnOnce() -> Result<T, String> + Send + 'static) -> Outcome<T> {
+async fn blocking<T: Send + 'static>(
+    clock: &CpuClock,
+    job: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Outcome<T> {
     let began = clock.begin_wait();
     let done = tokio::task::spawn_blocking(job).await;
     clock.end_wait(began);
