@@ -31,8 +31,8 @@
 //! key or a plain counter are one atomic `increment` (a signed one,
 //! `wasi:keyvalue/atomics@0.2.0-draft2`) and need no loop.
 //!
-//! What is still not one atomic step: a command on several keys (`MSET`,
-//! `DEL`, `EXISTS`, `MGET`) is one step per key, and the lazy deletion of an
+//! What is still not atomic: a command on several keys (`MSET`, `DEL`,
+//! `EXISTS`, `MGET`) is not atomic across its keys, and the lazy deletion of an
 //! expired key when a read finds it is a read then a delete (the store has
 //! no conditional delete), so a value another connection writes to that
 //! key in between is deleted with it.
