@@ -41,10 +41,8 @@ fn scratch_dir(name: &str) -> PathBuf {
 fn concurrent_increments_are_exact() {
     let host = Host::serve(GUEST, &["--kv", "memory"]);
     let addr = host.addr;
-    let threads: Vec<_> = (0..32).map(|_| std::thread::spawn(move || session(addr, &["INCR hits 100"]))).collect();
     let mut last = Vec::new();
-    for thread in threads {
-        let reply = thread.join().unwrap();
+    for reply in hammer(addr, 32, 1, "INCR hits 100") {
         assert_eq!(reply.len(), 1, "{reply:?}");
         last.push(reply[0].parse::<u64>().unwrap_or_else(|_| panic!("not a number: {reply:?}")));
     }

@@ -6,9 +6,9 @@
 //! whole, as the interface says). Every call is one or more of the
 //! operations of `mod.rs`, on the same store as draft's.
 
-use super::{incremented_signed, Bucket, Cas, Failure, Outcome};
+use super::{incremented_signed, Bucket, Cas};
 use crate::store::GuestState;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 mod bindings {
@@ -32,20 +32,6 @@ use atomics::CasError;
 use bindings::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
 use store::{Error, KeyResponse};
 
-impl From<Failure> for Error {
-    fn from(failure: Failure) -> Error {
-        match failure {
-            Failure::AccessDenied => Error::AccessDenied,
-            Failure::Other(message) => Error::Other(message),
-        }
-    }
-}
-
-/// An outcome with this version's error.
-fn ours<T>(outcome: Outcome<T>) -> wasmtime::Result<Result<T, Error>> {
-    outcome.map(|result| result.map_err(Error::from))
-}
-
 /// Returns the guest's error from the enclosing function, or the value.
 macro_rules! or_return {
     ($outcome:expr) => {
@@ -56,34 +42,8 @@ macro_rules! or_return {
     };
 }
 
-impl store::Host for GuestState {
-    async fn open(&mut self, identifier: String) -> wasmtime::Result<Result<Resource<Bucket>, Error>> {
-        ours(self.kv_open(&identifier))
-    }
-}
-
-impl store::HostBucket for GuestState {
-    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        ours(self.kv_get(&bucket, key).await)
-    }
-
-    async fn set(
-        &mut self,
-        bucket: Resource<Bucket>,
-        key: String,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        ours(self.kv_set(&bucket, key, value).await)
-    }
-
-    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> wasmtime::Result<Result<(), Error>> {
-        ours(self.kv_delete(&bucket, key).await)
-    }
-
-    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> wasmtime::Result<Result<bool, Error>> {
-        ours(self.kv_exists(&bucket, key).await)
-    }
-
+store_host! {
+    store,
     /// The cursor is the offset of the next page, in decimal.
     async fn list_keys(
         &mut self,
@@ -96,10 +56,6 @@ impl store::HostBucket for GuestState {
         };
         let page = or_return!(self.kv_list_keys(&bucket, offset).await);
         Ok(Ok(KeyResponse { keys: page.keys, cursor: page.cursor.map(|next| next.to_string()) }))
-    }
-
-    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
-        self.kv_drop(bucket)
     }
 }
 
@@ -182,14 +138,17 @@ impl batch::Host for GuestState {
 }
 
 pub fn link(linker: &mut Linker<GuestState>) -> Result<()> {
-    store::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s)
-        .map_err(anyhow::Error::from)
-        .context("cannot link wasi:keyvalue/store@0.2.0-draft2")?;
-    atomics::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s)
-        .map_err(anyhow::Error::from)
-        .context("cannot link wasi:keyvalue/atomics@0.2.0-draft2")?;
-    batch::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s)
-        .map_err(anyhow::Error::from)
-        .context("cannot link wasi:keyvalue/batch@0.2.0-draft2")?;
+    super::linked(
+        store::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s),
+        "wasi:keyvalue/store@0.2.0-draft2",
+    )?;
+    super::linked(
+        atomics::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s),
+        "wasi:keyvalue/atomics@0.2.0-draft2",
+    )?;
+    super::linked(
+        batch::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |s| s),
+        "wasi:keyvalue/batch@0.2.0-draft2",
+    )?;
     Ok(())
 }

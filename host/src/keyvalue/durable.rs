@@ -232,6 +232,7 @@ impl BucketOps for Table {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::append_from_threads;
     use super::super::{compare_and_swap, increment, incremented};
     use super::*;
 
@@ -310,28 +311,7 @@ mod tests {
         let db = Arc::new(Durable::open(&path).unwrap());
         let table = Arc::new(Table::open(&db, "").unwrap());
         assert_eq!(increment(&*table, "n".to_string(), |c, k| incremented(c, k, 1)), Ok(1));
-        let threads: Vec<_> = (0..4u8)
-            .map(|i| {
-                let table = table.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..25 {
-                        let mut seen = table.get("log").unwrap();
-                        loop {
-                            let mut next = seen.clone().unwrap_or_default();
-                            next.push(b'a' + i);
-                            match compare_and_swap(&*table, "log".to_string(), seen.as_deref(), next).unwrap() {
-                                Ok(()) => break,
-                                Err(now) => seen = now,
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        for thread in threads {
-            thread.join().unwrap();
-        }
-        assert_eq!(table.get("log").unwrap().map(|log| log.len()), Some(100));
+        assert_eq!(append_from_threads(table.clone(), 4, 25), [25; 4]);
         // A swap that finds another value writes nothing.
         assert_eq!(compare_and_swap(&*table, "n".to_string(), Some(b"7"), b"8".to_vec()), Ok(Err(Some(b"1".to_vec()))));
         assert_eq!(compare_and_swap(&*table, "new".to_string(), None, b"x".to_vec()), Ok(Ok(())));

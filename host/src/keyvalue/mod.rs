@@ -19,6 +19,68 @@
 //! `--kv-max-key-size` and `--kv-max-value-size` are refused. Each refusal
 //! is `error::other` with a message, returned to the guest: never a trap.
 
+/// The host side of one version's `store` interface, the same in both but
+/// for `list-keys` (its cursor's type), which the caller writes: the
+/// conversion of a [`Failure`] to that version's `error`, `ours` (an
+/// [`Outcome`] with that error), `open`, and the bucket's methods, each one
+/// of the operations below. `$store` is the version's generated module.
+macro_rules! store_host {
+    ($store:ident, $($list_keys:tt)*) => {
+        impl From<$crate::keyvalue::Failure> for $store::Error {
+            fn from(failure: $crate::keyvalue::Failure) -> $store::Error {
+                match failure {
+                    $crate::keyvalue::Failure::AccessDenied => $store::Error::AccessDenied,
+                    $crate::keyvalue::Failure::Other(message) => $store::Error::Other(message),
+                }
+            }
+        }
+
+        /// An outcome with this version's error.
+        fn ours<T>(outcome: $crate::keyvalue::Outcome<T>) -> wasmtime::Result<Result<T, $store::Error>> {
+            outcome.map(|result| result.map_err($store::Error::from))
+        }
+
+        impl $store::Host for GuestState {
+            async fn open(&mut self, identifier: String) -> wasmtime::Result<Result<Resource<Bucket>, $store::Error>> {
+                ours(self.kv_open(&identifier))
+            }
+        }
+
+        impl $store::HostBucket for GuestState {
+            async fn get(
+                &mut self,
+                bucket: Resource<Bucket>,
+                key: String,
+            ) -> wasmtime::Result<Result<Option<Vec<u8>>, $store::Error>> {
+                ours(self.kv_get(&bucket, key).await)
+            }
+
+            async fn set(
+                &mut self,
+                bucket: Resource<Bucket>,
+                key: String,
+                value: Vec<u8>,
+            ) -> wasmtime::Result<Result<(), $store::Error>> {
+                ours(self.kv_set(&bucket, key, value).await)
+            }
+
+            async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> wasmtime::Result<Result<(), $store::Error>> {
+                ours(self.kv_delete(&bucket, key).await)
+            }
+
+            async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> wasmtime::Result<Result<bool, $store::Error>> {
+                ours(self.kv_exists(&bucket, key).await)
+            }
+
+            async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+                self.kv_drop(bucket)
+            }
+
+            $($list_keys)*
+        }
+    };
+}
+
 mod draft;
 mod draft2;
 mod durable;
@@ -27,7 +89,7 @@ mod memory;
 use crate::budget::CpuClock;
 use crate::cli::KvArgs;
 use crate::store::{ConnSpan, GuestState};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -500,6 +562,11 @@ impl GuestState {
     }
 }
 
+/// One interface's `add_to_linker` result, naming the interface on failure.
+fn linked(result: wasmtime::Result<()>, interface: &str) -> Result<()> {
+    result.map_err(anyhow::Error::from).with_context(|| format!("cannot link {interface}"))
+}
+
 /// Links both versions' interfaces for every guest: a guest that imports
 /// them is admitted only with `--kv`, so the store is there when it calls.
 pub fn link(linker: &mut Linker<GuestState>) -> Result<()> {
@@ -510,6 +577,35 @@ pub fn link(linker: &mut Linker<GuestState>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `threads` threads each append their own letter `each` times to the
+    /// value at `log` with `compare_and_swap`, retrying from the value a
+    /// failed swap returns; the letters of each thread in the final value.
+    pub(super) fn append_from_threads(bucket: Arc<dyn BucketOps>, threads: u8, each: usize) -> Vec<usize> {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let bucket = bucket.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..each {
+                        let mut seen = bucket.get("log").unwrap();
+                        loop {
+                            let mut next = seen.clone().unwrap_or_default();
+                            next.push(b'a' + i);
+                            match compare_and_swap(&*bucket, "log".to_string(), seen.as_deref(), next).unwrap() {
+                                Ok(()) => break,
+                                Err(now) => seen = now,
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        let log = bucket.get("log").unwrap().unwrap_or_default();
+        (0..threads).map(|i| log.iter().filter(|&&b| b == b'a' + i).count()).collect()
+    }
 
     #[test]
     fn increment_arithmetic() {
