@@ -171,6 +171,12 @@ fn the_sdk_wrappers_reach_the_store() {
     let reply = session(host.addr, &["INCR n -10", "SETNX s a", "SETNX s b", "GET s", "APPEND s bc", "APPEND new x"]);
     assert_eq!(reply, ["-3", "1", "0", "a", "3", "1"]);
     assert_eq!(session(host.addr, &["FILL key 2500", "COUNT"]), ["OK", "2504"]);
+    // draft2's batch, one operation per key.
+    let reply = session(host.addr, &["MSET a 1 b 2", "MGET a b c", "MDEL a c", "MGET a b"]);
+    assert_eq!(reply, ["OK", "a=1 b=2 (nil)", "OK", "(nil) b=2"]);
+    let host = Host::serve("kv_sdk", &["--kv", "memory", "--kv-max-ops", "3"]);
+    let reply = session(host.addr, &["MSET a 1 b 2 c 3"]);
+    assert!(reply[0].starts_with("ERR") && reply[0].contains("--kv-max-ops"), "{reply:?}");
     // Without --kv, a guest that uses the wrappers imports the store and is
     // refused; one that does not (echo) imports nothing of it.
     let out = run_host(&["inspect", guest("kv_sdk").to_str().unwrap()]);

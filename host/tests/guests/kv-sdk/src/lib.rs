@@ -9,7 +9,10 @@
 //!   compare-and-swap, retried), replies the new length
 //! - `SETNX KEY VALUE`: `Bucket::compare_and_swap` from no value, replies
 //!   `1` if it wrote, `0` if the key had a value
+//! - `MSET K V K V...`, `MGET K...` (`K=V` or `(nil)` each), `MDEL K...`:
+//!   draft2's `batch` on the raw bucket (`Bucket::as_raw`)
 
+use netplug_guest::bindings::server::wasi::keyvalue0_2_0_draft2::batch;
 use netplug_guest::kv::Bucket;
 use netplug_guest::Connection;
 use std::io::{self, BufRead, Write};
@@ -18,7 +21,29 @@ fn command(bucket: &Bucket, line: &str) -> io::Result<String> {
     let mut words = line.splitn(3, ' ');
     let (verb, a, b) = (words.next().unwrap_or(""), words.next().unwrap_or(""), words.next().unwrap_or(""));
     let number = |text: &str| text.parse::<i64>().map_err(|_| io::Error::other(format!("`{text}` is not a number")));
+    let batch_error = |e| io::Error::other(format!("{e:?}"));
+    let words: Vec<&str> = line.split(' ').skip(1).collect();
     Ok(match verb {
+        "MSET" => {
+            let pairs: Vec<(String, Vec<u8>)> =
+                words.chunks(2).map(|kv| (kv[0].to_string(), kv.get(1).unwrap_or(&"").as_bytes().to_vec())).collect();
+            batch::set_many(bucket.as_raw(), &pairs).map_err(batch_error)?;
+            "OK".into()
+        }
+        "MGET" => {
+            let keys: Vec<String> = words.iter().map(|k| k.to_string()).collect();
+            let found = batch::get_many(bucket.as_raw(), &keys).map_err(batch_error)?;
+            let shown: Vec<String> = found
+                .into_iter()
+                .map(|pair| pair.map_or("(nil)".into(), |(k, v)| format!("{k}={}", String::from_utf8_lossy(&v))))
+                .collect();
+            shown.join(" ")
+        }
+        "MDEL" => {
+            let keys: Vec<String> = words.iter().map(|k| k.to_string()).collect();
+            batch::delete_many(bucket.as_raw(), &keys).map_err(batch_error)?;
+            "OK".into()
+        }
         "FILL" => {
             for i in 0..number(b)? {
                 bucket.set(&format!("{a}{i}"), i.to_string().as_bytes())?;
