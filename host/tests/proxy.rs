@@ -1,9 +1,12 @@
 //! The `proxy` guest relays each connection to its configured upstream
-//! through `dialer`, both ways at once (`wait`, `try-recv`, `try-send`),
-//! passing half-closes on: in front of another host serving `echo`, in
-//! front of a real `redis-server`, and when the upstream is not allowed or
-//! refuses. The `hostile` test guest drives `wait` and `try-send` to their
-//! limits: a wait that asks nothing, the idle timeout, the out quota.
+//! through `dialer`, both ways at once with the host's `splice`, passing
+//! half-closes on: in front of another host serving `echo`, in front of a
+//! real `redis-server`, and when the upstream is not allowed or refuses;
+//! and `splice`'s own limits (the byte quotas, the idle timeout, shutdown).
+//! The `relay` test guest does the same copy in the guest (`wait`,
+//! `try-recv`, `try-send`) and runs the copying tests too; the `hostile`
+//! test guest drives `wait` and `try-send` to their limits: a wait that
+//! asks nothing, the idle timeout, the out quota.
 
 mod support;
 
@@ -34,12 +37,22 @@ impl Pattern {
 
 /// A host serving the proxy guest in front of `upstream`, which it may dial.
 fn proxy_for(upstream: SocketAddr, extra: &[&str]) -> Host {
+    relay_with("proxy", upstream, extra)
+}
+
+/// A host serving `guest` (`proxy`, or the `relay` test guest) in front of
+/// `upstream`, which it may dial.
+fn relay_with(guest: &str, upstream: SocketAddr, extra: &[&str]) -> Host {
     let config = format!("upstream={upstream}");
     let allow = upstream.to_string();
     let mut args = vec!["--config", &config, "--allow-connect", &allow];
     args.extend_from_slice(extra);
-    Host::serve("proxy", &args)
+    Host::serve(guest, &args)
 }
+
+/// The guests that relay: the proxy on `splice`, and the `relay` test
+/// guest on `wait`, `try-recv` and `try-send`.
+const RELAYS: [&str; 2] = ["proxy", "relay"];
 
 /// A port on loopback that nothing listens on (bound, then released).
 fn free_port() -> u16 {
@@ -48,10 +61,16 @@ fn free_port() -> u16 {
 
 #[test]
 fn sixty_four_mib_each_way_at_once_come_back_intact() {
+    for guest in RELAYS {
+        sixty_four_mib_each_way(guest);
+    }
+}
+
+fn sixty_four_mib_each_way(guest: &str) {
     const TOTAL: usize = 64 * 1024 * 1024;
     const PIECE: usize = 1024 * 1024;
     let echo = Host::serve("echo", &[]);
-    let proxy = proxy_for(echo.addr, &[]);
+    let proxy = relay_with(guest, echo.addr, &[]);
     let mut stream = connect(proxy.addr);
     let mut writer = stream.try_clone().unwrap();
     // Writing and reading at once: the echo sends back while the client is
@@ -87,8 +106,14 @@ fn sixty_four_mib_each_way_at_once_come_back_intact() {
 
 #[test]
 fn client_half_close_gets_every_echoed_byte_then_end_of_stream() {
+    for guest in RELAYS {
+        client_half_close(guest);
+    }
+}
+
+fn client_half_close(guest: &str) {
     let echo = Host::serve("echo", &[]);
-    let proxy = proxy_for(echo.addr, &[]);
+    let proxy = relay_with(guest, echo.addr, &[]);
     let mut stream = connect(proxy.addr);
     let mut data = vec![0u8; 300_001];
     Pattern::new().fill(&mut data);
@@ -106,10 +131,16 @@ fn client_half_close_gets_every_echoed_byte_then_end_of_stream() {
 
 #[test]
 fn upstream_end_reaches_the_client() {
+    for guest in RELAYS {
+        upstream_end(guest);
+    }
+}
+
+fn upstream_end(guest: &str) {
     // The seed server sends first, reads once and closes: its end of stream
     // must reach the client, which then closes its side.
     let hello = Host::serve("hello", &[]);
-    let proxy = proxy_for(hello.addr, &[]);
+    let proxy = relay_with(guest, hello.addr, &[]);
     let mut stream = connect(proxy.addr);
     let mut greeting = [0u8; 11];
     stream.read_exact(&mut greeting).unwrap();
@@ -125,11 +156,20 @@ fn upstream_end_reaches_the_client() {
 
 #[test]
 fn a_relay_times_out_only_when_neither_side_moves() {
+    for (guest, what) in [
+        ("proxy", "recv or send on either spliced connection"),
+        ("relay", "recv or send on any of the connections it waits on"),
+    ] {
+        relay_idle_timeout(guest, what);
+    }
+}
+
+fn relay_idle_timeout(guest: &str, what: &str) {
     // Traffic every 400 ms keeps a relay under a 1 s idle timeout alive for
     // over 2 s, and its waits are not charged as CPU (budget 100 ms); once
     // both sides are silent for 1 s, it is closed.
     let echo = Host::serve("echo", &[]);
-    let proxy = proxy_for(echo.addr, &["--idle-timeout", "1s", "--cpu-timeout", "100ms"]);
+    let proxy = relay_with(guest, echo.addr, &["--idle-timeout", "1s", "--cpu-timeout", "100ms"]);
     let mut stream = connect(proxy.addr);
     for i in 0..6u8 {
         stream.write_all(&[b'a' + i]).unwrap();
@@ -142,9 +182,11 @@ fn a_relay_times_out_only_when_neither_side_moves() {
     assert_eq!(read_to_end(&mut stream), b"", "closed after the idle timeout");
     let waited = quiet.elapsed();
     assert!(waited < Duration::from_secs(5), "closed {waited:?} after the last byte");
-    proxy.wait_for_log("the idle timeout", |l| {
-        l.contains("idle timeout (1s) waiting to recv or send on any of the connections it waits on")
-    });
+    proxy.wait_for_log("the idle timeout", |l| l.contains(&format!("idle timeout (1s) waiting to {what}")));
+    if guest == "proxy" {
+        // (A timed-out `wait` leaves the outcome to the guest's error.)
+        proxy.wait_for_log("the record", |l| l.contains("netplug::record") && l.contains("outcome=idle_timeout"));
+    }
     assert_eq!(proxy.count_log("CPU time limit"), 0, "{:?}", proxy.log());
 }
 
@@ -290,7 +332,113 @@ fn redis_through_the_proxy() {
     );
 }
 
-// The primitives the proxy is built on, driven by the `hostile` test guest.
+// `splice`'s own limits.
+
+/// Writes `total` pattern bytes to `stream` from a thread, ignoring the
+/// error that ends it early when the host closes the connection.
+fn flood(stream: &TcpStream, total: usize) -> std::thread::JoinHandle<()> {
+    let mut writer = stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut piece = vec![0u8; 64 * 1024];
+        let mut pattern = Pattern::new();
+        for _ in 0..total / piece.len() {
+            pattern.fill(&mut piece);
+            if writer.write_all(&piece).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn a_splice_ends_at_the_bytes_in_quota() {
+    // The client sends 8 MiB through a proxy whose connections may each
+    // receive 1 MiB: the splice stops there, the client sees the close
+    // (after at most the 1 MiB the echo sent back), and the record says so.
+    let echo = Host::serve("echo", &[]);
+    let proxy = proxy_for(echo.addr, &["--max-bytes-in", "1MiB"]);
+    let mut stream = connect(proxy.addr);
+    let sender = flood(&stream, 8 << 20);
+    let got = read_to_end(&mut stream);
+    assert!(got.len() <= 1 << 20, "{} bytes back past a quota of 1 MiB in", got.len());
+    sender.join().unwrap();
+    proxy.wait_for_log("the quota", |l| l.contains("byte quota: --max-bytes-in 1048576 received, ending splice"));
+    let line = proxy.wait_for_log("the proxy's line", |l| l.contains("bytes client to upstream"));
+    assert!(line.contains("relay failed: quota-exceeded"), "{line}");
+    let record = proxy.wait_for_log("the record", |l| l.contains("netplug::record"));
+    assert!(record.contains("outcome=quota"), "{record}");
+    let bytes_in: u64 = record.split("bytes_in=").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
+    assert!(bytes_in <= 1 << 20, "{record}");
+}
+
+#[test]
+fn a_splice_ends_at_the_bytes_out_quota() {
+    // Each connection may send 256 KiB: the upstream's is spent first, by
+    // the client's 8 MiB going up.
+    let echo = Host::serve("echo", &[]);
+    let proxy = proxy_for(echo.addr, &["--max-bytes-out", "256KiB"]);
+    let mut stream = connect(proxy.addr);
+    let sender = flood(&stream, 8 << 20);
+    let got = read_to_end(&mut stream);
+    assert!(got.len() <= 256 << 10, "{} bytes back past a quota of 256 KiB out", got.len());
+    sender.join().unwrap();
+    proxy.wait_for_log("the quota", |l| l.contains("byte quota: --max-bytes-out 262144 sent, ending splice"));
+    let line = proxy.wait_for_log("the proxy's line", |l| l.contains("bytes client to upstream"));
+    assert!(line.contains("262144 bytes client to upstream"), "{line}");
+    assert!(line.contains("relay failed: quota-exceeded"), "{line}");
+    let record = proxy.wait_for_log("the record", |l| l.contains("netplug::record"));
+    assert!(record.contains("outcome=quota"), "{record}");
+}
+
+#[test]
+fn a_silent_splice_times_out_while_both_connections_stay_open() {
+    // Neither the client nor the echo sends: after the idle timeout the
+    // splice ends, both connections are closed, and it is not CPU time.
+    let echo = Host::serve("echo", &[]);
+    let proxy = proxy_for(echo.addr, &["--idle-timeout", "1s", "--cpu-timeout", "100ms"]);
+    let started = Instant::now();
+    let mut stream = connect(proxy.addr);
+    assert_eq!(read_to_end(&mut stream), b"", "closed after the idle timeout");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "closed after only {took:?}");
+    assert!(took < Duration::from_secs(10), "closed after {took:?}");
+    proxy.wait_for_log("the idle timeout", |l| {
+        l.contains("idle timeout (1s) waiting to recv or send on either spliced connection")
+    });
+    let line = proxy.wait_for_log("the proxy's line", |l| l.contains("bytes client to upstream"));
+    assert!(line.contains("0 bytes client to upstream, 0 bytes upstream to client; relay failed: timed-out"), "{line}");
+    proxy.wait_for_log("the record", |l| l.contains("netplug::record") && l.contains("outcome=idle_timeout"));
+    assert_eq!(proxy.count_log("CPU time limit"), 0, "{:?}", proxy.log());
+}
+
+#[test]
+fn shutdown_mid_splice_ends_within_the_shutdown_timeout() {
+    // A splice is never at a request boundary: at SIGTERM it goes on, and
+    // the shutdown timeout (1 s) closes it.
+    let echo = Host::serve("echo", &[]);
+    let proxy = proxy_for(echo.addr, &["--shutdown-timeout", "1s"]);
+    let mut stream = connect(proxy.addr);
+    stream.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    stream.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+    let started = Instant::now();
+    signal(proxy.pid(), "TERM");
+    proxy.wait_for_log("the shutdown", |l| l.contains("SIGTERM: no longer accepting"));
+    // Still relaying until the timeout.
+    stream.write_all(b"pong").unwrap();
+    stream.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"pong");
+    proxy.wait_for_log("the shutdown timeout", |l| l.contains("shutdown timeout: closing 1 connection"));
+    assert_eq!(read_to_end(&mut stream), b"");
+    let status = proxy.wait_exit();
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(10), "exited {took:?} after the signal");
+}
+
+// The primitives the relay guest is built on, driven by the `hostile` test
+// guest.
 
 /// Starts a hostile exchange: reads the greeting and sends `trigger`.
 fn hostile_trigger(host: &Host, trigger: &[u8]) -> TcpStream {

@@ -7,10 +7,12 @@
 //! between the socket and guest memory without a copy through a host buffer
 //! (`io.rs`, `lower.rs`), which the generated signatures cannot express.
 //! `wait` (`wait.rs`), with `try-recv` and `try-send`, lets one guest serve
-//! several connections at once.
+//! several connections at once; `splice` (`splice.rs`) relays between two
+//! inside the host.
 
 mod io;
 mod lower;
+mod splice;
 mod wait;
 
 pub(crate) use io::{bounded, report_eviction, report_timeout, Waited};
@@ -34,7 +36,7 @@ pub struct Connection {
     peer: SocketAddr,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
-    write_closed: bool,
+    pub(crate) write_closed: bool,
     /// Whether the guest has answered what it last received (its last
     /// successful call was a `send`): a `recv` then waits for a new request,
     /// which is where shutdown may end a connection.
@@ -140,6 +142,12 @@ pub fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
         "wait",
         |mut store: StoreContextMut<'_, GuestState>, (watched,): (Vec<(Resource<Connection>, Readiness)>,)| {
             Box::new(async move { wait::wait(&mut store, watched).await.map(|r| (r,)) })
+        },
+    )?;
+    types.func_wrap_async(
+        "splice",
+        |mut store: StoreContextMut<'_, GuestState>, (a, b): (Resource<Connection>, Resource<Connection>)| {
+            Box::new(async move { splice::splice(&mut store, a, b).await.map(|r| (r,)) })
         },
     )?;
     types.func_wrap(
