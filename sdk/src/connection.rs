@@ -21,7 +21,35 @@ pub trait Transport {
     fn peer_address(&self) -> String;
     /// This side as `ip:port` (IPv6 as `[ip]:port`).
     fn local_address(&self) -> String;
+    /// Relays bytes both ways between this connection and `other` until
+    /// both directions end, each end passed on as a write shutdown of the
+    /// other side (the WIT `splice`). The host's connection relays both
+    /// ways at once, inside the host. This default copies one way at a time
+    /// with `recv` and `send` (this side's bytes to `other` to their end,
+    /// then `other`'s back), which suits a scripted peer whose input is all
+    /// known up front, as in native tests.
+    fn splice(&self, other: &Self) -> RawSpliced
+    where
+        Self: Sized,
+    {
+        fn copy<T: Transport>(src: &T, dst: &T, moved: &mut u64) -> Result<(), ErrorCode> {
+            loop {
+                let data = src.recv(DEFAULT_RECV_SIZE)?;
+                if data.is_empty() {
+                    return dst.shutdown();
+                }
+                dst.send(&data)?;
+                *moved += data.len() as u64;
+            }
+        }
+        let (mut a_to_b, mut b_to_a) = (0, 0);
+        let ended = copy(self, other, &mut a_to_b).and_then(|()| copy(other, self, &mut b_to_a));
+        RawSpliced { a_to_b, b_to_a, ended }
+    }
 }
+
+/// What the WIT `splice` returns: the bytes each way and how it ended.
+pub type RawSpliced = crate::bindings::server::netplug::protocol::types::Spliced;
 
 impl Transport for HostConnection {
     fn send(&self, data: &[u8]) -> Result<(), ErrorCode> {
@@ -39,6 +67,23 @@ impl Transport for HostConnection {
     fn local_address(&self) -> String {
         HostConnection::local_address(self)
     }
+    fn splice(&self, other: &Self) -> RawSpliced {
+        crate::bindings::server::netplug::protocol::types::splice(self, other)
+    }
+}
+
+/// What [`Connection::splice`] moved each way, and how it ended.
+#[derive(Debug)]
+pub struct Spliced {
+    /// Bytes received from the connection `splice` was called on and sent
+    /// to the other.
+    pub a_to_b: u64,
+    /// Bytes received from the other connection and sent to this one.
+    pub b_to_a: u64,
+    /// `Ok` once both directions reached end of stream; otherwise the error
+    /// that ended it, on either connection (an `io::Error` with the host's
+    /// code, as [`error_code`](crate::error_code) recovers).
+    pub ended: io::Result<()>,
 }
 
 /// How many bytes a [`Connection`] asks for per `recv` unless told
@@ -96,6 +141,14 @@ impl RecvBuf {
 
     fn consume(&mut self, n: usize) {
         self.pos = (self.pos + n).min(self.buf.len());
+    }
+
+    /// The bytes received and not consumed, leaving the buffer empty.
+    fn take_buffered(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.drain(..self.pos.min(buf.len()));
+        self.pos = 0;
+        buf
     }
 
     fn read<T: Transport>(&mut self, transport: &T, out: &mut [u8]) -> io::Result<usize> {
@@ -173,6 +226,32 @@ impl<T: Transport> Connection<T> {
     /// what `fill_buf` lent before consuming it, say).
     pub fn halves(&mut self) -> (ReadHalf<'_, T>, WriteHalf<'_, T>) {
         (ReadHalf { transport: &self.transport, rx: &mut self.rx }, WriteHalf { transport: &self.transport })
+    }
+
+    /// Relays bytes both ways between this connection and `other` until
+    /// both directions have ended, without passing them through the guest
+    /// (the WIT `splice`): what a proxy does with bytes it does not need to
+    /// inspect. When one side ends its stream, the other's write side is
+    /// shut down and the opposite direction goes on to its own end. Bytes
+    /// already buffered by [`BufRead`] on either side are sent on first.
+    ///
+    /// The host's limits apply as to `recv` and `send` (byte quotas, the
+    /// idle timeout, counted only while neither direction moves, the
+    /// lifetime); its time is not charged as CPU.
+    pub fn splice(&mut self, other: &mut Connection<T>) -> Spliced {
+        let (a_to_b, b_to_a) = (self.rx.take_buffered(), other.rx.take_buffered());
+        let mut sent = [0u64; 2];
+        for (i, (data, dst)) in [(&a_to_b, &other.transport), (&b_to_a, &self.transport)].into_iter().enumerate() {
+            if data.is_empty() {
+                continue;
+            }
+            if let Err(code) = dst.send(data) {
+                return Spliced { a_to_b: sent[0], b_to_a: sent[1], ended: Err(code.into()) };
+            }
+            sent[i] = data.len() as u64;
+        }
+        let raw = self.transport.splice(&other.transport);
+        Spliced { a_to_b: sent[0] + raw.a_to_b, b_to_a: sent[1] + raw.b_to_a, ended: raw.ended.map_err(io::Error::from) }
     }
 
     /// The transport (in tests: what was sent).

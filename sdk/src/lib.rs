@@ -64,7 +64,7 @@ pub mod kv;
 mod logger;
 pub mod testing;
 
-pub use connection::{Connection, ReadHalf, Transport, WriteHalf, DEFAULT_RECV_SIZE};
+pub use connection::{Connection, RawSpliced, ReadHalf, Spliced, Transport, WriteHalf, DEFAULT_RECV_SIZE};
 pub use error::error_code;
 pub use log;
 

@@ -312,6 +312,26 @@ mod tests {
     }
 
     #[test]
+    fn splice_relays_both_ways_buffered_bytes_first() {
+        let mut client = MemoryConnection::with_input(["GET", " k\r\n"]);
+        let mut upstream = MemoryConnection::with_input(["$1\r\nv\r\n"]);
+        // Read, not consumed: still the client's, sent on first.
+        assert_eq!(client.fill_buf().unwrap(), b"GET");
+        let spliced = client.splice(&mut upstream);
+        assert!(spliced.ended.is_ok(), "{spliced:?}");
+        assert_eq!((spliced.a_to_b, spliced.b_to_a), (7, 7));
+        assert_eq!(upstream.transport().output(), b"GET k\r\n");
+        assert_eq!(client.transport().output(), b"$1\r\nv\r\n");
+        assert!(upstream.transport().is_shut_down() && client.transport().is_shut_down());
+        // A failure on either side ends it, with what moved so far.
+        let mut client = MemoryConnection::with_input(["abc"]);
+        let mut upstream = Connection::new(MemoryTransport::new(["x"]).then_fail(ErrorCode::Reset));
+        let spliced = client.splice(&mut upstream);
+        assert_eq!((spliced.a_to_b, spliced.b_to_a), (3, 1));
+        assert_eq!(spliced.ended.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    #[test]
     fn addresses_and_config() {
         let conn = Connection::new(MemoryTransport::new([""; 0]).with_peer("[::1]:9"));
         assert_eq!(conn.peer_addr(), "[::1]:9");
