@@ -437,6 +437,15 @@ fn shutdown_mid_splice_ends_within_the_shutdown_timeout() {
     assert!(took < Duration::from_secs(10), "exited {took:?} after the signal");
 }
 
+#[test]
+fn a_splice_refuses_a_connection_with_itself_or_one_shut_for_writing() {
+    let echo = Host::serve("echo", &[]);
+    let allow = echo.addr.to_string();
+    let host = Host::serve("hostile", &["--allow-connect", &allow]);
+    let mut stream = hostile_trigger(&host, format!("splicebad {allow}").as_bytes());
+    assert_eq!(read_to_end(&mut stream), b"splicebad: itself invalid-argument, shut closed\n");
+}
+
 // The primitives the relay guest is built on, driven by the `hostile` test
 // guest.
 

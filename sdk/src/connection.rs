@@ -251,7 +251,11 @@ impl<T: Transport> Connection<T> {
             sent[i] = data.len() as u64;
         }
         let raw = self.transport.splice(&other.transport);
-        Spliced { a_to_b: sent[0] + raw.a_to_b, b_to_a: sent[1] + raw.b_to_a, ended: raw.ended.map_err(io::Error::from) }
+        Spliced {
+            a_to_b: sent[0] + raw.a_to_b,
+            b_to_a: sent[1] + raw.b_to_a,
+            ended: raw.ended.map_err(io::Error::from),
+        }
     }
 
     /// The transport (in tests: what was sent).

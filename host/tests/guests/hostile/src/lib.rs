@@ -10,7 +10,7 @@ wit_bindgen::generate!({ path: "../../../../wit", world: "server" });
 use exports::netplug::protocol::handler::Guest;
 use netplug::protocol::dialer::connect;
 use netplug::protocol::log::{enabled, log, Level};
-use netplug::protocol::types::{wait, Connection, Readiness};
+use netplug::protocol::types::{splice, wait, Connection, Readiness};
 use std::cell::RefCell;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -107,6 +107,21 @@ impl Guest for Hostile {
                 conn.send(reply.as_bytes()).map_err(|e| e.name().to_string())?;
             }
             "tryflood" => try_flood(&conn),
+            "splicebad" => {
+                // A connection with itself, then one shut for writing (the
+                // upstream is dialed at the address given).
+                let same = splice(&conn, &conn);
+                let target = words.next().unwrap_or("127.0.0.1:1");
+                let other = connect(target).map_err(|e| format!("dial: {}", e.name()))?;
+                other.shutdown().map_err(|e| e.name().to_string())?;
+                let shut = splice(&conn, &other);
+                let name = |s: &netplug::protocol::types::Spliced| match s.ended {
+                    Ok(()) => "ok",
+                    Err(e) => e.name(),
+                };
+                let reply = format!("splicebad: itself {}, shut {}\n", name(&same), name(&shut));
+                conn.send(reply.as_bytes()).map_err(|e| e.name().to_string())?;
+            }
             _ => log(Level::Info, &format!("received {} bytes: {}", data.len(), data.escape_ascii())),
         }
         Ok(())
