@@ -372,6 +372,25 @@ fn a_splice_ends_at_the_bytes_in_quota() {
 }
 
 #[test]
+fn a_splice_that_moves_exactly_its_quota_ends_normally() {
+    // 1 KiB up and back, then the ends: every connection received exactly
+    // its quota, and nothing more arrived.
+    let echo = Host::serve("echo", &[]);
+    let proxy = proxy_for(echo.addr, &["--max-bytes-in", "1KiB", "--max-bytes-out", "1KiB"]);
+    let mut stream = connect(proxy.addr);
+    let mut data = vec![0u8; 1024];
+    Pattern::new().fill(&mut data);
+    stream.write_all(&data).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    assert!(read_to_end(&mut stream) == data, "the echoed bytes");
+    proxy.wait_for_log("the proxy's line", |l| {
+        l.contains("1024 bytes client to upstream, 1024 bytes upstream to client; both directions ended")
+    });
+    let record = proxy.wait_for_log("the record", |l| l.contains("netplug::record"));
+    assert!(record.contains("bytes_in=1024 bytes_out=1024 outcome=ok"), "{record}");
+}
+
+#[test]
 fn a_splice_ends_at_the_bytes_out_quota() {
     // Each connection may send 256 KiB: the upstream's is spent first, by
     // the client's 8 MiB going up.

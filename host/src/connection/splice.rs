@@ -25,6 +25,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use wasmtime::component::Resource;
 use wasmtime::StoreContextMut;
@@ -100,7 +101,8 @@ impl Pipe {
 
     /// Moves what can move without waiting, up to `ROUNDS` chunks: sends
     /// what is held, else reads the next chunk (at most what the quotas
-    /// leave), else, at end of stream with nothing held, shuts down the
+    /// leave; with one spent, the direction fails once more bytes arrive),
+    /// else, at end of stream with nothing held, shuts down the
     /// destination's write side.
     fn poll(&mut self, cx: &mut Context<'_>, quota_in: Option<u64>, quota_out: Option<u64>) -> Step {
         if self.done {
@@ -134,26 +136,26 @@ impl Pipe {
                 self.done = true;
                 return Step::Done;
             }
-            let mut want = BUF as u64;
-            if let Some(quota) = quota_in {
-                let left = quota.saturating_sub(self.src_in);
-                if left == 0 {
-                    return Step::Failed(Stop::QuotaIn);
-                }
-                want = want.min(left);
-            }
-            if let Some(quota) = quota_out {
-                let left = quota.saturating_sub(self.dst_out);
-                if left == 0 {
-                    return Step::Failed(Stop::QuotaOut);
-                }
-                want = want.min(left);
-            }
             match self.src.poll_read_ready(cx) {
                 Poll::Pending => return Step::Blocked,
                 Poll::Ready(Err(e)) => return Step::Failed(Stop::Io { on_src: true, code: code_for(&e) }),
                 Poll::Ready(Ok(())) => {}
             }
+            let in_left = quota_in.map(|quota| quota.saturating_sub(self.src_in));
+            let out_left = quota_out.map(|quota| quota.saturating_sub(self.dst_out));
+            if in_left == Some(0) || out_left == Some(0) {
+                // A spent quota fails the direction only once a byte more
+                // has arrived: one that moved exactly its quota still passes
+                // its end of stream on, and waits while the other moves.
+                match peek_queued(&self.src) {
+                    Ok(true) => return Step::Failed(if in_left == Some(0) { Stop::QuotaIn } else { Stop::QuotaOut }),
+                    Ok(false) => self.eof = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Step::Failed(Stop::Io { on_src: true, code: code_for(&e) }),
+                }
+                continue;
+            }
+            let want = [in_left, out_left].into_iter().flatten().fold(BUF as u64, u64::min);
             let want = want as usize;
             let (src, buf) = (&self.src, &mut self.buf[..want]);
             // A short read tells tokio the socket is drained, so the next
@@ -171,6 +173,14 @@ impl Pipe {
         }
         Step::Yield
     }
+}
+
+/// Whether `src` has a byte queued (`true`) or is at end of stream
+/// (`false`), without taking it; `WouldBlock`, with tokio's readiness
+/// cleared, when neither.
+fn peek_queued(src: &TcpStream) -> io::Result<bool> {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    src.try_io(Interest::READABLE, || socket2::SockRef::from(src).peek(&mut byte)).map(|n| n > 0)
 }
 
 /// How the splice ended, before the bookkeeping.
