@@ -21,6 +21,9 @@
 //! netplug_guest::serve!(handle);
 //! ```
 //!
+//! - [`Connection::splice`] relays both ways between two connections inside
+//!   the host, for a guest that forwards bytes without reading them (a
+//!   proxy: `guest/proxy`).
 //! - [`serve!`] exports a server (world `server`): the host calls the
 //!   handler once per accepted connection, in a fresh instance. A client
 //!   (world `client`) is [`client!`]`(run)`, with `run(args)` getting the
