@@ -2,7 +2,8 @@
 //! through `dialer`, both ways at once with the host's `splice`, passing
 //! half-closes on: in front of another host serving `echo`, in front of a
 //! real `redis-server`, and when the upstream is not allowed or refuses;
-//! and `splice`'s own limits (the byte quotas, the idle timeout, shutdown).
+//! and `splice`'s own limits (the byte quotas, the idle timeout, the
+//! lifetime, eviction at `--max-connections`, shutdown).
 //! The `relay` test guest does the same copy in the guest (`wait`,
 //! `try-recv`, `try-send`) and runs the copying tests too; the `hostile`
 //! test guest drives `wait` and `try-send` to their limits: a wait that
@@ -425,6 +426,61 @@ fn a_silent_splice_times_out_while_both_connections_stay_open() {
     assert!(line.contains("0 bytes client to upstream, 0 bytes upstream to client; relay failed: timed-out"), "{line}");
     proxy.wait_for_log("the record", |l| l.contains("netplug::record") && l.contains("outcome=idle_timeout"));
     assert_eq!(proxy.count_log("CPU time limit"), 0, "{:?}", proxy.log());
+}
+
+#[test]
+fn a_busy_splice_ends_at_the_connection_lifetime() {
+    // Bytes moving every 200 ms keep the idle timeout (30 s) away; the
+    // lifetime (1 s) still ends the relay, both connections are closed,
+    // and the record says why.
+    let echo = Host::serve("echo", &[]);
+    let proxy = proxy_for(echo.addr, &["--max-lifetime", "1s"]);
+    let mut stream = connect(proxy.addr);
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut echoed = 0;
+    let mut back = [0u8; 1];
+    // Bounded: the lifetime ends it after about 5 rounds; 50 would be 10 s.
+    for i in 0..50u8 {
+        if stream.write_all(&[i]).is_err() || !matches!(stream.read(&mut back), Ok(1)) {
+            break;
+        }
+        assert_eq!(back[0], i);
+        echoed += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let took = started.elapsed();
+    assert!(echoed >= 2, "the relay echoed {echoed} bytes before it ended");
+    assert!(took >= Duration::from_millis(900), "ended after only {took:?}");
+    assert!(took < Duration::from_secs(8), "ended after {took:?}: the lifetime did not end it");
+    proxy.wait_for_log("the lifetime", |l| {
+        l.contains("connection lifetime (1s) reached while waiting to recv or send on either spliced connection")
+    });
+    proxy.wait_for_log("the record", |l| l.contains("netplug::record") && l.contains("outcome=lifetime"));
+}
+
+#[test]
+fn a_silent_splice_makes_room_for_a_new_connection() {
+    // At --max-connections (1), a new client does not wait behind a relay
+    // that has moved nothing for over 1 s: that splice is ended (evicted)
+    // and the new client is relayed.
+    let echo = Host::serve("echo", &[]);
+    let proxy = proxy_for(echo.addr, &["--max-connections", "1"]);
+    let mut idle = connect(proxy.addr);
+    idle.write_all(b"a").unwrap();
+    let mut back = [0u8; 1];
+    idle.read_exact(&mut back).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut fresh = connect(proxy.addr);
+    fresh.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    fresh.write_all(b"b").unwrap();
+    fresh.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"b", "the new client is relayed");
+    assert_eq!(read_to_end(&mut idle), b"", "the silent relay was closed");
+    proxy.wait_for_log("the eviction", |l| {
+        l.contains("closed to admit a new connection while waiting to recv or send on either spliced connection")
+    });
+    proxy.wait_for_log("the record", |l| l.contains("netplug::record") && l.contains("outcome=overload"));
 }
 
 #[test]
