@@ -53,7 +53,7 @@
 use std::io;
 
 #[cfg(target_arch = "wasm32")]
-use crate::bindings::server::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
+use crate::bindings::server::wasi::keyvalue0_2_0_draft2::{atomics, store};
 
 /// An open bucket: one namespace of the listener's store, by name (`""` is
 /// the one guests share by default).
@@ -89,19 +89,6 @@ impl Bucket {
         return self.inner.get(key).map_err(error);
         #[cfg(not(target_arch = "wasm32"))]
         return native::with(&self.name, |b| Ok(b.get(key).cloned()));
-    }
-
-    /// The values at `keys`, in their order (`None` where there is none),
-    /// in one host call (`wasi:keyvalue/batch.get-many`) rather than one per
-    /// key. Each key is read on its own, as by [`get`](Self::get): the
-    /// values need not be one snapshot of the bucket.
-    pub fn get_many(&self, keys: &[String]) -> io::Result<Vec<Option<Vec<u8>>>> {
-        #[cfg(target_arch = "wasm32")]
-        return batch::get_many(&self.inner, keys)
-            .map(|found| found.into_iter().map(|entry| entry.map(|(_, value)| value)).collect())
-            .map_err(error);
-        #[cfg(not(target_arch = "wasm32"))]
-        return native::with(&self.name, |b| Ok(keys.iter().map(|key| b.get(key).cloned()).collect()));
     }
 
     /// Stores `value` at `key`, replacing any value.

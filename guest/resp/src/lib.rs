@@ -24,10 +24,6 @@ impl protocol::Store for Shared {
         self.bucket.get(key).map_err(|e| e.to_string())
     }
 
-    fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, String> {
-        self.bucket.get_many(keys).map_err(|e| e.to_string())
-    }
-
     fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
         self.bucket.set(key, value).map_err(|e| e.to_string())
     }

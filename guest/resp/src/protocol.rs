@@ -44,11 +44,6 @@ use std::borrow::Cow;
 /// stored bytes ([`encode`]). Errors are messages, replied as `-ERR ...`.
 pub trait Store {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String>;
-    /// The values at `keys`, in order, as `get` would read them one by one;
-    /// a store that can reads them in one call.
-    fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, String> {
-        keys.iter().map(|key| self.get(key)).collect()
-    }
     fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String>;
     fn delete(&mut self, key: &str) -> Result<(), String>;
     /// The value read as a decimal `i64` (a missing key is 0) plus `delta`,
@@ -134,31 +129,20 @@ impl Session {
         }
         let mut pos = 0;
         let out = &mut Out { bytes: out, resp3: self.resp3 };
-        // The keys of consecutive `GET`s not yet answered: a pipelined run of
-        // them is read with one `get_many` (one host call instead of one
-        // each), and answered before anything after them runs.
-        let mut gets = Vec::new();
         let after = loop {
             match parse(&self.buffer[pos..]) {
                 Parsed::Command(args, used) => {
                     pos += used;
-                    if args.len() == 2 && args[0].eq_ignore_ascii_case(b"get") {
-                        gets.push(store_key(&args[1]).into_owned());
-                        continue;
-                    }
-                    answer_gets(&mut gets, store, out);
                     if execute(&args, store, out) == After::Close {
                         break After::Close;
                     }
                 }
                 Parsed::Empty(used) => pos += used,
                 Parsed::Incomplete(need) => {
-                    answer_gets(&mut gets, store, out);
                     self.need = need;
                     break if need > MAX_REQUEST { After::Close } else { After::Continue };
                 }
                 Parsed::Error(message) => {
-                    answer_gets(&mut gets, store, out);
                     error(out, &format!("Protocol error: {message}"));
                     break After::Close;
                 }
@@ -604,48 +588,8 @@ fn int_arg(arg: &[u8]) -> Result<i64, Failed> {
 }
 
 /// A key's live value and deadline; an expired one is deleted and missing.
-fn read(store: &mut dyn Store, key: &str) -> Read {
-    let stored = store.get(key)?;
-    live(store, key, stored)
-}
-
-/// What reading a key found: its live deadline (0 for none) and value, or
-/// `None`.
-type Read = Result<Option<(u64, Vec<u8>)>, Failed>;
-
-/// [`read`] of every key in `keys`, the values fetched with one
-/// `get_many`; each key's own result (an expired key's delete can fail).
-fn read_many(store: &mut dyn Store, keys: &[String]) -> Result<Vec<Read>, Failed> {
-    let found = store.get_many(keys)?;
-    Ok(keys.iter().zip(found).map(|(key, stored)| live(store, key, stored)).collect())
-}
-
-/// Answers the `GET`s of `keys` in order, as each would be answered alone,
-/// and empties `keys`.
-fn answer_gets(keys: &mut Vec<String>, store: &mut dyn Store, out: &mut Out<'_>) {
-    let replies = match keys.as_slice() {
-        [] => return,
-        // One alone is read as one: `get` costs the host less than a batch.
-        [key] => vec![read(store, key)],
-        keys => match read_many(store, keys) {
-            Ok(replies) => replies,
-            Err(Failed(message)) => keys.iter().map(|_| Err(Failed(message.clone()))).collect(),
-        },
-    };
-    for reply in replies {
-        match reply {
-            Ok(Some((_, value))) => bulk(out, &value),
-            Ok(None) => nil(out),
-            Err(Failed(message)) => error(out, &message),
-        }
-    }
-    keys.clear();
-}
-
-/// The live value and deadline of what `key` holds (`stored`): `None` if
-/// there is none or it has expired, in which case it is deleted.
-fn live(store: &mut dyn Store, key: &str, stored: Option<Vec<u8>>) -> Read {
-    let Some(stored) = stored else { return Ok(None) };
+fn read(store: &mut dyn Store, key: &str) -> Result<Option<(u64, Vec<u8>)>, Failed> {
+    let Some(stored) = store.get(key)? else { return Ok(None) };
     let (deadline, _) = decode(&stored);
     if deadline != 0 && deadline <= store.now_ms() {
         store.delete(key)?;
@@ -783,12 +727,9 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
             integer(out, increment(store, &args[1], delta)?);
         }
         "mget" => {
-            let keys: Vec<String> = args[1..].iter().map(|key| store_key(key).into_owned()).collect();
-            // Every key read before the reply starts: an error is the reply.
-            let values = read_many(store, &keys)?.into_iter().collect::<Result<Vec<_>, _>>()?;
-            array(out, keys.len());
-            for value in values {
-                match value {
+            array(out, args.len() - 1);
+            for key in &args[1..] {
+                match read(store, &store_key(key))? {
                     Some((_, value)) => bulk(out, &value),
                     None => nil(out),
                 }
@@ -1104,20 +1045,11 @@ mod tests {
         dbs: HashMap<u32, HashMap<String, Vec<u8>>>,
         db: u32,
         now: u64,
-        /// The reads made, as the host would see them: `get k`, or
-        /// `get_many a b`.
-        reads: Vec<String>,
     }
 
     impl Store for Memory {
         fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
-            self.reads.push(format!("get {key}"));
             Ok(self.dbs.entry(self.db).or_default().get(key).cloned())
-        }
-        fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, String> {
-            self.reads.push(format!("get_many {}", keys.join(" ")));
-            let db = self.dbs.entry(self.db).or_default();
-            Ok(keys.iter().map(|key| db.get(key).cloned()).collect())
         }
         fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
             self.dbs.entry(self.db).or_default().insert(key.to_string(), value.to_vec());
@@ -1170,28 +1102,6 @@ mod tests {
 
     fn text(out: Vec<u8>) -> String {
         String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn pipelined_gets_are_read_together_and_answered_in_order() {
-        let mut store = memory();
-        talk(&mut store, b"SET a 1\r\nSET b 2\r\nSET t x PX 10\r\n");
-        store.now += 100;
-        store.reads.clear();
-        // Three GETs in a row (one of an expired key), a SET that the next
-        // GET must see, a lone GET, an MGET, and a GET of the wrong arity.
-        let out = talk(
-            &mut store,
-            b"GET a\r\nget b\r\nGET t\r\nSET a 3\r\nGET a\r\nGET c\r\nMGET a b c\r\nGET a b\r\nGET b\r\n",
-        );
-        assert_eq!(
-            text(out),
-            "$1\r\n1\r\n$1\r\n2\r\n$-1\r\n+OK\r\n$1\r\n3\r\n$-1\r\n\
-             *3\r\n$1\r\n3\r\n$1\r\n2\r\n$-1\r\n\
-             -ERR wrong number of arguments for 'get' command\r\n$1\r\n2\r\n"
-        );
-        assert_eq!(store.reads, ["get_many a b t", "get_many a c", "get_many a b c", "get b"]);
-        assert_eq!(store.get("t").unwrap(), None, "the expired key is deleted");
     }
 
     #[test]
