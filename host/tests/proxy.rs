@@ -13,7 +13,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -222,46 +222,6 @@ fn missing_upstream_configuration_names_the_key() {
     proxy.wait_for_log("the missing key", |l| l.contains("missing configuration `upstream`"));
 }
 
-/// A `redis-server` on a free loopback port, without persistence, killed
-/// when dropped.
-struct Redis {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}): install it with `apt-get install redis-server redis-tools`, as .ci/run does")
-            });
-        let mut redis = Redis { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
-        let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect(redis.addr).is_err() {
-            if let Some(status) = redis.child.try_wait().unwrap() {
-                panic!("redis-server exited before listening: {status}");
-            }
-            assert!(Instant::now() < deadline, "redis-server not listening on {} within {PATIENCE:?}", redis.addr);
-            // Poll interval.
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        redis
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs a redis client tool (redis-tools) to completion, bounded by
 /// `limit`; returns its stdout, failing the test on an error exit.
 fn redis_tool(tool: &str, args: &[&str], limit: Duration) -> String {
@@ -294,7 +254,7 @@ fn redis_tool(tool: &str, args: &[&str], limit: Duration) -> String {
 
 #[test]
 fn redis_through_the_proxy() {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let proxy = proxy_for(redis.addr, &["--log-level", "warn"]);
     let port = proxy.addr.port().to_string();
     let cli = |args: &[&str]| {

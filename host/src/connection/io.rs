@@ -123,6 +123,20 @@ impl GuestState {
         Ok(None)
     }
 
+    /// A wait on the guest's peers (`what`) ran out at `end`: logged, and
+    /// the connection's outcome is the limit that ended it.
+    pub(crate) fn timed_out(&mut self, end: WaitEnd, what: &str) {
+        report_timeout(self.span.get(), &self.policy.limits, end, what);
+        self.end_by(if matches!(end, WaitEnd::Lifetime) { Outcome::Lifetime } else { Outcome::IdleTimeout });
+    }
+
+    /// A wait on the guest's peers (`what`) was ended to admit a new
+    /// connection: logged, and the connection's outcome is `overload`.
+    pub(crate) fn evicted(&mut self, what: &str) {
+        report_eviction(self.span.get(), what);
+        self.end_by(Outcome::Overload);
+    }
+
     /// Bookkeeping after a wait on the peer that began at `started`: the
     /// wait is not guest CPU time, a failure breaks the connection, and why
     /// it failed is logged.
@@ -139,13 +153,11 @@ impl GuestState {
             Waited::Done(Ok(value)) => return Ok(Ok(value)),
             Waited::Done(Err(e)) => code_for(&e),
             Waited::TimedOut => {
-                report_timeout(self.span.get(), &self.policy.limits, end, what);
-                self.end_by(if matches!(end, WaitEnd::Lifetime) { Outcome::Lifetime } else { Outcome::IdleTimeout });
+                self.timed_out(end, what);
                 ErrorCode::TimedOut
             }
             Waited::Evicted => {
-                report_eviction(self.span.get(), what);
-                self.end_by(Outcome::Overload);
+                self.evicted(what);
                 ErrorCode::TimedOut
             }
             Waited::ShutDown => {

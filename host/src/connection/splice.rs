@@ -12,7 +12,7 @@
 //! `--shutdown-timeout` like a `wait` (it is never at a request boundary).
 //! Its time is not guest CPU.
 
-use super::io::{read_noting_drain, report_eviction, report_timeout, WaitEnd};
+use super::io::{read_noting_drain, WaitEnd};
 use super::{code_for, Connection};
 use crate::bindings::server::netplug::protocol::types::Spliced;
 use crate::bindings::ErrorCode;
@@ -291,13 +291,11 @@ pub(super) async fn splice(
         }
         Ended::Stopped { a_to_b, stop } => (a_to_b, stop),
         Ended::TimedOut(end) => {
-            report_timeout(state.span.get(), &state.policy.limits, end, WHAT);
-            state.end_by(if matches!(end, WaitEnd::Lifetime) { Outcome::Lifetime } else { Outcome::IdleTimeout });
+            state.timed_out(end, WHAT);
             return broken_both(state, &a, &b, ErrorCode::TimedOut).and_then(|()| spliced(Err(ErrorCode::TimedOut)));
         }
         Ended::Evicted => {
-            report_eviction(state.span.get(), WHAT);
-            state.end_by(Outcome::Overload);
+            state.evicted(WHAT);
             return broken_both(state, &a, &b, ErrorCode::TimedOut).and_then(|()| spliced(Err(ErrorCode::TimedOut)));
         }
     };

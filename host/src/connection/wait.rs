@@ -11,11 +11,10 @@
 //! protocol end), so at shutdown a guest in `wait` finishes within
 //! `--shutdown-timeout` like one in the middle of a request.
 
-use super::io::{bounded, report_eviction, report_timeout, WaitEnd, Waited};
+use super::io::{bounded, Waited};
 use super::Connection;
 use crate::bindings::server::netplug::protocol::types::Readiness;
 use crate::bindings::ErrorCode;
-use crate::metrics::Outcome;
 use crate::store::GuestState;
 use std::task::{Context, Poll, Waker};
 use tokio::net::TcpStream;
@@ -67,14 +66,8 @@ pub(super) async fn wait(
     drop(watches);
     match waited {
         Waited::Done(()) => return Ok(Ok(found)),
-        Waited::TimedOut => {
-            report_timeout(state.span.get(), &state.policy.limits, end, WHAT);
-            state.end_by(if matches!(end, WaitEnd::Lifetime) { Outcome::Lifetime } else { Outcome::IdleTimeout });
-        }
-        Waited::Evicted => {
-            report_eviction(state.span.get(), WHAT);
-            state.end_by(Outcome::Overload);
-        }
+        Waited::TimedOut => state.timed_out(end, WHAT),
+        Waited::Evicted => state.evicted(WHAT),
         Waited::ShutDown => unreachable!("a wait is never at a request boundary"),
     }
     // As after a timed-out `recv`: every watched connection now fails at

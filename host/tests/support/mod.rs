@@ -550,3 +550,47 @@ pub fn try_seed_exchange(addr: SocketAddr) -> std::io::Result<Vec<u8>> {
     stream.read_to_end(&mut reply)?;
     Ok(reply)
 }
+
+/// A real `redis-server` on a free loopback port, without persistence
+/// (its working directory under the tests' temporary directory), killed
+/// when dropped. Fails, naming the package, when it is not installed.
+pub struct RedisServer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--dir", dir.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}): install it with `apt-get install redis-server redis-tools`, as .ci/run does")
+            });
+        let mut server = RedisServer { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(server.addr).is_err() {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("redis-server exited before listening: {status}");
+            }
+            assert!(Instant::now() < deadline, "redis-server not listening on {} within {PATIENCE:?}", server.addr);
+            // Poll interval.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
