@@ -209,8 +209,18 @@ pub struct KvArgs {
     /// exits; anything else is the path of a database file (redb) that
     /// survives restarts, created if missing in a directory that must exist.
     /// Without it, a guest importing `wasi:keyvalue` is refused.
-    #[arg(long, value_name = "memory|PATH")]
+    /// A path must contain a `/` or end in `.redb` (`./cache.redb`), so that
+    /// a misspelt `memory` is an error, not a new file.
+    #[arg(long, value_name = "memory|PATH", value_parser = parse_kv)]
     pub kv: Option<String>,
+
+    /// What the whole store may hold: keys, values and about 100 bytes per
+    /// entry, counted by the host. Past it, a write that would grow the
+    /// store fails with a `store full:` error; reads, deletes and writes
+    /// that do not grow it go on. It keeps one listener's shared state
+    /// from taking the machine's memory (or disk) with it.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub kv_max_bytes: u64,
 
     /// Longest key a guest may use; a longer one fails with an error.
     #[arg(long, default_value = "64KiB", value_parser = parse_size, value_name = "SIZE")]
@@ -529,4 +539,9 @@ mod tests {
         let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
         assert_eq!(run.guest_config.config, [pair("a", "b = c"), pair("empty", ""), pair("a", "2")]);
     }
+}
+
+/// `--kv`: `memory` or a database path (`keyvalue::Backend::parse`).
+fn parse_kv(text: &str) -> Result<String, String> {
+    crate::keyvalue::Backend::parse(text).map(|_| text.to_string())
 }

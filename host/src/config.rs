@@ -53,7 +53,7 @@ impl RunConfig {
             allowed.push(target.clone());
         }
         let limits = Limits::from(&cmd.limits);
-        let kv = KvConfig::from_args(&cmd.kv);
+        let kv = KvConfig::from_args(&cmd.kv)?;
         let mut grants = cmd.grants.grant;
         if kv.is_some() {
             grants.push(crate::keyvalue::GRANT.to_string());

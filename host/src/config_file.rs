@@ -11,7 +11,7 @@
 //! defaults, read from the command-line parser, so the two cannot differ).
 
 use crate::cli::{parse_delay, parse_memory, KvArgs, LimitArgs, LogFormat, OverloadArgs, MAX_CONNECTIONS};
-use crate::keyvalue::KvConfig;
+use crate::keyvalue::{Backend, KvConfig};
 use crate::limits::Limits;
 use crate::serve::MAX_INSTANCES;
 use crate::units::{parse_duration, parse_optional_count, parse_optional_duration, parse_optional_size, parse_size};
@@ -170,11 +170,15 @@ impl ServeFile {
             raw.defaults.apply(&mut args);
             listener.limits.apply(&mut args);
             // A path is relative to the file, like the guest's.
-            args.kv.kv = listener.kv.map(|kv| match kv.as_str() {
-                "memory" => kv,
-                path => dir.join(path).display().to_string(),
-            });
-            let kv = KvConfig::from_args(&args.kv);
+            args.kv.kv = match listener.kv {
+                None => None,
+                Some(kv) => match Backend::parse(&kv) {
+                    Ok(Backend::Memory) => Some(kv),
+                    Ok(Backend::Path(path)) => Some(dir.join(path).display().to_string()),
+                    Err(e) => bail!("{}:{table_line}: listeners.{name}.kv: {e}", path.display()),
+                },
+            };
+            let kv = KvConfig::from_args(&args.kv)?;
             let mut grants: Vec<String> = listener.grant.into_iter().map(|g| g.0).collect();
             if kv.is_some() {
                 grants.push(crate::keyvalue::GRANT.to_string());
@@ -299,6 +303,7 @@ struct RawLimits {
     max_log_bytes: Option<Size>,
     overload_threshold: Option<Count<1, 100>>,
     overload_idle_timeout: Option<Dur>,
+    kv_max_bytes: Option<Size>,
     kv_max_key_size: Option<Size>,
     kv_max_value_size: Option<Size>,
     kv_max_ops: Option<MaybeCount>,
@@ -327,6 +332,7 @@ impl RawLimits {
             max_log_bytes => limits.max_log_bytes, |v: &Size| v.0;
             overload_threshold => overload.overload_threshold, |v: &Count<1, 100>| v.0 as u8;
             overload_idle_timeout => overload.overload_idle_timeout, |v: &Dur| v.0;
+            kv_max_bytes => kv.kv_max_bytes, |v: &Size| v.0;
             kv_max_key_size => kv.kv_max_key_size, |v: &Size| v.0;
             kv_max_value_size => kv.kv_max_value_size, |v: &Size| v.0;
             kv_max_ops => kv.kv_max_ops.0, |v: &MaybeCount| v.0;

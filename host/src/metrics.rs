@@ -174,6 +174,10 @@ pub struct Metrics {
     instantiation: Histograms,
     generation: Family<Labels, Gauge>,
     reloads: Family<Labels, Counter>,
+    kv_bytes: Family<Labels, Gauge>,
+    kv_keys: Family<Labels, Gauge>,
+    kv_max_bytes: Family<Labels, Gauge>,
+    kv_refused_writes: Family<Labels, Counter>,
     /// Live guest instances (stores), all listeners together.
     pub slots_in_use: Gauge,
     /// Instance slots of the engine's pool.
@@ -209,6 +213,10 @@ impl Metrics {
             instantiation: Family::new_with_constructor(instantiation_buckets),
             generation: Family::default(),
             reloads: Family::default(),
+            kv_bytes: Family::default(),
+            kv_keys: Family::default(),
+            kv_max_bytes: Family::default(),
+            kv_refused_writes: Family::default(),
             slots_in_use: Gauge::default(),
             slots_capacity: Gauge::default(),
             registry: Registry::default(),
@@ -225,6 +233,14 @@ impl Metrics {
         r.register("instantiation_duration_seconds", "How long instantiating the guest took", m.instantiation.clone());
         r.register("generation", "The generation new connections get", m.generation.clone());
         r.register("reloads", "Reloads (SIGHUP, POST /reload, file changes), by result", m.reloads.clone());
+        r.register("kv_bytes", "Bytes the key-value store holds: keys, values and per-entry overhead", m.kv_bytes.clone());
+        r.register("kv_keys", "Entries the key-value store holds", m.kv_keys.clone());
+        r.register("kv_max_bytes", "The key-value store's bound (--kv-max-bytes)", m.kv_max_bytes.clone());
+        r.register(
+            "kv_writes_refused",
+            "Writes refused because the key-value store was at its bound",
+            m.kv_refused_writes.clone(),
+        );
         r.register("pool_slots_in_use", "Guest instances alive in the engine's pool", m.slots_in_use.clone());
         r.register("pool_slots_capacity", "Instance slots of the engine's pool", m.slots_capacity.clone());
         Metrics { registry, ..m }
@@ -253,6 +269,18 @@ impl Metrics {
         }
     }
 
+    /// The key-value store handles of listener `name`: made only for a
+    /// listener with a store, so the others have no such series.
+    pub fn kv(&self, name: &str) -> KvMetrics {
+        let labels = vec![("listener", name.to_string())];
+        KvMetrics {
+            bytes: self.kv_bytes.get_or_create(&labels).clone(),
+            keys: self.kv_keys.get_or_create(&labels).clone(),
+            max_bytes: self.kv_max_bytes.get_or_create(&labels).clone(),
+            refused_writes: self.kv_refused_writes.get_or_create(&labels).clone(),
+        }
+    }
+
     /// Counts a reload (of a guest, or of `host serve`'s file).
     pub fn reloaded(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
@@ -265,6 +293,17 @@ impl Metrics {
         encode(&mut text, &self.registry).expect("writing to a String does not fail");
         text
     }
+}
+
+/// One listener's key-value store's metric handles (`keyvalue/usage.rs`
+/// keeps them current). `Default` gives handles in no registry, for a
+/// store opened outside a listener.
+#[derive(Clone, Default)]
+pub struct KvMetrics {
+    pub bytes: Gauge,
+    pub keys: Gauge,
+    pub max_bytes: Gauge,
+    pub refused_writes: Counter,
 }
 
 /// One listener's metric handles.

@@ -41,7 +41,7 @@ pub fn run(config: RunConfig) -> Result<()> {
         dial: config.dial,
         overload: config.overload,
         config: config.guest_config,
-        kv: crate::keyvalue::KvStore::open_configured(config.kv.as_ref())?,
+        kv: crate::keyvalue::KvStore::open_configured(config.kv.as_ref(), crate::metrics::global().kv(&name))?,
         verbose: config.verbose,
     });
     let tokio =

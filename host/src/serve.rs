@@ -226,7 +226,10 @@ fn prepare(shared: &Shared, config: ListenerConfig, previous: Option<&Loader>) -
         None => None,
         Some(kv) => match previous.and_then(|p| p.policy.kv.as_ref()).and_then(|old| old.reused_for(kv)) {
             Some(reused) => Some(Arc::new(reused)),
-            None => Some(Arc::new(KvStore::open(kv).map_err(|e| config.origin.key_error(&config.name, "kv", &e))?)),
+            None => Some(Arc::new(
+                KvStore::open(kv, crate::metrics::global().kv(&config.name))
+                    .map_err(|e| config.origin.key_error(&config.name, "kv", &e))?,
+            )),
         },
     };
     let dial =

@@ -53,7 +53,16 @@
 use std::io;
 
 #[cfg(target_arch = "wasm32")]
+use crate::bindings::server::netplug::protocol::expiry;
+#[cfg(target_arch = "wasm32")]
 use crate::bindings::server::wasi::keyvalue0_2_0_draft2::{atomics, store};
+
+/// Whether `e` is the host's refusal of a write that would grow the store
+/// past its total bound (`--kv-max-bytes`): the store is full until
+/// something is deleted or expires. Reads and deletes still work.
+pub fn is_store_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Other && e.to_string().starts_with("store full:")
+}
 
 /// An open bucket: one namespace of the listener's store, by name (`""` is
 /// the one guests share by default).
@@ -91,13 +100,26 @@ impl Bucket {
         return native::with(&self.name, |b| Ok(b.get(key).cloned()));
     }
 
-    /// Stores `value` at `key`, replacing any value.
+    /// Stores `value` at `key`, replacing any value (and its deadline).
     pub fn set(&self, key: &str, value: &[u8]) -> io::Result<()> {
+        self.set_until(key, value, 0)
+    }
+
+    /// Stores `value` at `key`, to be deleted by the host at `deadline`
+    /// (milliseconds since the unix epoch; 0: never), whether or not it is
+    /// read again (`netplug:protocol/expiry`). Until then it reads as any
+    /// value; after, as missing.
+    pub fn set_until(&self, key: &str, value: &[u8], deadline: u64) -> io::Result<()> {
         #[cfg(target_arch = "wasm32")]
-        return self.inner.set(key, value).map_err(error);
+        return if deadline == 0 {
+            self.inner.set(key, value).map_err(error)
+        } else {
+            expiry::set_until(&self.inner, key, value, deadline).map_err(error)
+        };
         #[cfg(not(target_arch = "wasm32"))]
         return native::with(&self.name, |b| {
             b.insert(key.to_string(), value.to_vec());
+            native::set_deadline(&self.name, key, deadline);
             Ok(())
         });
     }
@@ -109,6 +131,7 @@ impl Bucket {
         #[cfg(not(target_arch = "wasm32"))]
         return native::with(&self.name, |b| {
             b.remove(key);
+            native::set_deadline(&self.name, key, 0);
             Ok(())
         });
     }
@@ -161,11 +184,23 @@ impl Bucket {
     /// as one atomic step. `Ok(false)` if it was not (nothing is written):
     /// read again and retry, or use [`update`](Self::update), which does.
     pub fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> io::Result<bool> {
+        self.compare_and_swap_until(key, expected, new, 0)
+    }
+
+    /// [`compare_and_swap`](Self::compare_and_swap), with what it writes
+    /// deleted at `deadline` (as [`set_until`](Self::set_until)).
+    pub fn compare_and_swap_until(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+        deadline: u64,
+    ) -> io::Result<bool> {
         let cas = self.cas(key)?;
         if cas.current()?.as_deref() != expected {
             return Ok(false);
         }
-        Ok(cas.swap(new)?.is_ok())
+        Ok(cas.swap_until(new, deadline)?.is_ok())
     }
 
     /// Replaces the value at `key` with what `f` makes of it (`f` gets the
@@ -258,8 +293,17 @@ impl Cas {
     /// result is `Ok(Err(cas))`, a new `Cas` holding the value now there,
     /// to compute from and swap again.
     pub fn swap(self, value: &[u8]) -> io::Result<Result<(), Cas>> {
+        self.swap_until(value, 0)
+    }
+
+    /// [`swap`](Self::swap), with what it writes deleted at `deadline`
+    /// (as [`Bucket::set_until`]).
+    pub fn swap_until(self, value: &[u8], deadline: u64) -> io::Result<Result<(), Cas>> {
         #[cfg(target_arch = "wasm32")]
-        return match atomics::swap(self.inner, value) {
+        let swapped =
+            if deadline == 0 { atomics::swap(self.inner, value) } else { expiry::swap_until(self.inner, value, deadline) };
+        #[cfg(target_arch = "wasm32")]
+        return match swapped {
             Ok(()) => Ok(Ok(())),
             Err(atomics::CasError::CasFailed(inner)) => Ok(Err(Cas { inner })),
             Err(atomics::CasError::StoreError(e)) => Err(error(e)),
@@ -270,6 +314,7 @@ impl Cas {
             if now != self.current.as_ref() {
                 return Ok(Err(Cas { current: now.cloned(), ..self }));
             }
+            native::set_deadline(&self.bucket, &self.key, deadline);
             b.insert(self.key, value.to_vec());
             Ok(Ok(()))
         });
@@ -325,6 +370,8 @@ pub(crate) mod native {
 
     thread_local! {
         static BUCKETS: RefCell<HashMap<String, Data>> = RefCell::new(HashMap::new());
+        /// Deadlines (unix ms) by bucket and key, as the host keeps them.
+        static DEADLINES: RefCell<HashMap<(String, String), u64>> = RefCell::new(HashMap::new());
         static DENIED: RefCell<Option<String>> = const { RefCell::new(None) };
     }
 
@@ -338,12 +385,42 @@ pub(crate) mod native {
         Ok(())
     }
 
+    /// Runs `f` on bucket `name`, after deleting its entries whose
+    /// deadline has passed, as the host's sweep would have.
     pub fn with<R>(name: &str, f: impl FnOnce(&mut Data) -> io::Result<R>) -> io::Result<R> {
-        BUCKETS.with_borrow_mut(|b| f(b.entry(name.to_string()).or_default()))
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let due: Vec<String> = DEADLINES.with_borrow_mut(|deadlines| {
+            let due: Vec<String> =
+                deadlines.iter().filter(|((b, _), &d)| b == name && d <= now).map(|((_, k), _)| k.clone()).collect();
+            for key in &due {
+                deadlines.remove(&(name.to_string(), key.clone()));
+            }
+            due
+        });
+        BUCKETS.with_borrow_mut(|b| {
+            let bucket = b.entry(name.to_string()).or_default();
+            for key in due {
+                bucket.remove(&key);
+            }
+            f(bucket)
+        })
+    }
+
+    /// Gives `key` of bucket `name` a deadline (0: none).
+    pub fn set_deadline(name: &str, key: &str, deadline: u64) {
+        DEADLINES.with_borrow_mut(|deadlines| {
+            let at = (name.to_string(), key.to_string());
+            if deadline == 0 {
+                deadlines.remove(&at);
+            } else {
+                deadlines.insert(at, deadline);
+            }
+        });
     }
 
     pub fn reset() {
         BUCKETS.with_borrow_mut(HashMap::clear);
+        DEADLINES.with_borrow_mut(HashMap::clear);
         DENIED.with_borrow_mut(|d| *d = None);
     }
 

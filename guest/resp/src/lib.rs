@@ -24,8 +24,8 @@ impl protocol::Store for Shared {
         self.bucket.get(key).map_err(|e| e.to_string())
     }
 
-    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
-        self.bucket.set(key, value).map_err(|e| e.to_string())
+    fn set(&mut self, key: &str, value: &[u8], deadline: u64) -> Result<(), String> {
+        self.bucket.set_until(key, value, deadline).map_err(|e| e.to_string())
     }
 
     fn delete(&mut self, key: &str) -> Result<(), String> {
@@ -36,8 +36,8 @@ impl protocol::Store for Shared {
         self.bucket.increment(key, delta).map_err(|e| e.to_string())
     }
 
-    fn swap(&mut self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, String> {
-        self.bucket.compare_and_swap(key, expected, new).map_err(|e| e.to_string())
+    fn swap(&mut self, key: &str, expected: Option<&[u8]>, new: &[u8], deadline: u64) -> Result<bool, String> {
+        self.bucket.compare_and_swap_until(key, expected, new, deadline).map_err(|e| e.to_string())
     }
 
     fn select(&mut self, db: u32) -> Result<(), String> {

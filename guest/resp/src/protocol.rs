@@ -44,7 +44,9 @@ use std::borrow::Cow;
 /// stored bytes ([`encode`]). Errors are messages, replied as `-ERR ...`.
 pub trait Store {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String>;
-    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String>;
+    /// Stores `value` at `key`; the host deletes it at `deadline` (unix ms,
+    /// 0: never) whether or not it is read again.
+    fn set(&mut self, key: &str, value: &[u8], deadline: u64) -> Result<(), String>;
     fn delete(&mut self, key: &str) -> Result<(), String>;
     /// The value read as a decimal `i64` (a missing key is 0) plus `delta`,
     /// stored and returned, as one atomic step; an error if the value is not
@@ -53,7 +55,8 @@ pub trait Store {
     /// Stores `new` at `key` if the stored bytes are still `expected`
     /// (`None`: no value), as one atomic step, and says whether it did;
     /// `false` writes nothing (another connection wrote the key meanwhile).
-    fn swap(&mut self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, String>;
+    /// What it writes gets `deadline`, as with [`set`](Store::set).
+    fn swap(&mut self, key: &str, expected: Option<&[u8]>, new: &[u8], deadline: u64) -> Result<bool, String>;
     /// Later commands use database `db` (`SELECT`), `0..DATABASES`.
     fn select(&mut self, db: u32) -> Result<(), String>;
     /// The time, in unix milliseconds.
@@ -520,6 +523,12 @@ const COMMANDS: &[(&str, i32)] = &[
 /// A failed store operation, replied as an error.
 struct Failed(String);
 
+/// How the host's refusal of a write past the store's bound begins.
+const STORE_FULL: &str = "store full:";
+
+/// redis-server's reply to a write past `maxmemory` with `noeviction`.
+const OOM: &[u8] = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+
 impl From<String> for Failed {
     fn from(message: String) -> Self {
         Failed(message)
@@ -540,6 +549,12 @@ pub fn execute(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>)
     }
     match run(command, args, store, out) {
         Ok(after) => after,
+        // The store's bound (`--kv-max-bytes`) is redis-server's
+        // `maxmemory` under `noeviction`: the same reply.
+        Err(Failed(message)) if message.starts_with(STORE_FULL) => {
+            out.bytes.extend_from_slice(OOM);
+            After::Continue
+        }
         Err(Failed(message)) => {
             error(out, &message);
             After::Continue
@@ -603,7 +618,7 @@ fn read(store: &mut dyn Store, key: &str) -> Result<Option<(u64, Vec<u8>)>, Fail
 }
 
 fn write(store: &mut dyn Store, key: &str, value: &[u8], deadline: u64) -> Result<(), Failed> {
-    store.set(key, &encode(value, deadline))?;
+    store.set(key, &encode(value, deadline), deadline)?;
     Ok(())
 }
 
@@ -630,7 +645,7 @@ fn update<T>(
         let live = stored.as_deref().map(decode).filter(|&(deadline, _)| deadline == 0 || deadline > now);
         let (write, result) = decide(live)?;
         let Some((value, deadline)) = write else { return Ok(result) };
-        if store.swap(key, stored.as_deref(), &encode(&value, deadline))? {
+        if store.swap(key, stored.as_deref(), &encode(&value, deadline), deadline)? {
             return Ok(result);
         }
     }
@@ -1045,13 +1060,18 @@ mod tests {
         dbs: HashMap<u32, HashMap<String, Vec<u8>>>,
         db: u32,
         now: u64,
+        /// Every write fails as the host's does past `--kv-max-bytes`.
+        full: bool,
     }
 
     impl Store for Memory {
         fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
             Ok(self.dbs.entry(self.db).or_default().get(key).cloned())
         }
-        fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+        fn set(&mut self, key: &str, value: &[u8], _deadline: u64) -> Result<(), String> {
+            if self.full {
+                return Err("store full: a write of 9 more bytes would pass the store's bound".to_string());
+            }
             self.dbs.entry(self.db).or_default().insert(key.to_string(), value.to_vec());
             Ok(())
         }
@@ -1072,7 +1092,10 @@ mod tests {
             db.insert(key.to_string(), new.to_string().into_bytes());
             Ok(new)
         }
-        fn swap(&mut self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, String> {
+        fn swap(&mut self, key: &str, expected: Option<&[u8]>, new: &[u8], deadline: u64) -> Result<bool, String> {
+            if self.full {
+                return self.set(key, new, deadline).map(|()| false);
+            }
             let db = self.dbs.entry(self.db).or_default();
             if db.get(key).map(Vec::as_slice) != expected {
                 return Ok(false);
@@ -1091,6 +1114,18 @@ mod tests {
 
     fn memory() -> Memory {
         Memory { now: 1_700_000_000_000, ..Default::default() }
+    }
+
+    #[test]
+    fn a_full_store_replies_as_redis_server_under_maxmemory() {
+        let mut store = memory();
+        talk(&mut store, b"set k v\r\n");
+        store.full = true;
+        let oom = "-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+        assert_eq!(
+            text(talk(&mut store, b"set k2 v\r\nget k\r\nappend k x\r\nsetnx k3 v\r\ndel k\r\nget k\r\n")),
+            format!("{oom}$1\r\nv\r\n{oom}{oom}:1\r\n$-1\r\n")
+        );
     }
 
     /// Feeds `input` in one piece, returns the replies.
@@ -1320,8 +1355,8 @@ mod tests {
         fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
             self.inner.get(key)
         }
-        fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
-            self.inner.set(key, value)
+        fn set(&mut self, key: &str, value: &[u8], deadline: u64) -> Result<(), String> {
+            self.inner.set(key, value, deadline)
         }
         fn delete(&mut self, key: &str) -> Result<(), String> {
             self.inner.delete(key)
@@ -1329,12 +1364,12 @@ mod tests {
         fn increment(&mut self, key: &str, delta: i64) -> Result<i64, String> {
             self.inner.increment(key, delta)
         }
-        fn swap(&mut self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, String> {
+        fn swap(&mut self, key: &str, expected: Option<&[u8]>, new: &[u8], deadline: u64) -> Result<bool, String> {
             self.swaps += 1;
             if let Some((_, theirs)) = self.race.take_if(|(k, _)| k == key) {
-                self.inner.set(key, &theirs)?;
+                self.inner.set(key, &theirs, 0)?;
             }
-            self.inner.swap(key, expected, new)
+            self.inner.swap(key, expected, new, deadline)
         }
         fn select(&mut self, db: u32) -> Result<(), String> {
             self.inner.select(db)
@@ -1350,7 +1385,7 @@ mod tests {
     fn race(before: &[(&str, &[u8])], theirs: &[u8], input: &[u8]) -> (String, Option<Vec<u8>>, usize) {
         let mut inner = memory();
         for (key, value) in before {
-            inner.set(key, value).unwrap();
+            inner.set(key, value, 0).unwrap();
         }
         let mut store = Racing { inner, race: Some(("k".to_string(), theirs.to_vec())), swaps: 0 };
         let mut out = Vec::new();

@@ -11,7 +11,7 @@ use crate::store::GuestState;
 use anyhow::Result;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
-mod bindings {
+pub(super) mod bindings {
     // Async for the durable backend, as draft's (see draft.rs).
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -19,6 +19,7 @@ mod bindings {
             import wasi:keyvalue/store@0.2.0-draft2;
             import wasi:keyvalue/atomics@0.2.0-draft2;
             import wasi:keyvalue/batch@0.2.0-draft2;
+            import netplug:protocol/expiry@0.1.0;
         ",
         imports: { default: async | trappable },
         with: {
@@ -87,7 +88,7 @@ impl atomics::Host for GuestState {
 
     async fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), CasError>> {
         let cas = self.table.delete(cas)?;
-        match or_return!(self.kv_swap(cas, value).await) {
+        match or_return!(self.kv_swap(cas, value, 0).await) {
             Ok(()) => Ok(Ok(())),
             Err(now) => Ok(Err(CasError::CasFailed(or_return!(self.kv_push(now))))),
         }
@@ -120,7 +121,7 @@ impl batch::Host for GuestState {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), Error>> {
         for (key, value) in key_values {
-            or_return!(self.kv_set(&bucket, key, value).await);
+            or_return!(self.kv_set(&bucket, key, value, 0).await);
         }
         Ok(Ok(()))
     }

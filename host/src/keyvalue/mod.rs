@@ -61,7 +61,7 @@ macro_rules! store_host {
                 key: String,
                 value: Vec<u8>,
             ) -> wasmtime::Result<Result<(), $store::Error>> {
-                ours(self.kv_set(&bucket, key, value).await)
+                ours(self.kv_set(&bucket, key, value, 0).await)
             }
 
             async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> wasmtime::Result<Result<(), $store::Error>> {
@@ -84,10 +84,13 @@ macro_rules! store_host {
 mod draft;
 mod draft2;
 mod durable;
+mod expiry;
 mod memory;
+mod usage;
 
 use crate::budget::CpuClock;
 use crate::cli::KvArgs;
+use crate::metrics::KvMetrics;
 use crate::store::{ConnSpan, GuestState};
 use anyhow::{Context, Result};
 use std::fmt;
@@ -129,25 +132,49 @@ pub enum Backend {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct KvLimits {
+    /// What the whole store may hold (`usage.rs`), shared by every
+    /// connection of the listener.
+    pub max_bytes: u64,
     pub max_key_size: u64,
     pub max_value_size: u64,
     /// Operations one connection may make; `None` for no limit.
     pub max_ops: Option<u64>,
 }
 
+impl Backend {
+    /// `memory`, or a database path written so that it cannot be a typo of
+    /// a word: one with a `/` (`./cache`, `/var/lib/netplug/kv`) or ending
+    /// in `.redb`. Anything else (`memry`, `Memory`) is refused rather than
+    /// silently made a file of that name.
+    pub fn parse(text: &str) -> Result<Backend, String> {
+        if text == "memory" {
+            Ok(Backend::Memory)
+        } else if text.contains('/') || (text.ends_with(".redb") && text.len() > ".redb".len()) {
+            Ok(Backend::Path(PathBuf::from(text)))
+        } else if text.contains("://") {
+            Err(format!("`{text}`: store URLs are not supported; use `memory` or a database path"))
+        } else {
+            Err(format!(
+                "`{text}` is neither `memory` nor a database path: a path contains a `/` or ends in `.redb` \
+                 (for example ./{text}.redb)"
+            ))
+        }
+    }
+}
+
 impl KvConfig {
-    /// `None` without `--kv`.
-    pub fn from_args(args: &KvArgs) -> Option<Self> {
-        let backend = match args.kv.as_deref()? {
-            "memory" => Backend::Memory,
-            path => Backend::Path(PathBuf::from(path)),
-        };
+    /// `None` without `--kv`; the value was checked by `Backend::parse` when
+    /// the flag or the file was read.
+    pub fn from_args(args: &KvArgs) -> Result<Option<Self>> {
+        let Some(text) = args.kv.as_deref() else { return Ok(None) };
+        let backend = Backend::parse(text).map_err(|e| anyhow::anyhow!("--kv {e}"))?;
         let limits = KvLimits {
+            max_bytes: args.kv_max_bytes,
             max_key_size: args.kv_max_key_size,
             max_value_size: args.kv_max_value_size,
             max_ops: args.kv_max_ops.0,
         };
-        Some(KvConfig { backend, limits })
+        Ok(Some(KvConfig { backend, limits }))
     }
 }
 
@@ -165,6 +192,24 @@ enum Data {
     Durable(Arc<durable::Durable>),
 }
 
+impl Data {
+    fn usage(&self) -> &usage::Usage {
+        match self {
+            Data::Memory(memory) => memory.usage(),
+            Data::Durable(db) => db.usage(),
+        }
+    }
+
+    /// Deletes the entries whose deadline has passed (`expiry.rs` calls it
+    /// on its own thread); how many.
+    fn sweep(&self, now: u64) -> Result<u64, String> {
+        match self {
+            Data::Memory(memory) => Ok(memory.sweep(now)),
+            Data::Durable(db) => db.sweep(now),
+        }
+    }
+}
+
 impl fmt::Debug for KvStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let backend = match &*self.data {
@@ -178,26 +223,37 @@ impl fmt::Debug for KvStore {
 impl KvStore {
     /// Opens the configured store (creating the database file if missing),
     /// or says in one line why not; `None` without `--kv`.
-    pub fn open_configured(config: Option<&KvConfig>) -> Result<Option<Arc<KvStore>>> {
-        config.map(|config| KvStore::open(config).map(Arc::new)).transpose()
+    pub fn open_configured(config: Option<&KvConfig>, metrics: KvMetrics) -> Result<Option<Arc<KvStore>>> {
+        config.map(|config| KvStore::open(config, metrics).map(Arc::new)).transpose()
     }
 
-    pub fn open(config: &KvConfig) -> Result<KvStore> {
+    /// Opens the store, with `metrics` following what it holds, and starts
+    /// its expiry sweep (which ends when the store is dropped).
+    pub fn open(config: &KvConfig, metrics: KvMetrics) -> Result<KvStore> {
+        let usage = Arc::new(usage::Usage::new(config.limits.max_bytes, metrics));
         let data = match &config.backend {
-            Backend::Memory => Data::Memory(memory::Memory::default()),
-            Backend::Path(path) => Data::Durable(Arc::new(durable::Durable::open(path)?)),
+            Backend::Memory => Data::Memory(memory::Memory::new(usage)),
+            Backend::Path(path) => Data::Durable(Arc::new(durable::Durable::open(path, usage)?)),
         };
-        Ok(KvStore { data: Arc::new(data), backend: config.backend.clone(), limits: config.limits.clone() })
+        let data = Arc::new(data);
+        expiry::start_sweeping(&data)?;
+        Ok(KvStore { data, backend: config.backend.clone(), limits: config.limits.clone() })
+    }
+
+    /// Bytes and entries the store holds, as its bound counts them.
+    pub fn held(&self) -> (u64, u64) {
+        let usage = self.data.usage();
+        (usage.bytes(), usage.keys())
     }
 
     /// The store `config` asks for, if it is this one (the same backend):
     /// the same data under `config`'s limits.
     pub fn reused_for(&self, config: &KvConfig) -> Option<KvStore> {
-        (self.backend == config.backend).then(|| KvStore {
-            data: self.data.clone(),
-            backend: self.backend.clone(),
-            limits: config.limits.clone(),
-        })
+        if self.backend != config.backend {
+            return None;
+        }
+        self.data.usage().set_max(config.limits.max_bytes);
+        Some(KvStore { data: self.data.clone(), backend: self.backend.clone(), limits: config.limits.clone() })
     }
 
     fn open_bucket(&self, name: &str) -> Result<Bucket, String> {
@@ -254,18 +310,30 @@ pub struct Page {
 /// write, or `None` for nothing.
 pub type Updater<'a> = dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, String> + 'a;
 
-/// What a backend does for one bucket. Each call is one atomic step.
+/// The deadline a write gives its entry (`expiry.rs`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Expiry {
+    /// The one the entry has (none for a new entry): an `increment`.
+    Keep,
+    /// This one (unix ms, 0: none): `set` and `swap` and their `-until`s.
+    At(u64),
+}
+
+/// What a backend does for one bucket. Each call is one atomic step. An
+/// entry whose deadline has passed reads as missing; a write that would
+/// grow the store past its bound fails (`usage.rs`).
 pub(crate) trait BucketOps: Send + Sync {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
-    fn set(&self, key: String, value: Vec<u8>) -> Result<(), String>;
+    /// Writes `value` with `deadline` (unix ms, 0: none).
+    fn set(&self, key: String, value: Vec<u8>, deadline: u64) -> Result<(), String>;
     fn delete(&self, key: &str) -> Result<(), String>;
     fn exists(&self, key: &str) -> Result<bool, String>;
     fn list_keys(&self, cursor: Option<u64>) -> Result<Page, String>;
     /// Calls `f` once with the value at `key` (none if missing) and stores
     /// what it returns (`Ok(None)`: nothing), as one atomic step: no other
     /// write to the key comes between the read and the write. An `Err`
-    /// from `f` writes nothing.
-    fn update(&self, key: String, f: &mut Updater<'_>) -> Result<(), String>;
+    /// from `f` writes nothing. What is written gets `expiry`'s deadline.
+    fn update(&self, key: String, expiry: Expiry, f: &mut Updater<'_>) -> Result<(), String>;
 }
 
 /// An open bucket, as the guest's `bucket` resource holds it (either
@@ -310,16 +378,18 @@ impl Cas {
 }
 
 /// Replaces `current` with `value` if `current` is still `expected`; else
-/// keeps it and says what it is now. `swap`'s step, under `update`.
+/// keeps it and says what it is now. `swap`'s step, under `update`; the
+/// value written gets `deadline` (0: none).
 pub(crate) fn compare_and_swap(
     ops: &dyn BucketOps,
     key: String,
     expected: Option<&[u8]>,
     value: Vec<u8>,
+    deadline: u64,
 ) -> Result<Result<(), Option<Vec<u8>>>, String> {
     let mut value = Some(value);
     let mut outcome = Ok(());
-    ops.update(key, &mut |current| {
+    ops.update(key, Expiry::At(deadline), &mut |current| {
         if current == expected {
             Ok(value.take())
         } else {
@@ -355,7 +425,7 @@ pub(crate) fn incremented_signed(current: Option<&[u8]>, key: &str, delta: i64) 
 }
 
 /// Adds `delta` with `add` (one of the above) and stores the sum in decimal,
-/// as one atomic step on the backend.
+/// as one atomic step on the backend; the entry keeps its deadline.
 pub(crate) fn increment<N: fmt::Display + Copy>(
     ops: &dyn BucketOps,
     key: String,
@@ -363,7 +433,7 @@ pub(crate) fn increment<N: fmt::Display + Copy>(
 ) -> Result<N, String> {
     let mut sum = None;
     let name = key.clone();
-    ops.update(key, &mut |current| {
+    ops.update(key, Expiry::Keep, &mut |current| {
         let next = add(current, &name)?;
         sum = Some(next);
         Ok(Some(next.to_string().into_bytes()))
@@ -485,12 +555,19 @@ impl GuestState {
         bucket.call(&self.clock, move |b| b.get(&key)).await
     }
 
-    pub(crate) async fn kv_set(&mut self, bucket: &Resource<Bucket>, key: String, value: Vec<u8>) -> Outcome<()> {
+    /// `set`, and `expiry.set-until` with a `deadline` (0: none).
+    pub(crate) async fn kv_set(
+        &mut self,
+        bucket: &Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+        deadline: u64,
+    ) -> Outcome<()> {
         let bucket = match self.kv_key_op(bucket, &key, Some(&value))? {
             Ok(bucket) => bucket,
             Err(e) => return Ok(Err(e)),
         };
-        bucket.call(&self.clock, move |b| b.set(key, value)).await
+        bucket.call(&self.clock, move |b| b.set(key, value, deadline)).await
     }
 
     pub(crate) async fn kv_delete(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<()> {
@@ -549,14 +626,15 @@ impl GuestState {
 
     /// `swap`: writes `value` if the key still holds what `cas` read, as one
     /// atomic step; if not, `Err` with a new `Cas` that holds the value now
-    /// there (read in the same step), for a retry.
-    pub(crate) async fn kv_swap(&mut self, cas: Cas, value: Vec<u8>) -> Outcome<Result<(), Cas>> {
+    /// there (read in the same step), for a retry. What it writes gets
+    /// `deadline` (0: none; `expiry.swap-until` gives one).
+    pub(crate) async fn kv_swap(&mut self, cas: Cas, value: Vec<u8>, deadline: u64) -> Outcome<Result<(), Cas>> {
         let kv = op!(self);
         check!(kv.check_value(&value));
         let Cas { bucket, key, current } = cas;
         let swapped = {
             let key = key.clone();
-            bucket.call(&self.clock, move |b| compare_and_swap(b, key, current.as_deref(), value)).await?
+            bucket.call(&self.clock, move |b| compare_and_swap(b, key, current.as_deref(), value, deadline)).await?
         };
         Ok(swapped.map(|done| done.map_err(|current| Cas { bucket, key, current })))
     }
@@ -571,7 +649,8 @@ fn linked(result: wasmtime::Result<()>, interface: &str) -> Result<()> {
 /// them is admitted only with `--kv`, so the store is there when it calls.
 pub fn link(linker: &mut Linker<GuestState>) -> Result<()> {
     draft::link(linker)?;
-    draft2::link(linker)
+    draft2::link(linker)?;
+    expiry::link(linker)
 }
 
 #[cfg(test)]
@@ -591,7 +670,7 @@ mod tests {
                         loop {
                             let mut next = seen.clone().unwrap_or_default();
                             next.push(b'a' + i);
-                            match compare_and_swap(&*bucket, "log".to_string(), seen.as_deref(), next).unwrap() {
+                            match compare_and_swap(&*bucket, "log".to_string(), seen.as_deref(), next, 0).unwrap() {
                                 Ok(()) => break,
                                 Err(now) => seen = now,
                             }
