@@ -479,6 +479,11 @@ pub(crate) fn parse_memory(text: &str) -> Result<u64, String> {
     Ok(n)
 }
 
+/// `--kv`: `memory` or a database path (`keyvalue::Backend::parse`).
+fn parse_kv(text: &str) -> Result<String, String> {
+    crate::keyvalue::Backend::parse(text).map(|_| text.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,9 +544,4 @@ mod tests {
         let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
         assert_eq!(run.guest_config.config, [pair("a", "b = c"), pair("empty", ""), pair("a", "2")]);
     }
-}
-
-/// `--kv`: `memory` or a database path (`keyvalue::Backend::parse`).
-fn parse_kv(text: &str) -> Result<String, String> {
-    crate::keyvalue::Backend::parse(text).map(|_| text.to_string())
 }

@@ -15,7 +15,8 @@ pub fn run(cmd: &CompileCommand) -> Result<()> {
     // size decides nothing about the code and which wasmtime's compatibility
     // check does not look at.
     let engine = engine::for_inspection()?;
-    let guest::Admitted { component, world, .. } = guest::admit(&engine, &cmd.guest, None, &cmd.grant)?;
+    let guest::Admitted { component, world, .. } =
+        guest::admit(&engine, &cmd.guest, None, &cmd.grant, guest::KvGrant::Compile)?;
     let object = component
         .serialize()
         .map_err(anyhow::Error::from)

@@ -74,7 +74,10 @@ impl dialer::Host for GuestState {
             DialTarget::Allowed(addrs) => addrs,
             DialTarget::Invalid => return Ok(Err(ErrorCode::InvalidArgument)),
             DialTarget::Denied => {
-                tracing::warn!(parent: self.span.get(), "dial to {address} denied: not allowed by --allow-connect");
+                if self.may_warn() {
+                    let address = crate::guest_log::clipped(&address);
+                    tracing::warn!(parent: self.span.get(), "dial to {address} denied: not allowed by --allow-connect");
+                }
                 return Ok(Err(ErrorCode::Denied));
             }
         };
@@ -95,6 +98,7 @@ impl dialer::Host for GuestState {
         let stream = match waited {
             Waited::Done(Ok(stream)) => stream,
             Waited::Done(Err(e)) => {
+                let address = crate::guest_log::clipped(&address);
                 tracing::info!(parent: self.span.get(), "dial to {address} failed: {e}");
                 return Ok(Err(code_for(&e)));
             }

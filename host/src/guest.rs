@@ -58,16 +58,17 @@ pub struct Admitted {
 }
 
 /// Admits the guest at `path` (`grants`: the packages of `--grant`), or
-/// says in one line why not. `host run`, `host compile` and every reload
-/// go through here.
-pub fn admit(engine: &Engine, path: &Path, cache: Option<&Cache>, grants: &[String]) -> Result<Admitted> {
+/// says in one line why not (`kv`: the subcommand's way to grant the store,
+/// which a refusal names). `host run`, `host compile` and every reload go
+/// through here.
+pub fn admit(engine: &Engine, path: &Path, cache: Option<&Cache>, grants: &[String], kv: KvGrant) -> Result<Admitted> {
     let bytes = read(path)?;
     let component = load_bytes(engine, path, &bytes, cache)?;
     // Before the world: a guest of another protocol version exports
     // another `handler`, and the version is what the operator must hear.
     check_version(engine, &component, path)?;
     let world = world_of(engine, &component, path)?;
-    check_imports(engine, &component, path, grants)?;
+    check_imports(engine, &component, path, grants, kv)?;
     Ok(Admitted { bytes, component, world })
 }
 
@@ -135,8 +136,35 @@ const GRANTED: &[&str] =
 const KEYVALUE: &[&str] =
     &["store@0.2.0-draft", "atomics@0.2.0-draft", "store@0.2.0-draft2", "atomics@0.2.0-draft2", "batch@0.2.0-draft2"];
 
-/// Why a guest importing `wasi:keyvalue` is refused without `--kv`.
+/// Why a guest importing `wasi:keyvalue` is refused without `--kv`; what
+/// [`grant`] says, and `host run` and `host inspect` with it.
 pub const NEEDS_KV: &str = "the shared key-value store is granted only with --kv memory or --kv PATH";
+
+/// How the subcommand at hand grants `wasi:keyvalue`: refusing a guest that
+/// imports it names a flag or key that this subcommand accepts, not another's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvGrant {
+    /// `host run`: `--kv memory` or `--kv PATH`.
+    Run,
+    /// `host compile`, which opens no store: `--grant wasi:keyvalue`.
+    Compile,
+    /// A listener of `host serve`: its `kv` key.
+    Serve,
+}
+
+impl KvGrant {
+    /// Why a guest importing `wasi:keyvalue` is refused without it.
+    pub fn refusal(self) -> &'static str {
+        match self {
+            KvGrant::Run => NEEDS_KV,
+            KvGrant::Compile => "the shared key-value store is granted only with --grant wasi:keyvalue",
+            KvGrant::Serve => {
+                "the shared key-value store is granted only with the listener's `kv` key (`kv = \"memory\"` or a \
+                 database path)"
+            }
+        }
+    }
+}
 
 /// Whether the host links `name` for guests, and why not when it does not.
 /// `extra` holds the packages granted with `--grant`, and `wasi:keyvalue`
@@ -213,11 +241,13 @@ pub fn check_version(engine: &Engine, component: &Component, path: &Path) -> Res
 
 /// Refuses, naming the import, a guest that needs what the host will not
 /// grant (and first, naming both versions, one built against another
-/// version of `netplug:protocol`).
-pub fn check_imports(engine: &Engine, component: &Component, path: &Path, extra: &[String]) -> Result<()> {
+/// version of `netplug:protocol`); a refused `wasi:keyvalue` says how `kv`
+/// grants it.
+pub fn check_imports(engine: &Engine, component: &Component, path: &Path, extra: &[String], kv: KvGrant) -> Result<()> {
     check_version(engine, component, path)?;
     for (name, _) in component.component_type().imports(engine) {
         if let Err(why) = grant(name, extra) {
+            let why = if why == NEEDS_KV { kv.refusal() } else { why };
             bail!("{} imports `{name}`, which the host refuses: {why}", path.display());
         }
     }

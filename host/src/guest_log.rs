@@ -15,6 +15,23 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 /// The longest line kept; a longer one is split.
 const MAX_LINE: usize = 4096;
 
+/// What the host quotes of a string a guest chose (an address to dial, the
+/// reason it returned) in its own log lines.
+const MAX_QUOTED: usize = 256;
+
+/// `text` cut to `MAX_QUOTED` bytes (at a character boundary), marked when
+/// cut.
+pub fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_QUOTED {
+        return text.into();
+    }
+    let mut end = MAX_QUOTED;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len()).into()
+}
+
 /// The target of guest lines, so `RUST_LOG` can single them out.
 pub const TARGET: &str = "guest";
 
@@ -163,11 +180,10 @@ struct LineWriter {
 }
 
 impl LineWriter {
-    fn emit(&mut self, upto: usize) {
-        let line: Vec<u8> = self.pending.drain(..upto).collect();
-        let text = String::from_utf8_lossy(&line);
+    fn emit(out: &LogStdio, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches(['\n', '\r']);
-        self.out.log.lock().unwrap().write(self.out.level, text);
+        out.log.lock().unwrap().write(out.level, text);
     }
 }
 
@@ -175,8 +191,7 @@ impl Drop for LineWriter {
     fn drop(&mut self) {
         // A last line without a newline is still the guest's output.
         if !self.pending.is_empty() {
-            let n = self.pending.len();
-            self.emit(n);
+            LineWriter::emit(&self.out, &self.pending);
         }
     }
 }
@@ -187,14 +202,23 @@ impl Pollable for LineWriter {
 }
 
 impl OutputStream for LineWriter {
+    /// Each line (or `MAX_LINE` bytes of a longer one) is logged, and what
+    /// remains is kept once, at the end: a write of many short lines costs
+    /// its length, not its length times its lines.
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         self.pending.extend_from_slice(&bytes);
-        while let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
-            self.emit(i + 1);
+        let mut start = 0;
+        loop {
+            let rest = &self.pending[start..];
+            let end = match rest[..rest.len().min(MAX_LINE)].iter().position(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None if rest.len() >= MAX_LINE => MAX_LINE,
+                None => break,
+            };
+            LineWriter::emit(&self.out, &rest[..end]);
+            start += end;
         }
-        while self.pending.len() >= MAX_LINE {
-            self.emit(MAX_LINE);
-        }
+        self.pending.drain(..start);
         Ok(())
     }
 
@@ -248,6 +272,29 @@ mod tests {
             assert!(!log.write(Level::DEBUG, "dropped by level"));
             assert!(log.write(Level::WARN, "kept"));
             assert_eq!(log.dropped, 0, "a line below the level is not over budget");
+        });
+    }
+
+    #[test]
+    fn guest_strings_are_clipped() {
+        assert_eq!(clipped("short"), "short");
+        let long = "é".repeat(1000);
+        let cut = clipped(&long);
+        assert!(cut.len() < MAX_QUOTED + 20 && cut.ends_with("... (2000 bytes)"), "{cut}");
+    }
+
+    #[test]
+    fn a_write_of_many_lines_is_linear() {
+        with_log(|| {
+            let log = Arc::new(Mutex::new(GuestLog::new(10, 1 << 20)));
+            let mut writer = LineWriter { out: LogStdio::new(log.clone(), Level::INFO), pending: Vec::new() };
+            let started = std::time::Instant::now();
+            // 8 MiB of empty lines: quadratic, this took hours.
+            writer.write(Bytes::from(vec![b'\n'; 8 << 20])).unwrap();
+            writer.write(Bytes::from_static(b"partial")).unwrap();
+            assert_eq!(writer.pending, b"partial");
+            assert!(started.elapsed() < std::time::Duration::from_secs(30));
+            assert_eq!(log.lock().unwrap().dropped, (8 << 20) - 10);
         });
     }
 

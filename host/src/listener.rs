@@ -49,6 +49,17 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// connection to close (one may become idle long enough meanwhile).
 const EVICT_RETRY: Duration = Duration::from_millis(50);
 
+/// Prints one line on stdout, where tests and scripts read the bound
+/// addresses. A serving host keeps SIGPIPE ignored (its peers close their
+/// sockets), so a reader that has gone (`host run ... | head -1`) makes the
+/// write fail with EPIPE: that costs the line, never the process, which
+/// `println!` would end with a panic.
+pub fn announce(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_fmt(line).and_then(|()| stdout.write_all(b"\n")).and_then(|()| stdout.flush());
+}
+
 /// Binds the listening socket with the given backlog.
 pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }

@@ -14,7 +14,9 @@ use tracing_subscriber::EnvFilter;
 /// example `RUST_LOG=info,wasmtime=debug`); otherwise `--log-level` applies
 /// to the host and its guests, and dependencies log warnings and errors.
 /// With `json`, every line is one JSON object (an event's fields in
-/// `fields`, its connection's in `span`). `access_log` false drops the
+/// `fields`, its connection's in `span`); a span's field must not be called
+/// `name`, which the formatter writes in `span` for the span's own name, a
+/// key twice that parsers read differently. `access_log` false drops the
 /// connection records (target `netplug::record`).
 pub fn init(level: LogLevel, format: LogFormat, access_log: bool) -> Result<()> {
     let layer = match format {

@@ -25,6 +25,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
     };
+    let serves = match &cli.command {
+        Command::Run(_) => true,
+        Command::Serve(cmd) => !cmd.check,
+        Command::Compile(_) | Command::Inspect(_) | Command::Wit(_) => false,
+    };
+    if !serves {
+        stop_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Run(cmd) => {
             let log = &cmd.log;
@@ -52,6 +60,22 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Restores SIGPIPE's default action, which Rust's runtime sets to ignore,
+/// for the subcommands that only print: a reader that goes away (`host
+/// inspect GUEST | head -1`) then ends them as it ends any Unix filter,
+/// where `println!` would panic on EPIPE and exit 101. `host run` and `host
+/// serve` keep it ignored: they write to sockets, and a peer that closes
+/// one must end that connection, not the process (their own lines on stdout
+/// go through `listener::announce`). `--help` and `--version` need nothing:
+/// clap reports a failed write, which `clap_exit` does not look at.
+fn stop_on_closed_stdout() {
+    // SAFETY: setting a standard signal's disposition to `SIG_DFL` installs
+    // no handler and touches no memory; no other thread exists yet.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

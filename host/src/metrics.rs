@@ -233,7 +233,11 @@ impl Metrics {
         r.register("instantiation_duration_seconds", "How long instantiating the guest took", m.instantiation.clone());
         r.register("generation", "The generation new connections get", m.generation.clone());
         r.register("reloads", "Reloads (SIGHUP, POST /reload, file changes), by result", m.reloads.clone());
-        r.register("kv_bytes", "Bytes the key-value store holds: keys, values and per-entry overhead", m.kv_bytes.clone());
+        r.register(
+            "kv_bytes",
+            "Bytes the key-value store holds: keys, values and per-entry overhead",
+            m.kv_bytes.clone(),
+        );
         r.register("kv_keys", "Entries the key-value store holds", m.kv_keys.clone());
         r.register("kv_max_bytes", "The key-value store's bound (--kv-max-bytes)", m.kv_max_bytes.clone());
         r.register(

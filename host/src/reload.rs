@@ -7,7 +7,7 @@
 use crate::bindings::server::ServerPre;
 use crate::cache::Cache;
 use crate::generation::{Current, Generation};
-use crate::guest::{self, Admitted, World};
+use crate::guest::{self, Admitted, KvGrant, World};
 use crate::store::{GuestState, Policy};
 use anyhow::{bail, Context, Result};
 use notify::{RecursiveMode, Watcher};
@@ -33,6 +33,8 @@ pub struct Loader {
     pub cache: Option<Arc<Cache>>,
     pub path: PathBuf,
     pub grants: Vec<String>,
+    /// How the subcommand grants `wasi:keyvalue`, for a refusal to name.
+    pub kv_grant: KvGrant,
     pub policy: Arc<Policy>,
     /// The SHA-256 of the bytes the current generation was loaded from: a
     /// trigger that finds the same bytes changes nothing.
@@ -49,6 +51,7 @@ impl Loader {
         cache: Option<Arc<Cache>>,
         path: PathBuf,
         grants: Vec<String>,
+        kv_grant: KvGrant,
         policy: Arc<Policy>,
     ) -> Self {
         Loader {
@@ -57,6 +60,7 @@ impl Loader {
             cache,
             path,
             grants,
+            kv_grant,
             policy,
             loaded: Mutex::new([0; 32]),
             installing: Default::default(),
@@ -72,7 +76,7 @@ impl Loader {
     /// Reads, compiles and checks the guest file (a server guest importing
     /// only what this listener grants), or says why it cannot serve.
     pub fn admit(&self) -> Result<Admitted> {
-        let admitted = guest::admit(&self.engine, &self.path, self.cache.as_deref(), &self.grants)?;
+        let admitted = guest::admit(&self.engine, &self.path, self.cache.as_deref(), &self.grants, self.kv_grant)?;
         if admitted.world == World::Client {
             let name = guest::display_name(&self.path);
             bail!("{name} is a client guest; a listener serves a server guest");

@@ -7,7 +7,7 @@ use crate::admin::{self, Admin, Health, ReloadFn};
 use crate::cache::Cache;
 use crate::config::RunConfig;
 use crate::generation::Current;
-use crate::guest::{self, Admitted, World};
+use crate::guest::{self, Admitted, KvGrant, World};
 use crate::listener::{self, Service, Stats, Stopping};
 use crate::pool;
 use crate::reload::{self, Loader};
@@ -21,7 +21,8 @@ use tracing::Instrument;
 pub fn run(config: RunConfig) -> Result<()> {
     let engine = engine::build(pool::slots_needed(&config.limits), config.limits.max_memory)?;
     let cache = config.cache_dir.clone().map(|dir| Arc::new(Cache::new(dir)));
-    let Admitted { bytes, component, world } = guest::admit(&engine, &config.guest, cache.as_deref(), &config.grants)?;
+    let Admitted { bytes, component, world } =
+        guest::admit(&engine, &config.guest, cache.as_deref(), &config.grants, KvGrant::Run)?;
     let guest_name = guest::display_name(&config.guest);
     match world {
         World::Server if config.listen.is_none() => {
@@ -41,7 +42,8 @@ pub fn run(config: RunConfig) -> Result<()> {
         dial: config.dial,
         overload: config.overload,
         config: config.guest_config,
-        kv: crate::keyvalue::KvStore::open_configured(config.kv.as_ref(), crate::metrics::global().kv(&name))?,
+        kv: crate::keyvalue::KvStore::open_configured(config.kv.as_ref(), crate::metrics::global().kv(&name))
+            .map_err(|e| anyhow::anyhow!("--kv {e:#}"))?,
         verbose: config.verbose,
     });
     let tokio =
@@ -57,13 +59,16 @@ pub fn run(config: RunConfig) -> Result<()> {
         return tokio.block_on(client::run(pre, policy, &guest_name, args));
     }
     let addr = config.listen.expect("checked above");
-    let loader = Arc::new(Loader::new(engine, linker, cache, config.guest.clone(), config.grants, policy.clone()));
+    let loader =
+        Arc::new(Loader::new(engine, linker, cache, config.guest.clone(), config.grants, KvGrant::Run, policy.clone()));
     let first = loader.generation(1, &component, &bytes)?;
     let current = Arc::new(Current::new(first, config.drain_timeout));
     let service =
         Arc::new(Service { name: name.as_str().into(), policy, current: current.clone(), stats: Stats::default() });
     let admin_addr = config.admin_addr;
-    let span = tracing::info_span!("listener", name = %name);
+    // `listener`, as in a connection's span; never `name`, which the JSON log
+    // writes beside the fields for the span's own name (a key twice).
+    let span = tracing::info_span!("listener", listener = %name);
     tokio.block_on(
         async {
             let listener = listener::bind(addr, config.backlog)?;
@@ -72,7 +77,7 @@ pub fn run(config: RunConfig) -> Result<()> {
             let admin_socket = admin_addr.map(admin::bind).transpose()?;
             reload::spawn(loader.clone(), current.clone(), config.watch)?;
             // Tests and scripts read this line to find the port.
-            println!("listening on {bound}");
+            listener::announce(format_args!("listening on {bound}"));
             if let Some(socket) = admin_socket {
                 let health = Health::new(shutdown.clone());
                 health.serving(&name);
@@ -81,7 +86,7 @@ pub fn run(config: RunConfig) -> Result<()> {
                     Box::pin(async move { reload::reload(&loader, &current, "POST /reload").await })
                 });
                 let bound = admin::spawn(socket, Admin { health, reload })?;
-                println!("admin listening on {bound}");
+                listener::announce(format_args!("admin listening on {bound}"));
             }
             std::io::stdout().flush().ok();
             let watching = if config.watch { ", reloading when it changes" } else { "" };

@@ -16,8 +16,8 @@ use crate::cli::{OverloadArgs, ServeCommand};
 use crate::config_file::{ListenerConfig, ServeFile};
 use crate::dial::DialPolicy;
 use crate::generation::Current;
-use crate::guest::Admitted;
-use crate::keyvalue::KvStore;
+use crate::guest::{Admitted, KvGrant};
+use crate::keyvalue::{Backend, KvStore};
 use crate::listener::{self, Service, Stats, Stopping};
 use crate::overload::OverloadPolicy;
 use crate::reload::{self, Loader};
@@ -28,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -62,8 +62,12 @@ pub fn serve(cmd: ServeCommand) -> Result<()> {
         None => needed.saturating_mul(2).min(MAX_INSTANCES).max(needed),
     };
     let shared = Arc::new(Shared::new(instances, &cmd)?);
-    let prepared: Vec<Prepared> =
-        file.listeners.iter().cloned().map(|l| prepare(&shared, l, None)).collect::<Result<_>>()?;
+    let prepared: Vec<Prepared> = file
+        .listeners
+        .iter()
+        .cloned()
+        .map(|l| prepare(&shared, if cmd.check { without_store(l)? } else { l }, None))
+        .collect::<Result<_>>()?;
     if cmd.check {
         let names: Vec<&str> = prepared.iter().map(|p| p.config.name.as_str()).collect();
         println!("{}: ok, {} listener(s): {}", file.path.display(), names.len(), names.join(", "));
@@ -118,7 +122,7 @@ pub fn serve(cmd: ServeCommand) -> Result<()> {
                 })
             });
             let bound = admin::spawn(socket, Admin { health, reload })?;
-            println!("admin listening on {bound}");
+            listener::announce(format_args!("admin listening on {bound}"));
         }
         std::io::stdout().flush().ok();
         tracing::info!(
@@ -208,6 +212,33 @@ impl Drop for Reservation {
     }
 }
 
+/// `--check` creates nothing: a listener's key-value database is not opened,
+/// which would create the file (and, on a file a running host holds, fail
+/// on its lock). Its directory is checked, as opening it would; the
+/// listener is then prepared without a store, which admitting its guest
+/// does not need (its grants still hold `wasi:keyvalue`).
+fn without_store(mut config: ListenerConfig) -> Result<ListenerConfig> {
+    if let Some(Backend::Path(path)) = config.settings.kv.as_ref().map(|kv| &kv.backend) {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let wrong = if !dir.is_dir() {
+            Some(format!("the directory {} does not exist", dir.display()))
+        } else if path.is_dir() {
+            Some("it is a directory, not a database file".to_string())
+        } else {
+            None
+        };
+        if let Some(wrong) = wrong {
+            let e = anyhow::anyhow!("{}: {wrong}", path.display());
+            return Err(config.origin.key_error(&config.name, "kv", &e));
+        }
+    }
+    config.settings.kv = None;
+    Ok(config)
+}
+
 /// A listener of the file with its guest admitted, ready to start.
 struct Prepared {
     config: ListenerConfig,
@@ -251,6 +282,7 @@ fn prepare(shared: &Shared, config: ListenerConfig, previous: Option<&Loader>) -
         shared.cache.clone(),
         s.guest.clone(),
         s.grants.clone(),
+        KvGrant::Serve,
         policy,
     ));
     let admitted = loader.admit().map_err(|e| config.origin.guest_error(&config.name, &e))?;
@@ -317,7 +349,9 @@ impl Supervisor {
     fn start(&mut self, prepared: Prepared, socket: Arc<TcpListener>, first: u64, slots: Reservation) -> Result<()> {
         let Prepared { config, loader, admitted } = prepared;
         let name = config.name.clone();
-        let span = tracing::info_span!("listener", name = %name);
+        // `listener`, as in a connection's span; never `name`, which the JSON log
+        // writes beside the fields for the span's own name (a key twice).
+        let span = tracing::info_span!("listener", listener = %name);
         let generation = loader
             .generation(first, &admitted.component, &admitted.bytes)
             .map_err(|e| config.origin.guest_error(&name, &e))?;
@@ -356,7 +390,7 @@ impl Supervisor {
         };
         let bound = socket.local_addr().context("cannot read the bound address")?;
         // Tests and scripts read these lines to find the ports.
-        println!("listener {name} listening on {bound}");
+        listener::announce(format_args!("listener {name} listening on {bound}"));
         let watching = if config.settings.watch { ", reloading when it changes" } else { "" };
         span.in_scope(|| tracing::info!("serving {guest} (generation {first}) on {bound}{watching}"));
         self.health.serving(&name);

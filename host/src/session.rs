@@ -105,6 +105,7 @@ fn report(generation: &Generation, stats: &Stats, ended: &Ended, state: &mut Gue
         }
         Ended::Returned(Err(reason), _) => {
             stats.guest_errors.fetch_add(1, Ordering::Relaxed);
+            let reason = crate::guest_log::clipped(reason);
             tracing::warn!(parent: state.span.get(), "guest {} returned an error: {reason}", generation.guest);
         }
         Ended::Fault(fault) => {

@@ -67,6 +67,13 @@ pub struct GuestState {
     pub cpu_exhausted: bool,
     /// `wasi:keyvalue` operations of the connection, for `--kv-max-ops`.
     pub kv_ops: u64,
+    /// Bytes the guest's compare-and-swap handles hold in the host (each
+    /// gives its own back when dropped), bounded by `--max-memory`.
+    pub kv_cas_held: Arc<std::sync::atomic::AtomicU64>,
+    /// Warnings the guest's own doing may still put in the host log for
+    /// this connection (a denied dial, a spent quota, ...): a guest looping
+    /// on a refused call must not flood the log.
+    warnings_left: u8,
     /// Set while the store serves a listener's connection: its record is
     /// still to be written (when it ends, or when the store is dropped).
     recording: bool,
@@ -93,6 +100,7 @@ impl GuestState {
             self.policy.metrics.active.inc();
         }
         self.ended_by = None;
+        self.warnings_left = HOST_WARNINGS;
         self.accepted = None;
         self.accepted_bytes = None;
         let limits = &self.policy.limits;
@@ -113,7 +121,23 @@ impl GuestState {
     }
 }
 
+/// Warnings per connection about refusals the guest keeps asking for.
+const HOST_WARNINGS: u8 = 8;
+
 impl GuestState {
+    /// Whether another warning about this connection's refused calls may be
+    /// logged; the last one allowed says that the rest are not.
+    pub fn may_warn(&mut self) -> bool {
+        self.warnings_left = self.warnings_left.saturating_sub(1);
+        if self.warnings_left == 0 {
+            return false;
+        }
+        if self.warnings_left == 1 {
+            tracing::warn!(parent: self.span.get(), "further refusals of this connection are not logged");
+        }
+        true
+    }
+
     /// Notes a limit or stop the host imposed; the first one is how the
     /// connection ended (unless its guest faults).
     pub fn end_by(&mut self, outcome: Outcome) {
@@ -222,6 +246,8 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store
         live_connections: 0,
         cpu_exhausted: false,
         kv_ops: 0,
+        kv_cas_held: Arc::default(),
+        warnings_left: HOST_WARNINGS,
         recording: false,
         ended_by: None,
         accepted: None,
@@ -230,9 +256,23 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store
     crate::metrics::global().slots_in_use.inc();
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);
+    // What one host call may copy out of the guest (a list of strings can
+    // name the same bytes many times over): no more than the guest's own
+    // memory could hold, instead of wasmtime's 128 MiB.
+    store.set_hostcall_fuel((limits.max_memory as usize).max(MIN_HOSTCALL_FUEL));
+    // Handles the guest's instance may hold at once (wasmtime's default is
+    // 100,000, a few MiB per connection): far above what `--max-resources`
+    // lets a guest keep of the host's.
+    store.set_max_component_handles(MAX_COMPONENT_HANDLES);
     budget::install(&mut store);
     store
 }
+
+/// The least host-call fuel, whatever `--max-memory` says.
+const MIN_HOSTCALL_FUEL: usize = 1 << 20;
+
+/// Component-model handles one instance may hold at once.
+const MAX_COMPONENT_HANDLES: usize = 4096;
 
 /// A connection's span (listener, generation, peer), made only when the
 /// first event about the connection is: at `--log-level warn` most

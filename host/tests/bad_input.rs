@@ -172,3 +172,30 @@ fn wit_prints_the_contract() {
     assert!(all.contains("// wit/deps/wasi-keyvalue-draft2/atomic.wit\n"));
     assert!(all.contains("package wasi:keyvalue@0.2.0-draft2;"));
 }
+
+/// A guest importing `wasi:keyvalue` without it granted is refused in one
+/// line that names how the same subcommand grants it: `--kv` for `host
+/// run`, `--grant wasi:keyvalue` for `host compile` (which takes no
+/// `--kv`), the listener's `kv` key for `host serve`.
+#[test]
+fn a_keyvalue_guest_is_refused_naming_the_subcommands_own_grant() {
+    let resp = guest("resp");
+    let shown = resp.to_str().unwrap();
+    let err = refused(&["compile", shown, "-o", "/nonexistent/x.cwasm"]);
+    assert!(err.contains("resp.wasm imports `wasi:keyvalue/"), "{err}");
+    assert!(err.contains("--grant wasi:keyvalue"), "{err}");
+    assert!(!err.contains("--kv"), "compile takes no --kv: {err}");
+
+    let err = refused(&["run", shown, "--port", "0"]);
+    assert!(err.contains("--kv memory or --kv PATH"), "{err}");
+    assert!(!err.contains("--grant"), "run's --grant takes no wasi:keyvalue: {err}");
+
+    let config = temp_file(
+        "kv-missing.toml",
+        format!("[listeners.cache]\naddress = \"127.0.0.1:0\"\nguest = \"{shown}\"\n").as_bytes(),
+    );
+    let err = refused(&["serve", "--check", config.to_str().unwrap()]);
+    assert!(err.contains(":3: listeners.cache.guest: "), "{err}");
+    assert!(err.contains("`kv`"), "{err}");
+    assert!(!err.contains("--kv") && !err.contains("--grant"), "serve takes neither flag: {err}");
+}

@@ -253,3 +253,120 @@ fn both_versions_share_the_store_and_the_limits() {
     drop(draft);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The value of the series `name{listener="LISTENER"}` on the host's
+/// `/metrics`.
+fn metric(admin: SocketAddr, name: &str, listener: &str) -> f64 {
+    let (status, body) = http_request(admin, "GET", "/metrics");
+    assert_eq!(status, 200);
+    let series = format!("{name}{{listener=\"{listener}\"}} ");
+    let line = body.lines().find(|line| line.starts_with(&series)).unwrap_or_else(|| panic!("no {series}in:\n{body}"));
+    line[series.len()..].trim().parse().unwrap()
+}
+
+/// A hostile guest floods the store with 1 MiB values from 12 connections
+/// at default flags (the store's bound is 64 MiB) while good clients read:
+/// every flood ends with the store's error, the host holds no more than the
+/// bound and a stated margin, and the good clients see no failure.
+#[test]
+fn a_flood_stops_at_the_store_bound_and_good_clients_go_on() {
+    const BOUND: f64 = 64.0 * 1024.0 * 1024.0;
+    // Beyond the bound: the host's own baseline (about 25 MiB), the floods'
+    // values in flight (12 connections, each copying a 1 MiB value through
+    // its instance and the host) and the allocator's slack.
+    const MARGIN_KIB: u64 = 96 * 1024;
+    let host = Host::serve("kv_sdk", &["--kv", "memory", "--admin-addr", "127.0.0.1:0"]);
+    let (addr, admin) = (host.addr, host.admin());
+    assert_eq!(session(addr, &["SET greeting hello"]), ["OK"]);
+    let before_kib = rss_kib(host.pid());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let good: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut passed, mut failed) = (0, Vec::new());
+                let deadline = std::time::Instant::now() + PATIENCE;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                    let reply = session(addr, &["GET greeting", "EXISTS greeting"]);
+                    if reply == ["hello", "1"] {
+                        passed += 1;
+                    } else {
+                        failed.push(reply);
+                    }
+                }
+                (passed, failed)
+            })
+        })
+        .collect();
+    let floods: Vec<_> =
+        (0..12).map(|i| std::thread::spawn(move || session(addr, &[&format!("FLOOD flood{i}- 1048576")]))).collect();
+    let flood_replies: Vec<Vec<String>> = floods.into_iter().map(|t| t.join().unwrap()).collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for (passed, failed) in good.into_iter().map(|t| t.join().unwrap()) {
+        assert!(failed.is_empty(), "good clients failed: {failed:?}");
+        assert!(passed > 0, "a good client never got through");
+    }
+    for reply in &flood_replies {
+        assert_eq!(reply.len(), 1, "{reply:?}");
+        assert!(
+            reply[0].starts_with("ERR store full:") && reply[0].contains("--kv-max-bytes"),
+            "a flood ended with {reply:?}"
+        );
+    }
+
+    let held = metric(admin, "netplug_kv_bytes", "kv_sdk");
+    assert!(held <= BOUND && held > BOUND - 2.0 * 1024.0 * 1024.0, "the store holds {held} bytes");
+    assert!(metric(admin, "netplug_kv_writes_refused_total", "kv_sdk") >= 12.0);
+    assert_eq!(metric(admin, "netplug_kv_max_bytes", "kv_sdk"), BOUND);
+    let rss = rss_kib(host.pid());
+    assert!(rss < before_kib + (BOUND as u64 / 1024) + MARGIN_KIB, "resident {rss} KiB, {before_kib} KiB before");
+    // One warning for the episode, not one per refused write.
+    assert_eq!(host.count_log("key-value store full"), 1, "{}", host.log().join("\n"));
+
+    // Reads and deletes still work, and a delete makes room again.
+    assert_eq!(session(addr, &["GET greeting", "DEL flood0-0", "SET after x"]), ["hello", "OK", "OK"]);
+    assert_eq!(session(addr, &["GET after"]), ["x"]);
+}
+
+/// The bound holds for the database file too, and counts what the file
+/// already held when the host started.
+#[test]
+fn a_database_file_is_bounded_across_restarts() {
+    let dir = scratch_dir("bounded");
+    let path = dir.join("store.redb");
+    let args = ["--kv", path.to_str().unwrap(), "--kv-max-bytes", "1MiB", "--admin-addr", "127.0.0.1:0"];
+    {
+        let host = Host::serve("kv_sdk", &args);
+        let reply = session(host.addr, &["FLOOD big- 100000"]);
+        assert!(reply[0].starts_with("ERR store full:"), "{reply:?}");
+        assert_eq!(session(host.addr, &["COUNT"]), ["10"]);
+    }
+    let host = Host::serve("kv_sdk", &args);
+    let held = metric(host.admin(), "netplug_kv_bytes", "kv_sdk");
+    assert!(held > 1_000_000.0 && held <= 1024.0 * 1024.0, "reopened, the store counts {held} bytes");
+    assert!(session(host.addr, &["FLOOD more- 100000"])[0].starts_with("ERR store full:"));
+    assert_eq!(session(host.addr, &["COUNT"]), ["10"]);
+    assert_eq!(session(host.addr, &["DEL big-0", "SET one-more x", "GET one-more"]), ["OK", "OK", "x"]);
+}
+
+/// What a guest can make the host hold through the store's calls is bounded
+/// by its own `--max-memory`: a `get-many` naming one 1 MiB value a
+/// thousand times, and a hoard of compare-and-swap handles on it, each get
+/// the store's error, and the host goes on.
+#[test]
+fn batch_reads_and_held_swaps_are_bounded_by_the_guest_memory() {
+    let host = Host::serve("kv_sdk", &["--kv", "memory", "--kv-max-bytes", "4MiB"]);
+    let addr = host.addr;
+    let reply = session(addr, &["FLOOD big 1048576"]);
+    assert!(reply[0].starts_with("ERR store full:"), "{reply:?}");
+    assert_eq!(session(addr, &["MGETMANY big0 8"]), ["8"]);
+    let reply = session(addr, &["MGETMANY big0 1000"]);
+    assert!(reply[0].starts_with("ERR") && reply[0].contains("--max-memory"), "{reply:?}");
+    assert_eq!(session(addr, &["HOARD big0 8"]), ["held 8"]);
+    let reply = session(addr, &["HOARD big0 60"]);
+    assert!(reply[0].starts_with("ERR") && reply[0].contains("--max-memory"), "{reply:?}");
+    // Handles given back with their connection: the next one may hold 8.
+    assert_eq!(session(addr, &["HOARD big0 8", "GET big1"]).len(), 2);
+    assert!(rss_kib(host.pid()) < 256 * 1024, "resident {} KiB", rss_kib(host.pid()));
+}

@@ -497,3 +497,139 @@ fn store_errors_are_error_replies() {
     assert!(lines[1].starts_with("-ERR key of 10 bytes is over the limit of 8"), "{reply}");
     assert_eq!(&lines[2..], ["+OK", "$1", "v", ""], "{reply}");
 }
+
+/// `SET key:N VALUE` from 0 until the first error reply (at most `max`):
+/// the replies, the last being the error.
+fn fill_until_refused(addr: SocketAddr, value: &[u8], max: usize) -> Vec<Vec<u8>> {
+    let mut replies = Vec::new();
+    for i in 0..max {
+        let reply = exchange(addr, &command(&[b"SET", format!("key:{i}").as_bytes(), value]));
+        let refused = reply.starts_with(b"-");
+        replies.push(reply);
+        if refused {
+            break;
+        }
+    }
+    replies
+}
+
+/// A store at its bound (`--kv-max-bytes`) answers as redis-server does at
+/// `maxmemory` with `noeviction`, byte for byte: writes that would grow it
+/// get `-OOM`, reads and deletes go on.
+#[test]
+fn a_full_store_replies_as_redis_server_at_maxmemory() {
+    let redis = RedisServer::start_with(&["--maxmemory", "8mb", "--maxmemory-policy", "noeviction"]);
+    let host = Host::serve(GUEST, &["--kv", "memory", "--kv-max-bytes", "8MiB"]);
+    let value = vec![b'v'; 512 * 1024];
+    for addr in [redis.addr, host.addr] {
+        let replies = fill_until_refused(addr, &value, 100);
+        let last = String::from_utf8_lossy(replies.last().unwrap()).into_owned();
+        assert_eq!(last, "-OOM command not allowed when used memory > 'maxmemory'.\r\n", "{addr}");
+        assert!(replies.len() > 4, "{addr} was full after {} writes", replies.len());
+    }
+    let mut request = command(&[b"SET", b"one-more", &value]);
+    request.extend(command(&[b"APPEND", b"key:0", &value]));
+    request.extend(command(&[b"STRLEN", b"key:0"]));
+    request.extend(command(&[b"GET", b"key:1"]));
+    request.extend(command(&[b"EXISTS", b"key:0", b"key:1", b"one-more"]));
+    request.extend(command(&[b"DEL", b"key:0"]));
+    let expected = exchange(redis.addr, &request);
+    let got = exchange(host.addr, &request);
+    assert!(expected.starts_with(b"-OOM"), "{:?}", String::from_utf8_lossy(&expected[..80.min(expected.len())]));
+    assert!(got == expected, "resp.wasm answered differently from redis-server at maxmemory");
+}
+
+/// `redis-benchmark` SETs of 1 MB values on ever-new keys fill the store to
+/// its bound and then get `-OOM`, while GETs from another client keep
+/// answering; the host log warns once.
+#[test]
+fn redis_benchmark_megabyte_sets_get_oom_while_gets_answer() {
+    require("redis-benchmark");
+    let host = Host::serve(GUEST, &["--kv", "memory", "--kv-max-bytes", "32MiB", "--admin-addr", "127.0.0.1:0"]);
+    let addr = host.addr;
+    assert_eq!(cli(addr, &["SET", "greeting", "hello"]), "OK");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut answered = 0;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                assert_eq!(exchange(addr, &command(&[b"GET", b"greeting"])), b"$5\r\nhello\r\n");
+                answered += 1;
+            }
+            answered
+        })
+    };
+    let mut benchmark = Command::new("redis-benchmark");
+    benchmark
+        .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
+        .args(["-t", "set", "-d", "1000000", "-r", "100000", "-n", "200", "-c", "4", "-e", "-q"]);
+    let out = run_bounded(benchmark, Duration::from_secs(60));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = reader.join().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("OOM command not allowed when used memory > 'maxmemory'"), "redis-benchmark:\n{text}");
+    assert!(answered > 0);
+    assert_eq!(cli(addr, &["GET", "greeting"]), "hello");
+    let (_, metrics) = http_request(host.admin(), "GET", "/metrics");
+    let held: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("netplug_kv_bytes{listener=\"resp\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no netplug_kv_bytes in:\n{metrics}"));
+    assert!(held <= 32.0 * 1024.0 * 1024.0 && held > 30.0 * 1024.0 * 1024.0, "the store holds {held} bytes");
+    assert_eq!(host.count_log("key-value store full"), 1, "{}", host.log().join("\n"));
+}
+
+/// 100,000 keys set with a 1 s TTL (through `redis-cli --pipe`) and never
+/// read again are gone a few seconds later: the host's sweep reclaimed
+/// them, so the store's bytes fall below a tenth and `DBSIZE`, `SCAN` and
+/// `KEYS` no longer show them; a key without a TTL stays.
+#[test]
+fn expired_keys_are_reclaimed_without_being_read() {
+    require("redis-cli");
+    const KEYS: usize = 100_000;
+    let host = Host::serve(GUEST, &["--kv", "memory", "--admin-addr", "127.0.0.1:0"]);
+    let addr = host.addr;
+    let held = || -> (f64, f64) {
+        let (_, metrics) = http_request(host.admin(), "GET", "/metrics");
+        let value = |name: &str| -> f64 {
+            let prefix = format!("{name}{{listener=\"resp\"}} ");
+            metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())).unwrap().trim().parse().unwrap()
+        };
+        (value("netplug_kv_bytes"), value("netplug_kv_keys"))
+    };
+    assert_eq!(cli(addr, &["SET", "kept", "forever"]), "OK");
+    let mut input = Vec::new();
+    for i in 0..KEYS {
+        input.extend(command(&[b"SET", format!("session:{i}").as_bytes(), b"some cached value", b"EX", b"1"]));
+    }
+    let mut pipe = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "--pipe"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = pipe.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let out = pipe.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains(&format!("errors: 0, replies: {KEYS}")), "redis-cli --pipe: {report}");
+    let (peak, _) = held();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held().1 > 1.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (bytes, keys) = held();
+    let per_key = "session:99999".len() + "some cached value".len() + 9;
+    assert!(bytes < (KEYS * per_key) as f64 / 10.0, "{bytes} bytes held (peak {peak})");
+    assert_eq!(keys, 1.0);
+    assert_eq!(cli(addr, &["DBSIZE"]), "1");
+    assert_eq!(cli(addr, &["SCAN", "0"]), "0\nkept");
+    assert_eq!(cli(addr, &["KEYS", "session:*"]), "");
+    assert_eq!(cli(addr, &["GET", "kept"]), "forever");
+}

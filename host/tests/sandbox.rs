@@ -556,3 +556,31 @@ fn running_out_of_file_descriptors_backs_off_and_recovers() {
     let (failed, recovered) = (host.count_log("accept failed"), host.count_log("accepting again after"));
     assert!(failed <= recovered + 1 && failed <= 3, "{failed} failure lines, {recovered} recoveries");
 }
+
+/// A guest that dials a denied 64 KiB address 10,000 times gets `denied`
+/// each time, and the host logs a few clipped warnings, not 10,000 lines of
+/// 64 KiB.
+#[test]
+fn repeated_refusals_do_not_flood_the_host_log() {
+    let host = Host::serve("hostile", &[]);
+    let (reply, _) = hostile_beside_good(&host, b"dialdenied", true);
+    assert_eq!(reply, b"HELLO,WORLDdialdenied: 10000\n");
+    let denied =
+        host.log().into_iter().filter(|l| l.contains("denied: not allowed by --allow-connect")).collect::<Vec<_>>();
+    assert!(!denied.is_empty() && denied.len() <= 8, "{} warnings", denied.len());
+    assert!(denied.iter().all(|l| l.len() < 1024), "the address is clipped: {}", denied[0].len());
+    host.wait_for_log("saying the rest are not logged", |l| {
+        l.contains("further refusals of this connection are not logged")
+    });
+}
+
+/// 8 MiB of empty lines written to stdout at once cost the host their
+/// length (lines past the budget are counted and dropped), not hours.
+#[test]
+fn a_write_of_many_empty_lines_is_cheap() {
+    let host = Host::serve("hostile", &[]);
+    let (reply, took) = hostile_beside_good(&host, b"newlines", true);
+    assert_eq!(reply, b"HELLO,WORLDnewlines: true\n");
+    assert!(took < PATIENCE, "took {took:?}");
+    host.wait_for_log("the log limit", |l| l.contains("guest log limit reached"));
+}

@@ -186,6 +186,33 @@ fn every_error_in_the_file_names_the_file_line_and_key() {
         .contains("notes.txt is not a WebAssembly file"));
 }
 
+/// `--check` creates nothing: a listener's key-value database is not
+/// opened (which would create the file), only its directory looked at.
+#[test]
+fn check_does_not_create_the_key_value_database() {
+    let dir = scratch("check-kv");
+    let file = dir.join("netplug.toml").display().to_string();
+    let resp = guest_path("resp");
+    let listener = format!("[listeners.cache]\naddress = \"127.0.0.1:0\"\nguest = \"{resp}\"\n");
+    let (ok, line) = check(&dir, &format!("{listener}kv = \"cache.redb\"\n"));
+    assert!(ok && line == format!("{file}: ok, 1 listener(s): cache"), "{line}");
+    let db = dir.join("cache.redb");
+    assert!(!db.exists(), "--check created {}", db.display());
+    // The directory is still checked, naming the key.
+    let (ok, line) = check(&dir, &format!("{listener}kv = \"missing/cache.redb\"\n"));
+    assert!(!ok, "{line}");
+    assert!(line.starts_with(&format!("error: {file}:1: listeners.cache.kv: ")), "{line}");
+    assert!(line.contains("missing") && line.contains("does not exist"), "{line}");
+    assert!(!dir.join("missing").exists());
+    // Serving opens (and creates) it.
+    let config = write_config(&dir, &format!("{listener}kv = \"cache.redb\"\n"));
+    let host = Host::serve_config(&config, &[]);
+    host.listener("cache");
+    assert!(db.exists(), "serving did not create {}", db.display());
+    assert!(host.terminate().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn an_address_that_cannot_be_bound_stops_the_start_before_anything_serves() {
     let dir = scratch("bind");
@@ -326,11 +353,11 @@ fn a_changed_guest_file_is_a_new_generation_by_watch_or_by_sighup_and_other_list
     wait_for_greeting(&host, signalled, b"HELLO,AGAIN");
     let summary = host.wait_for_log("the reload's summary", |l| l.contains("read again"));
     assert!(summary.contains("0 added, 0 replaced, 1 new generation(s), 0 removed, 2 unchanged"), "{summary}");
-    assert!(host.count_log("listener{name=signalled}: netplug::reload: SIGHUP: generation 2 serving") == 1);
+    assert!(host.count_log("listener{listener=signalled}: netplug::reload: SIGHUP: generation 2 serving") == 1);
     // The third listener kept its generation and its socket.
     assert_eq!(seed_exchange(still).0, b"HELLO,WORLD");
     assert_eq!(host.listener_starts("still"), 1);
-    assert_eq!(host.count_log("listener{name=still}: netplug::reload"), 0);
+    assert_eq!(host.count_log("listener{listener=still}: netplug::reload"), 0);
     assert!(host.terminate().success());
 }
 

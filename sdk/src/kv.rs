@@ -300,8 +300,11 @@ impl Cas {
     /// (as [`Bucket::set_until`]).
     pub fn swap_until(self, value: &[u8], deadline: u64) -> io::Result<Result<(), Cas>> {
         #[cfg(target_arch = "wasm32")]
-        let swapped =
-            if deadline == 0 { atomics::swap(self.inner, value) } else { expiry::swap_until(self.inner, value, deadline) };
+        let swapped = if deadline == 0 {
+            atomics::swap(self.inner, value)
+        } else {
+            expiry::swap_until(self.inner, value, deadline)
+        };
         #[cfg(target_arch = "wasm32")]
         return match swapped {
             Ok(()) => Ok(Ok(())),
@@ -388,7 +391,8 @@ pub(crate) mod native {
     /// Runs `f` on bucket `name`, after deleting its entries whose
     /// deadline has passed, as the host's sweep would have.
     pub fn with<R>(name: &str, f: impl FnOnce(&mut Data) -> io::Result<R>) -> io::Result<R> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let due: Vec<String> = DEADLINES.with_borrow_mut(|deadlines| {
             let due: Vec<String> =
                 deadlines.iter().filter(|((b, _), &d)| b == name && d <= now).map(|((_, k), _)| k.clone()).collect();

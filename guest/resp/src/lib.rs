@@ -7,6 +7,7 @@
 //! Database 0 is the bucket `""`, the one other guests of the listener use by
 //! default; `SELECT N` (1 to 15) uses the bucket `dbN`.
 
+mod keyspace;
 mod protocol;
 
 use netplug_guest::kv::Bucket;
@@ -38,6 +39,10 @@ impl protocol::Store for Shared {
 
     fn swap(&mut self, key: &str, expected: Option<&[u8]>, new: &[u8], deadline: u64) -> Result<bool, String> {
         self.bucket.compare_and_swap_until(key, expected, new, deadline).map_err(|e| e.to_string())
+    }
+
+    fn list_keys(&mut self, cursor: Option<&str>) -> Result<(Vec<String>, Option<String>), String> {
+        self.bucket.list_keys(cursor).map_err(|e| e.to_string())
     }
 
     fn select(&mut self, db: u32) -> Result<(), String> {

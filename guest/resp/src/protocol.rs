@@ -37,6 +37,7 @@
 //! no conditional delete), so a value another connection writes to that
 //! key in between is deleted with it.
 
+use crate::keyspace;
 use std::borrow::Cow;
 
 /// The shared key-value store, as the commands need it. Keys are the
@@ -57,6 +58,9 @@ pub trait Store {
     /// `false` writes nothing (another connection wrote the key meanwhile).
     /// What it writes gets `deadline`, as with [`set`](Store::set).
     fn swap(&mut self, key: &str, expected: Option<&[u8]>, new: &[u8], deadline: u64) -> Result<bool, String>;
+    /// One page of the selected database's keys from `cursor` (`None`: the
+    /// first), and the cursor of the next page, if any.
+    fn list_keys(&mut self, cursor: Option<&str>) -> Result<(Vec<String>, Option<String>), String>;
     /// Later commands use database `db` (`SELECT`), `0..DATABASES`.
     fn select(&mut self, db: u32) -> Result<(), String>;
     /// The time, in unix milliseconds.
@@ -510,6 +514,9 @@ const COMMANDS: &[(&str, i32)] = &[
     ("ttl", 2),
     ("pttl", 2),
     ("persist", 2),
+    ("dbsize", 1),
+    ("keys", 2),
+    ("scan", -2),
     ("ping", -1),
     ("echo", 2),
     ("select", 2),
@@ -784,6 +791,14 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
             })?;
             integer(out, persisted);
         }
+        "dbsize" => integer(out, keyspace::all_keys(store)?.len() as i64),
+        "keys" => {
+            let keys: Vec<Vec<u8>> =
+                keyspace::all_keys(store)?.into_iter().filter(|key| keyspace::glob(&args[1], key)).collect();
+            array(out, keys.len());
+            keys.iter().for_each(|key| bulk(out, key));
+        }
+        "scan" => scan(args, store, out)?,
         "ping" => match args.len() {
             1 => simple(out, "PONG"),
             2 => bulk(out, &args[1]),
@@ -908,6 +923,24 @@ fn hello(args: &[Cow<'_, [u8]>], out: &mut Out<'_>) -> Result<(), Failed> {
     }
     bulk(out, b"modules");
     array(out, 0);
+    Ok(())
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]` (`keyspace.rs`).
+fn scan(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Result<(), Failed> {
+    let cursor = std::str::from_utf8(&args[1]).ok().filter(|c| c.parse::<u64>().is_ok());
+    let Some(cursor) = cursor else { return Err(Failed("invalid cursor".into())) };
+    let options = keyspace::scan_options(&args[2..]).map_err(Failed)?;
+    let (page, next) = store.list_keys((cursor != "0").then_some(cursor))?;
+    let keys: Vec<Vec<u8>> = page
+        .iter()
+        .map(|key| keyspace::client_key(key))
+        .filter(|key| options.strings && options.pattern.is_none_or(|pattern| keyspace::glob(pattern, key)))
+        .collect();
+    array(out, 2);
+    bulk(out, next.as_deref().unwrap_or("0").as_bytes());
+    array(out, keys.len());
+    keys.iter().for_each(|key| bulk(out, key));
     Ok(())
 }
 
@@ -1103,6 +1136,14 @@ mod tests {
             db.insert(key.to_string(), new.to_vec());
             Ok(true)
         }
+        fn list_keys(&mut self, cursor: Option<&str>) -> Result<(Vec<String>, Option<String>), String> {
+            let mut keys: Vec<String> = self.dbs.entry(self.db).or_default().keys().cloned().collect();
+            keys.sort();
+            let start: usize = cursor.map_or(0, |c| c.parse().unwrap());
+            let page: Vec<String> = keys.iter().skip(start).take(2).cloned().collect();
+            let next = start + page.len();
+            Ok((page, (next < keys.len()).then(|| next.to_string())))
+        }
         fn select(&mut self, db: u32) -> Result<(), String> {
             self.db = db;
             Ok(())
@@ -1114,6 +1155,25 @@ mod tests {
 
     fn memory() -> Memory {
         Memory { now: 1_700_000_000_000, ..Default::default() }
+    }
+
+    #[test]
+    fn dbsize_keys_and_scan_page_through_the_store() {
+        let mut store = memory();
+        talk(&mut store, b"mset user:1 a user:2 b session:1 c\r\n");
+        assert_eq!(text(talk(&mut store, b"dbsize\r\n")), ":3\r\n");
+        assert_eq!(text(talk(&mut store, b"keys user:*\r\n")), "*2\r\n$6\r\nuser:1\r\n$6\r\nuser:2\r\n");
+        // Pages of two (the test store's): the cursor leads on, `0` ends.
+        assert_eq!(text(talk(&mut store, b"scan 0\r\n")), "*2\r\n$1\r\n2\r\n*2\r\n$9\r\nsession:1\r\n$6\r\nuser:1\r\n");
+        assert_eq!(
+            text(talk(&mut store, b"scan 2 match user:* count 10\r\n")),
+            "*2\r\n$1\r\n0\r\n*1\r\n$6\r\nuser:2\r\n"
+        );
+        assert_eq!(text(talk(&mut store, b"scan 0 type hash\r\n")), "*2\r\n$1\r\n2\r\n*0\r\n");
+        assert_eq!(
+            text(talk(&mut store, b"scan x\r\nscan 0 count\r\n")),
+            "-ERR invalid cursor\r\n-ERR syntax error\r\n"
+        );
     }
 
     #[test]
@@ -1370,6 +1430,9 @@ mod tests {
                 self.inner.set(key, &theirs, 0)?;
             }
             self.inner.swap(key, expected, new, deadline)
+        }
+        fn list_keys(&mut self, cursor: Option<&str>) -> Result<(Vec<String>, Option<String>), String> {
+            self.inner.list_keys(cursor)
         }
         fn select(&mut self, db: u32) -> Result<(), String> {
             self.inner.select(db)

@@ -105,6 +105,16 @@ impl GuestState {
 
     /// Why a send of `len` bytes must not start, if it must not: the
     /// connection is broken or shut for writing, or the bytes would pass the
+    /// A send refused by the out quota: how the connection ends, and a
+    /// warning while the guest has warnings left.
+    fn quota_out_refused(&mut self, len: usize) {
+        self.end_by(Outcome::QuotaOut);
+        if self.may_warn() {
+            let max = self.policy.limits.max_bytes_out.unwrap_or_default();
+            tracing::warn!(parent: self.span.get(), "byte quota: send of {len} bytes would pass --max-bytes-out {max}");
+        }
+    }
+
     /// out quota (a send is all or nothing against the quota).
     fn send_refusal(&self, conn: &Resource<Connection>, len: usize) -> wasmtime::Result<Option<ErrorCode>> {
         let c = self.table.get(conn)?;
@@ -116,7 +126,6 @@ impl GuestState {
         }
         if let Some(max) = self.policy.limits.max_bytes_out {
             if c.bytes_out + len as u64 > max {
-                tracing::warn!(parent: self.span.get(), "byte quota: send of {len} bytes would pass --max-bytes-out {max}");
                 return Ok(Some(ErrorCode::QuotaExceeded));
             }
         }
@@ -185,7 +194,9 @@ impl GuestState {
         if let Some(quota) = self.policy.limits.max_bytes_in {
             let left = quota.saturating_sub(bytes_in);
             if left == 0 {
-                tracing::warn!(parent: self.span.get(), "byte quota: --max-bytes-in {quota} received, refusing recv");
+                if self.may_warn() {
+                    tracing::warn!(parent: self.span.get(), "byte quota: --max-bytes-in {quota} received, refusing recv");
+                }
                 self.end_by(Outcome::QuotaIn);
                 return Ok(Err(ErrorCode::QuotaExceeded));
             }
@@ -273,7 +284,7 @@ pub(super) async fn send_from_guest(
     let len = data.len();
     if let Some(code) = store.data().send_refusal(&conn, len)? {
         if matches!(code, ErrorCode::QuotaExceeded) {
-            store.data_mut().end_by(Outcome::QuotaOut);
+            store.data_mut().quota_out_refused(len);
         }
         return Ok(Err(code));
     }
@@ -324,7 +335,7 @@ pub(super) fn try_send_from_guest(
     let len = data.len();
     if let Some(code) = store.data().send_refusal(&conn, len)? {
         if matches!(code, ErrorCode::QuotaExceeded) {
-            store.data_mut().end_by(Outcome::QuotaOut);
+            store.data_mut().quota_out_refused(len);
         }
         return Ok(Err(code));
     }

@@ -107,9 +107,19 @@ impl batch::Host for GuestState {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, Error>> {
-        let mut found = Vec::with_capacity(keys.len());
+        // The answer goes into the guest's memory, so it may be no larger
+        // than that: past it the host would hold (and then fail to copy) a
+        // result of as many large values as the guest can name keys.
+        let max = self.policy.limits.max_memory;
+        let mut found = Vec::with_capacity(keys.len().min(1024));
+        let mut bytes = 0u64;
         for key in keys {
             let value = or_return!(self.kv_get(&bucket, key.clone()).await);
+            bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
+            if bytes > max {
+                let why = format!("get-many's values pass the connection's {max} bytes (--max-memory)");
+                return Ok(Err(Error::Other(why)));
+            }
             found.push(value.map(|value| (key, value)));
         }
         Ok(Ok(found))

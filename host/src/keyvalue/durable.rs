@@ -68,12 +68,11 @@ impl Durable {
             _ => Path::new("."),
         };
         if !dir.is_dir() {
-            bail!("--kv {}: the directory {} does not exist", path.display(), dir.display());
+            bail!("{}: the directory {} does not exist", path.display(), dir.display());
         }
-        let db =
-            Database::create(path).with_context(|| format!("--kv {}: cannot open the database", path.display()))?;
+        let db = Database::create(path).with_context(|| format!("{}: cannot open the database", path.display()))?;
         let (buckets, bytes, keys) =
-            contents(&db).with_context(|| format!("--kv {}: cannot read the database", path.display()))?;
+            contents(&db).with_context(|| format!("{}: cannot read the database", path.display()))?;
         usage.found(bytes, keys);
         tracing::info!(
             "key-value store {} opened: {} bucket(s), {keys} entries, {bytes} bytes",
@@ -243,7 +242,8 @@ impl Durable {
     pub fn delete(&self, name: &str, key: &str) -> Result<(), String> {
         self.write(
             |t, expiry| {
-                let removed = t.remove(key).map_err(|e| failed("write", e))?.map(|v| entry_cost(key.len(), v.value().len()));
+                let removed =
+                    t.remove(key).map_err(|e| failed("write", e))?.map(|v| entry_cost(key.len(), v.value().len()));
                 expiry.remove((name, key)).map_err(|e| failed("write", e))?;
                 Ok(removed.map(|cost| {
                     self.usage.removed(cost);
@@ -460,7 +460,8 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_named() {
-        let err = Durable::open(Path::new("/nonexistent-netplug/dir/store.redb"), test_usage()).err().unwrap().to_string();
+        let err =
+            Durable::open(Path::new("/nonexistent-netplug/dir/store.redb"), test_usage()).err().unwrap().to_string();
         assert!(err.contains("/nonexistent-netplug/dir") && err.contains("does not exist"), "{err}");
     }
 
@@ -472,7 +473,10 @@ mod tests {
         assert_eq!(increment(&*table, "n".to_string(), |c, k| incremented(c, k, 1)), Ok(1));
         assert_eq!(append_from_threads(table.clone(), 4, 25), [25; 4]);
         // A swap that finds another value writes nothing.
-        assert_eq!(compare_and_swap(&*table, "n".to_string(), Some(b"7"), b"8".to_vec(), 0), Ok(Err(Some(b"1".to_vec()))));
+        assert_eq!(
+            compare_and_swap(&*table, "n".to_string(), Some(b"7"), b"8".to_vec(), 0),
+            Ok(Err(Some(b"1".to_vec())))
+        );
         assert_eq!(compare_and_swap(&*table, "new".to_string(), None, b"x".to_vec(), 0), Ok(Ok(())));
         assert_eq!(table.get("new").unwrap(), Some(b"x".to_vec()));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
@@ -500,7 +504,10 @@ mod tests {
         assert_eq!(db.sweep(now_ms()), Ok(1));
         assert_eq!(usage.bytes(), entry_cost(1, 300));
         db.set(&a, "big", &[0; 500], 0).unwrap();
-        assert!(db.update(&a, "k", Expiry::Keep, &mut |_| Ok(Some(vec![0; 400]))).unwrap_err().starts_with("store full:"));
+        assert!(db
+            .update(&a, "k", Expiry::Keep, &mut |_| Ok(Some(vec![0; 400])))
+            .unwrap_err()
+            .starts_with("store full:"));
         db.delete(&a, "big").unwrap();
         assert_eq!((usage.bytes(), usage.keys()), (entry_cost(1, 300), 1));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());

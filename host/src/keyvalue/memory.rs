@@ -171,7 +171,12 @@ impl BucketOps for Bucket {
             .iter()
             .flat_map(|shard| {
                 let shard = shard.read().unwrap();
-                shard.entries.iter().filter(|(_, e)| is_live(e.deadline, now)).map(|(k, _)| k.clone()).collect::<Vec<_>>()
+                shard
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| is_live(e.deadline, now))
+                    .map(|(k, _)| k.clone())
+                    .collect::<Vec<_>>()
             })
             .collect();
         keys.sort_unstable();

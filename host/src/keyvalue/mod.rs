@@ -96,6 +96,7 @@ use anyhow::{Context, Result};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use wasmtime::component::{Linker, Resource, ResourceTableError};
 
@@ -369,6 +370,40 @@ pub struct Cas {
     bucket: Bucket,
     key: String,
     current: Option<Vec<u8>>,
+    /// The bytes this handle holds in the host, counted against the
+    /// connection's `--max-memory` until it is dropped.
+    _charge: CasCharge,
+}
+
+/// A `Cas`'s share of its connection's held bytes, given back on drop.
+struct CasCharge {
+    held: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl CasCharge {
+    /// Counts `key` and `current` against `held`, unless that would take it
+    /// past `max`: a guest keeping many handles on large values would
+    /// otherwise make the host hold them all for as long as it lives.
+    fn new(held: &Arc<AtomicU64>, key: &str, current: Option<&[u8]>, max: u64) -> Result<CasCharge, Failure> {
+        let bytes = (key.len() + current.map_or(0, <[u8]>::len)) as u64;
+        let before = held.fetch_add(bytes, Relaxed);
+        let charge = CasCharge { held: held.clone(), bytes };
+        if before + bytes > max {
+            return Err(Failure::Other(format!(
+                "compare-and-swap handles would hold {} bytes in the host, over the connection's {max} \
+                 (--max-memory); drop or swap some first",
+                before + bytes
+            )));
+        }
+        Ok(charge)
+    }
+}
+
+impl Drop for CasCharge {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Relaxed);
+    }
 }
 
 impl Cas {
@@ -621,7 +656,17 @@ impl GuestState {
             let key = key.clone();
             bucket.call(&self.clock, move |b| b.get(&key)).await?
         };
-        Ok(read.map(|current| Cas { bucket, key, current }))
+        let current = match read {
+            Ok(current) => current,
+            Err(e) => return Ok(Err(e)),
+        };
+        let max = self.policy.limits.max_memory;
+        Ok(CasCharge::new(&self.kv_cas_held, &key, current.as_deref(), max).map(|charge| Cas {
+            bucket,
+            key,
+            current,
+            _charge: charge,
+        }))
     }
 
     /// `swap`: writes `value` if the key still holds what `cas` read, as one
@@ -631,12 +676,19 @@ impl GuestState {
     pub(crate) async fn kv_swap(&mut self, cas: Cas, value: Vec<u8>, deadline: u64) -> Outcome<Result<(), Cas>> {
         let kv = op!(self);
         check!(kv.check_value(&value));
-        let Cas { bucket, key, current } = cas;
+        let Cas { bucket, key, current, _charge } = cas;
+        // The handle is spent: its bytes are no longer held.
+        drop(_charge);
         let swapped = {
             let key = key.clone();
             bucket.call(&self.clock, move |b| compare_and_swap(b, key, current.as_deref(), value, deadline)).await?
         };
-        Ok(swapped.map(|done| done.map_err(|current| Cas { bucket, key, current })))
+        let max = self.policy.limits.max_memory;
+        Ok(swapped.and_then(|done| match done {
+            Ok(()) => Ok(Ok(())),
+            Err(current) => CasCharge::new(&self.kv_cas_held, &key, current.as_deref(), max)
+                .map(|charge| Err(Cas { bucket, key, current, _charge: charge })),
+        }))
     }
 }
 

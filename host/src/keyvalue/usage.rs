@@ -41,7 +41,13 @@ pub struct Usage {
 impl Usage {
     pub fn new(max: u64, metrics: KvMetrics) -> Usage {
         metrics.max_bytes.set(max as i64);
-        Usage { bytes: AtomicU64::new(0), keys: AtomicU64::new(0), max: AtomicU64::new(max), full: false.into(), metrics }
+        Usage {
+            bytes: AtomicU64::new(0),
+            keys: AtomicU64::new(0),
+            max: AtomicU64::new(max),
+            full: false.into(),
+            metrics,
+        }
     }
 
     /// A new bound (a reload of `host serve` that kept the store's data).

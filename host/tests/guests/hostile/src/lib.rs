@@ -85,6 +85,19 @@ impl Guest for Hostile {
                 };
                 conn.send(reply.as_bytes()).map_err(|e| e.name().to_string())?;
             }
+            "dialdenied" => {
+                // A denied dial, again and again, to a 64 KiB address: the
+                // host must not log each one, nor all of the address.
+                let target = format!("{}:1", "a".repeat(64 * 1024));
+                let denied = (0..10_000).filter(|_| connect(&target).is_err()).count();
+                conn.send(format!("dialdenied: {denied}\n").as_bytes()).map_err(|e| e.name().to_string())?;
+            }
+            "newlines" => {
+                // 8 MiB of empty lines on stdout in one write.
+                use std::io::Write;
+                let written = std::io::stdout().write_all(&vec![b'\n'; 8 << 20]).is_ok();
+                conn.send(format!("newlines: {written}\n").as_bytes()).map_err(|e| e.name().to_string())?;
+            }
             "dialmany" => {
                 let target = words.next().unwrap_or("127.0.0.1:1");
                 let mut held = Vec::new();

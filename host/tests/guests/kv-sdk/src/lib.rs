@@ -11,6 +11,13 @@
 //!   `1` if it wrote, `0` if the key had a value
 //! - `MSET K V K V...`, `MGET K...` (`K=V` or `(nil)` each), `MDEL K...`:
 //!   draft2's `batch` on the raw bucket (`Bucket::as_raw`)
+//! - `FLOOD PREFIX SIZE`: sets PREFIX0, PREFIX1, ... to SIZE bytes each
+//!   until a write fails (a hostile guest filling the store); replies the
+//!   error, or `OK` after 10,000 writes
+//! - `MGETMANY KEY N`: one batch `get-many` of KEY N times over; replies
+//!   how many values came back, or the error
+//! - `HOARD KEY N`: holds N compare-and-swap handles on KEY at once;
+//!   replies `held N`, or the error
 
 use netplug_guest::bindings::server::wasi::keyvalue0_2_0_draft2::batch;
 use netplug_guest::kv::Bucket;
@@ -49,6 +56,25 @@ fn command(bucket: &Bucket, line: &str) -> io::Result<String> {
                 bucket.set(&format!("{a}{i}"), i.to_string().as_bytes())?;
             }
             "OK".into()
+        }
+        "FLOOD" => {
+            let value = vec![b'x'; usize::try_from(number(b)?).unwrap_or(0)];
+            for i in 0..10_000 {
+                bucket.set(&format!("{a}{i}"), &value)?;
+            }
+            "OK".into()
+        }
+        "MGETMANY" => {
+            let keys = vec![a.to_string(); usize::try_from(number(b)?).unwrap_or(0)];
+            let found = batch::get_many(bucket.as_raw(), &keys).map_err(batch_error)?;
+            found.iter().flatten().count().to_string()
+        }
+        "HOARD" => {
+            let mut held = Vec::new();
+            for _ in 0..number(b)? {
+                held.push(bucket.cas(a)?);
+            }
+            format!("held {}", held.len())
         }
         "COUNT" => bucket.keys().collect::<io::Result<Vec<_>>>()?.len().to_string(),
         "INCR" => bucket.increment(a, number(b)?)?.to_string(),
