@@ -6,7 +6,7 @@ GUESTS      := target/$(WASM_TARGET)/release
 HOST        := target/release/host
 PORT        ?= 12345
 
-.PHONY: build host guests wasm-target run test bench bench-quick bench-ab clean
+.PHONY: build host guests wasm-target run test bench bench-quick bench-ab bench-check clean
 
 build: guests host
 
@@ -64,6 +64,13 @@ endif
 endif
 bench-ab: build
 	$(CARGO) run --release -p bench -- ab --a $(A) --b $(B) $(AB_ARGS)
+
+# The instruction-count guard (bench/check.sh): instructions per seed
+# exchange, HTTP keep-alive request, 64 KiB echo, resp GET and SET and
+# proxied request, counted by callgrind, each within 3% of the baseline
+# committed in bench/baseline.tsv. Needs valgrind; about 10 minutes.
+bench-check: build
+	bench/check.sh $(HOST)
 
 clean:
 	$(CARGO) clean

@@ -103,7 +103,7 @@ pub struct RunCommand {
 /// connections, a listener whose settings changed is replaced on the same
 /// socket, a changed guest file becomes a new generation, and the rest are
 /// left alone. A file that does not check leaves everything as it was. The
-/// README's "Configuration file" section lists every key.
+/// docs/configuration.md lists every key.
 #[derive(Parser, Debug)]
 pub struct ServeCommand {
     /// The configuration file (TOML). Guest paths in it are relative to it.
@@ -214,7 +214,7 @@ pub struct KvArgs {
     #[arg(long, value_name = "memory|PATH", value_parser = parse_kv)]
     pub kv: Option<String>,
 
-    /// What the whole store may hold: keys, values and about 100 bytes per
+    /// What the whole store may hold: keys, values and 96 bytes per
     /// entry, counted by the host. Past it, a write that would grow the
     /// store fails with a `store full:` error; reads, deletes and writes
     /// that do not grow it go on. It keeps one listener's shared state

@@ -1,6 +1,6 @@
 //! netplug's host: serves protocol guests (WebAssembly components) over
 //! real TCP. The `host` binary (main.rs) is a thin command line over this
-//! library; see the README's Layout section for what each module holds.
+//! library; see docs/architecture.md for what each module holds.
 
 pub mod admin;
 mod bindings;

@@ -68,8 +68,9 @@ pub struct GuestState {
     /// `wasi:keyvalue` operations of the connection, for `--kv-max-ops`.
     pub kv_ops: u64,
     /// Bytes the guest's compare-and-swap handles hold in the host (each
-    /// gives its own back when dropped), bounded by `--max-memory`.
-    pub kv_cas_held: Arc<std::sync::atomic::AtomicU64>,
+    /// gives its own back when dropped), bounded by `--max-memory`; made
+    /// at the first, so a connection that makes none allocates nothing.
+    pub kv_cas_held: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// Warnings the guest's own doing may still put in the host log for
     /// this connection (a denied dial, a spent quota, ...): a guest looping
     /// on a refused call must not flood the log.
@@ -246,7 +247,7 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store
         live_connections: 0,
         cpu_exhausted: false,
         kv_ops: 0,
-        kv_cas_held: Arc::default(),
+        kv_cas_held: None,
         warnings_left: HOST_WARNINGS,
         recording: false,
         ended_by: None,

@@ -199,3 +199,27 @@ fn a_keyvalue_guest_is_refused_naming_the_subcommands_own_grant() {
     assert!(err.contains("`kv`"), "{err}");
     assert!(!err.contains("--kv") && !err.contains("--grant"), "serve takes neither flag: {err}");
 }
+
+/// A `--kv` value that is neither `memory` nor written as a path (with a
+/// `/`, or ending in `.redb`) is a typo, not a new database file.
+#[test]
+fn a_kv_typo_is_refused_and_creates_nothing() {
+    let dir = std::env::temp_dir().join(format!("netplug-kv-typo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let resp = guest("resp");
+    for typo in ["memry", "Memory", "cache"] {
+        let out = host_command()
+            .current_dir(&dir)
+            .args(["run", resp.to_str().unwrap(), "--port", "0", "--kv", typo])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--kv {typo} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("`{typo}` is neither `memory` nor a database path")), "{err}");
+        assert!(err.contains("./") && err.contains(".redb"), "suggests a path: {err}");
+        assert!(!dir.join(typo).exists(), "--kv {typo} created a file");
+    }
+    let out = run_host(&["run", resp.to_str().unwrap(), "--port", "0", "--kv", "redis://127.0.0.1:6379"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store URLs are not supported"));
+    let _ = std::fs::remove_dir_all(dir);
+}

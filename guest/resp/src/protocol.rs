@@ -15,8 +15,11 @@
 //! A value without an expiry is stored as is; a value with one, and the few
 //! values that could be mistaken for a header or a counter, are stored as a
 //! NUL byte, the deadline (unix milliseconds, 8 bytes big-endian, 0 for
-//! none) and the value ([`encode`], [`decode`]). Expiry is lazy: a read that
-//! finds a value past its deadline deletes it and answers as if missing.
+//! none) and the value ([`encode`], [`decode`]). The deadline also goes to
+//! the host with the write (`netplug:protocol/expiry`), which deletes the
+//! key once it passes, read or not (active expiry), and reads it as missing
+//! until then; a read that still finds a value past its deadline here
+//! deletes it and answers as if missing.
 //!
 //! # Concurrency
 //!

@@ -150,10 +150,10 @@ impl Backend {
     pub fn parse(text: &str) -> Result<Backend, String> {
         if text == "memory" {
             Ok(Backend::Memory)
-        } else if text.contains('/') || (text.ends_with(".redb") && text.len() > ".redb".len()) {
-            Ok(Backend::Path(PathBuf::from(text)))
         } else if text.contains("://") {
             Err(format!("`{text}`: store URLs are not supported; use `memory` or a database path"))
+        } else if text.contains('/') || (text.ends_with(".redb") && text.len() > ".redb".len()) {
+            Ok(Backend::Path(PathBuf::from(text)))
         } else {
             Err(format!(
                 "`{text}` is neither `memory` nor a database path: a path contains a `/` or ends in `.redb` \
@@ -661,12 +661,8 @@ impl GuestState {
             Err(e) => return Ok(Err(e)),
         };
         let max = self.policy.limits.max_memory;
-        Ok(CasCharge::new(&self.kv_cas_held, &key, current.as_deref(), max).map(|charge| Cas {
-            bucket,
-            key,
-            current,
-            _charge: charge,
-        }))
+        Ok(CasCharge::new(self.kv_cas_held.get_or_insert_with(Arc::default), &key, current.as_deref(), max)
+            .map(|charge| Cas { bucket, key, current, _charge: charge }))
     }
 
     /// `swap`: writes `value` if the key still holds what `cas` read, as one
@@ -686,8 +682,10 @@ impl GuestState {
         let max = self.policy.limits.max_memory;
         Ok(swapped.and_then(|done| match done {
             Ok(()) => Ok(Ok(())),
-            Err(current) => CasCharge::new(&self.kv_cas_held, &key, current.as_deref(), max)
-                .map(|charge| Err(Cas { bucket, key, current, _charge: charge })),
+            Err(current) => {
+                CasCharge::new(self.kv_cas_held.get_or_insert_with(Arc::default), &key, current.as_deref(), max)
+                    .map(|charge| Err(Cas { bucket, key, current, _charge: charge }))
+            }
         }))
     }
 }
@@ -736,6 +734,18 @@ mod tests {
         }
         let log = bucket.get("log").unwrap().unwrap_or_default();
         (0..threads).map(|i| log.iter().filter(|&&b| b == b'a' + i).count()).collect()
+    }
+
+    #[test]
+    fn a_kv_value_is_memory_or_written_as_a_path() {
+        assert_eq!(Backend::parse("memory"), Ok(Backend::Memory));
+        for path in ["./memry", "/var/lib/netplug/kv", "cache.redb", "data/cache"] {
+            assert_eq!(Backend::parse(path), Ok(Backend::Path(PathBuf::from(path))), "{path}");
+        }
+        for typo in ["memry", "Memory", "cache", ".redb", ""] {
+            assert!(Backend::parse(typo).unwrap_err().contains("neither `memory` nor a database path"), "{typo}");
+        }
+        assert!(Backend::parse("redis://h:6379").unwrap_err().contains("URLs are not supported"));
     }
 
     #[test]
