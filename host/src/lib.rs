@@ -23,6 +23,7 @@ pub mod keyvalue;
 pub mod limits;
 pub mod linker;
 pub mod listener;
+mod log_time;
 pub mod logging;
 pub mod metrics;
 pub mod overload;

@@ -21,12 +21,14 @@ use tracing_subscriber::EnvFilter;
 pub fn init(level: LogLevel, format: LogFormat, access_log: bool) -> Result<()> {
     let layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_timer(crate::log_time::LogTime)
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .with_target(true)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
+            .with_timer(crate::log_time::LogTime)
             .with_writer(std::io::stderr)
             .with_target(true)
             .with_current_span(true)
