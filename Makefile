@@ -23,10 +23,10 @@ host:
 run: build
 	$(HOST) run $(GUESTS)/hello.wasm --port $(PORT)
 
-# Unit tests and end-to-end tests against the real binary, over loopback;
-# among them the deployment files' checks (host/tests/deploy.rs, which runs
-# kubernetes-validate: .ci/run installs it).
-# Every test file runs even when an earlier one fails, so one run shows
+# Unit tests and end-to-end tests against the real binary, over loopback
+# (tests/, one test binary); among them the deployment files' checks
+# (tests/deploy.rs, which runs kubernetes-validate: .ci/run installs it).
+# The end-to-end tests run even when a unit test fails, so one run shows
 # every failure. First, natively (the guests' workspace builds for wasm by
 # default): the guest SDK's tests and the guests' protocol logic over its
 # in-memory connections.
@@ -68,7 +68,7 @@ bench-ab: build
 # The instruction-count guard (bench/check.sh): instructions per seed
 # exchange, HTTP keep-alive request, 64 KiB echo, resp GET and SET and
 # proxied request, counted by callgrind, each within 3% of the baseline
-# committed in bench/baseline.tsv. Needs valgrind; about 10 minutes.
+# committed in bench/baseline.tsv. Needs valgrind; about 5 minutes.
 bench-check: build
 	bench/check.sh $(HOST)
 

@@ -9,7 +9,7 @@
 #   bench/check.sh --update HOST [GUESTS_DIR] # write the baseline
 #
 # Moving the baseline is its own commit, whose message says why. Takes
-# about 10 minutes; needs valgrind and python3.
+# about 5 minutes; needs valgrind and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/callgrind/lib.sh
@@ -27,7 +27,7 @@ HOST=$1
 GUESTS=${2:-target/wasm32-wasip2/release}
 BASELINE=bench/baseline.tsv
 TOLERANCE=1.03
-REPS=${REPS:-3}
+REPS=${REPS:-5}
 require_valgrind
 select_rows
 WORK=$(mktemp -d)
@@ -63,7 +63,7 @@ done
 
 if $UPDATE; then
     {
-        echo "# Instructions per operation (bench/check.sh --update), lowest of $REPS runs."
+        echo "# Instructions per operation (bench/check.sh --update), from the lowest of $REPS short and long runs."
         printf '%s\n' "${measured[@]}"
     } >"$BASELINE"
     echo "wrote $BASELINE"

@@ -15,7 +15,7 @@
 # path costs shows up here exactly. It does not see the kernel: compare
 # syscalls per operation (strace -c) alongside. The rows and the way they
 # are counted are in bench/callgrind/lib.sh, shared with the CI guard
-# (bench/check.sh). Runs are interleaved, A then B, row by row.
+# (bench/check.sh). Rows run one after another, A's runs then B's.
 set -euo pipefail
 source "$(dirname "$0")/callgrind/lib.sh"
 
@@ -38,15 +38,8 @@ warm_cache "$B" "$WORK/cache-B" "$GUESTS_B"
 
 printf '| row | A instr/op | B instr/op | B/A | A runs | B runs |\n|---|---:|---:|---:|---|---|\n'
 for row in "${ROWS[@]}"; do
-    best_a="" best_b="" runs_a="" runs_b=""
-    for rep in $(seq "$REPS"); do
-        read -r a _ <<<"$(per_op "$A" "$row" "$WORK/cache-A" "$GUESTS_A" 1)"
-        read -r b _ <<<"$(per_op "$B" "$row" "$WORK/cache-B" "$GUESTS_B" 1)"
-        if [ -z "$best_a" ] || [ "$a" -lt "$best_a" ]; then best_a=$a; fi
-        if [ -z "$best_b" ] || [ "$b" -lt "$best_b" ]; then best_b=$b; fi
-        runs_a="$runs_a${runs_a:+ }$a"
-        runs_b="$runs_b${runs_b:+ }$b"
-    done
-    printf '| %s | %d | %d | %.3f | %s | %s |\n' "${row%% *}" "$best_a" "$best_b" \
-        "$(echo "$best_b / $best_a" | bc -l)" "$runs_a" "$runs_b"
+    # Interleaved: the two builds' runs alternate, REPS each.
+    read -r a runs_a <<<"$(per_op "$A" "$row" "$WORK/cache-A" "$GUESTS_A" "$REPS")"
+    read -r b runs_b <<<"$(per_op "$B" "$row" "$WORK/cache-B" "$GUESTS_B" "$REPS")"
+    printf '| %s | %d | %d | %.3f | %s | %s |\n' "${row%% *}" "$a" "$b" "$(echo "$b / $a" | bc -l)" "$runs_a" "$runs_b"
 done

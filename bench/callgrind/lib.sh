@@ -84,22 +84,27 @@ count() {
     awk '/^totals:/ {print $2}' "$out"
 }
 
-# Instructions per operation of ROW for HOST: the lowest of REPS runs (a
-# run can only gain instructions: a message that arrives in more pieces
-# takes more recv calls, a timer fires), then every run's, on one line.
+# Instructions per operation of ROW for HOST over REPS short and long
+# runs: the lowest long run less the lowest short run, over the difference
+# in operations. A run's total can only gain from chance (a message that
+# arrives in more pieces takes more recv calls, a thread or a timer
+# starts, the allocator maps a segment), so each side's lowest is its
+# cleanest; taking differences run by run instead would let a short run's
+# extra cost make an operation look cheaper. Prints that, then each
+# rep's own difference, comma-separated.
 per_op() {
     local host=$1 row=$2 cache=$3 guests=$4 reps=$5
     local mode guest short long
     read -r mode guest short long <<<"$row"
-    local best="" rep s l v runs=""
+    local best_s="" best_l="" rep s l runs=""
     for rep in $(seq "$reps"); do
         s=$(count "$host" "$guest" "$mode" "$short" "$cache" "$guests")
         l=$(count "$host" "$guest" "$mode" "$long" "$cache" "$guests")
-        v=$(((l - s) / (long - short)))
-        if [ -z "$best" ] || [ "$v" -lt "$best" ]; then best=$v; fi
-        runs="$runs${runs:+,}$v"
+        if [ -z "$best_s" ] || [ "$s" -lt "$best_s" ]; then best_s=$s; fi
+        if [ -z "$best_l" ] || [ "$l" -lt "$best_l" ]; then best_l=$l; fi
+        runs="$runs${runs:+,}$(((l - s) / (long - short)))"
     done
-    echo "$best $runs"
+    echo "$(((best_l - best_s) / (long - short))) $runs"
 }
 
 # A first run of each row's guest fills CACHE, uncounted.

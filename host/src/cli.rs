@@ -1,6 +1,8 @@
 //! The command line. The doc comments here are the `--help` text; option
 //! groups are flattened structs so that later commands can share them.
 
+use crate::keyvalue::{Backend, KvConfig, KvLimits};
+use crate::limits::Limits;
 use crate::units::{
     parse_duration, parse_optional_count, parse_optional_duration, parse_optional_size, parse_size, MaybeLimit,
 };
@@ -393,6 +395,18 @@ pub enum LogLevel {
     Trace,
 }
 
+impl From<LogLevel> for tracing_subscriber::filter::LevelFilter {
+    fn from(level: LogLevel) -> Self {
+        match level {
+            LogLevel::Error => Self::ERROR,
+            LogLevel::Warn => Self::WARN,
+            LogLevel::Info => Self::INFO,
+            LogLevel::Debug => Self::DEBUG,
+            LogLevel::Trace => Self::TRACE,
+        }
+    }
+}
+
 /// Precompile a guest for this host: a `.cwasm` that `host run` and `host
 /// inspect` load instead of compiling.
 ///
@@ -477,6 +491,39 @@ pub(crate) fn parse_memory(text: &str) -> Result<u64, String> {
         return Err(format!("`{text}` is out of range: expected 64KiB (one wasm page) to 4GiB"));
     }
     Ok(n)
+}
+
+impl From<&LimitArgs> for Limits {
+    fn from(args: &LimitArgs) -> Self {
+        Limits {
+            max_connections: args.max_connections,
+            max_memory: args.max_memory,
+            cpu_timeout: args.cpu_timeout,
+            idle_timeout: args.idle_timeout,
+            max_lifetime: args.max_lifetime.0,
+            max_bytes_in: args.max_bytes_in.0,
+            max_bytes_out: args.max_bytes_out.0,
+            max_resources: args.max_resources,
+            max_log_lines: args.max_log_lines,
+            max_log_bytes: args.max_log_bytes,
+            connections_per_instance: args.connections_per_instance,
+        }
+    }
+}
+
+impl KvArgs {
+    /// The store these flags ask for: `None` without `--kv`.
+    pub fn config(&self) -> anyhow::Result<Option<KvConfig>> {
+        let Some(text) = self.kv.as_deref() else { return Ok(None) };
+        let backend = Backend::parse(text).map_err(|e| anyhow::anyhow!("--kv {e}"))?;
+        let limits = KvLimits {
+            max_bytes: self.kv_max_bytes,
+            max_key_size: self.kv_max_key_size,
+            max_value_size: self.kv_max_value_size,
+            max_ops: self.kv_max_ops.0,
+        };
+        Ok(Some(KvConfig { backend, limits }))
+    }
 }
 
 /// `--kv`: `memory` or a database path (`keyvalue::Backend::parse`).

@@ -53,7 +53,7 @@ impl RunConfig {
             allowed.push(target.clone());
         }
         let limits = Limits::from(&cmd.limits);
-        let kv = KvConfig::from_args(&cmd.kv)?;
+        let kv = cmd.kv.config()?;
         let mut grants = cmd.grants.grant;
         if kv.is_some() {
             grants.push(crate::keyvalue::GRANT.to_string());
@@ -66,7 +66,7 @@ impl RunConfig {
             grants,
             kv,
             guest_config: GuestConfig::new(cmd.guest_config.config),
-            overload: OverloadPolicy::new(&cmd.overload, &limits),
+            overload: OverloadPolicy::new(cmd.overload.overload_threshold, cmd.overload.overload_idle_timeout, &limits),
             limits,
             watch: cmd.swap.watch,
             drain_timeout: cmd.swap.drain_timeout,

@@ -178,7 +178,7 @@ impl ServeFile {
                     Err(e) => bail!("{}:{table_line}: listeners.{name}.kv: {e}", path.display()),
                 },
             };
-            let kv = KvConfig::from_args(&args.kv)?;
+            let kv = args.kv.config()?;
             let mut grants: Vec<String> = listener.grant.into_iter().map(|g| g.0).collect();
             if kv.is_some() {
                 grants.push(crate::keyvalue::GRANT.to_string());

@@ -14,8 +14,9 @@ pub fn run(path: &Path) -> Result<()> {
     if let Some(why) = &mismatch {
         println!("warning: {why}");
     }
+    let imports: Vec<String> = ty.imports(&engine).map(|(name, _)| name.to_string()).collect();
     match &world {
-        Ok(w) => println!("world: {}", w.name()),
+        Ok(w) => println!("world: {}", wit_world(*w, &imports)),
         Err(e) => println!("world: none ({e:#})"),
     }
     println!("exports:");
@@ -25,7 +26,7 @@ pub fn run(path: &Path) -> Result<()> {
     println!("imports:");
     let mut refused = 0;
     let mut needs_kv = false;
-    for (name, _) in ty.imports(&engine) {
+    for name in &imports {
         match guest::grant(name, &[]) {
             Ok(()) => println!("  {name}: granted"),
             Err(why) if why == guest::NEEDS_KV => {
@@ -46,4 +47,34 @@ pub fn run(path: &Path) -> Result<()> {
     };
     println!("verdict: {verdict}");
     Ok(())
+}
+
+/// The world of `wit/netplug.wit` a guest of `world` was built against,
+/// told by its imports: a server that imports the key-value store needs
+/// `server-with-kv` (and the host's `--kv`), one that reads its
+/// configuration `server-with-config`.
+fn wit_world(world: guest::World, imports: &[String]) -> &'static str {
+    let imports_any = |prefixes: &[&str]| imports.iter().any(|name| prefixes.iter().any(|p| name.starts_with(p)));
+    match world {
+        guest::World::Client => "client",
+        guest::World::Server if imports_any(&["wasi:keyvalue/", "netplug:protocol/expiry"]) => "server-with-kv",
+        guest::World::Server if imports_any(&["wasi:config/"]) => "server-with-config",
+        guest::World::Server => "server",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wit_world_follows_the_imports() {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let server = guest::World::Server;
+        assert_eq!(wit_world(server, &names(&["netplug:protocol/log@0.1.0"])), "server");
+        assert_eq!(wit_world(server, &names(&["wasi:config/store@0.2.0-rc.1"])), "server-with-config");
+        let kv = names(&["wasi:config/store@0.2.0-rc.1", "wasi:keyvalue/store@0.2.0-draft2"]);
+        assert_eq!(wit_world(server, &kv), "server-with-kv");
+        assert_eq!(wit_world(guest::World::Client, &kv), "client");
+    }
 }

@@ -1,7 +1,6 @@
 //! Per-connection limits: what one guest instance may use, and the memory
 //! guard that enforces the linear-memory cap inside a store.
 
-use crate::cli::LimitArgs;
 use std::time::Duration;
 
 /// The most bytes one `recv` hands to a guest, whatever it asks for: the host
@@ -24,24 +23,6 @@ pub struct Limits {
     /// Connections one instance may serve in turn; 1 means a fresh instance
     /// for every connection.
     pub connections_per_instance: u32,
-}
-
-impl From<&LimitArgs> for Limits {
-    fn from(args: &LimitArgs) -> Self {
-        Limits {
-            max_connections: args.max_connections,
-            max_memory: args.max_memory,
-            cpu_timeout: args.cpu_timeout,
-            idle_timeout: args.idle_timeout,
-            max_lifetime: args.max_lifetime.0,
-            max_bytes_in: args.max_bytes_in.0,
-            max_bytes_out: args.max_bytes_out.0,
-            max_resources: args.max_resources,
-            max_log_lines: args.max_log_lines,
-            max_log_bytes: args.max_log_bytes,
-            connections_per_instance: args.connections_per_instance,
-        }
-    }
 }
 
 impl Limits {

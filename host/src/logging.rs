@@ -2,7 +2,6 @@
 //! with a single `write`, so lines from concurrent connections never
 //! interleave). Connection events carry their span's listener and peer.
 
-use crate::cli::{LogFormat, LogLevel};
 use anyhow::{Context, Result};
 use std::io::IsTerminal;
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -18,15 +17,15 @@ use tracing_subscriber::EnvFilter;
 /// `name`, which the formatter writes in `span` for the span's own name, a
 /// key twice that parsers read differently. `access_log` false drops the
 /// connection records (target `netplug::record`).
-pub fn init(level: LogLevel, format: LogFormat, access_log: bool) -> Result<()> {
-    let layer = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
+pub fn init(level: LevelFilter, json: bool, access_log: bool) -> Result<()> {
+    let layer = match json {
+        false => tracing_subscriber::fmt::layer()
             .with_timer(crate::log_time::LogTime)
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .with_target(true)
             .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
+        true => tracing_subscriber::fmt::layer()
             .json()
             .with_timer(crate::log_time::LogTime)
             .with_writer(std::io::stderr)
@@ -49,13 +48,6 @@ pub fn init(level: LogLevel, format: LogFormat, access_log: bool) -> Result<()> 
         // per-span state, so entering and leaving a connection's span on
         // every poll costs no lock.
         _ => {
-            let level = match level {
-                LogLevel::Error => LevelFilter::ERROR,
-                LogLevel::Warn => LevelFilter::WARN,
-                LogLevel::Info => LevelFilter::INFO,
-                LogLevel::Debug => LevelFilter::DEBUG,
-                LogLevel::Trace => LevelFilter::TRACE,
-            };
             let records = if access_log { level } else { LevelFilter::OFF };
             let filter = Targets::new()
                 .with_default(LevelFilter::WARN.min(level))

@@ -1,7 +1,7 @@
 //! `host`: the command line. Everything else is in the `netplug` library.
 
 use clap::Parser;
-use netplug::cli::{Cli, Command};
+use netplug::cli::{Cli, Command, LogFormat};
 use netplug::config::RunConfig;
 use std::process::ExitCode;
 
@@ -36,7 +36,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(cmd) => {
             let log = &cmd.log;
-            netplug::logging::init(log.log_level, log.log_format.unwrap_or_default(), log.access_log.unwrap_or(true))
+            let json = log.log_format == Some(LogFormat::Json);
+            netplug::logging::init(log.log_level.into(), json, log.access_log.unwrap_or(true))
                 .and_then(|()| RunConfig::from_cli(*cmd))
                 .and_then(netplug::run::run)
         }
@@ -48,7 +49,8 @@ fn main() -> ExitCode {
             let log = &cmd.log;
             let format = log.log_format.or(file.as_ref().and_then(|f| f.log_format)).unwrap_or_default();
             let access_log = log.access_log.or(file.as_ref().and_then(|f| f.access_log)).unwrap_or(true);
-            netplug::logging::init(log.log_level, format, access_log).and_then(|()| netplug::serve::serve(cmd))
+            netplug::logging::init(log.log_level.into(), format == LogFormat::Json, access_log)
+                .and_then(|()| netplug::serve::serve(cmd))
         }
         Command::Compile(cmd) => netplug::compile::run(&cmd),
         Command::Inspect(cmd) => netplug::inspect::run(&cmd.guest),

@@ -17,7 +17,6 @@
 //! `Roster`, through which the listener reaches a connection that is waiting
 //! on its peer: to evict it, or at shutdown (see `Interrupt`).
 
-use crate::cli::OverloadArgs;
 use crate::limits::Limits;
 use futures_util::task::AtomicWaker;
 use std::collections::HashMap;
@@ -41,13 +40,12 @@ pub struct OverloadPolicy {
 }
 
 impl OverloadPolicy {
-    pub fn new(args: &OverloadArgs, limits: &Limits) -> Self {
-        let high_water = if args.overload_threshold >= 100 {
-            u32::MAX
-        } else {
-            (limits.max_connections as u64 * args.overload_threshold as u64 / 100) as u32
-        };
-        OverloadPolicy { high_water, idle_timeout: args.overload_idle_timeout, roster: Roster::default() }
+    /// Overloaded past `threshold` percent of `limits.max_connections`
+    /// (100: never), when waits are bounded by `idle_timeout`.
+    pub fn new(threshold: u8, idle_timeout: Duration, limits: &Limits) -> Self {
+        let high_water =
+            if threshold >= 100 { u32::MAX } else { (limits.max_connections as u64 * threshold as u64 / 100) as u32 };
+        OverloadPolicy { high_water, idle_timeout, roster: Roster::default() }
     }
 
     /// The idle timeout for a wait that starts now.
@@ -212,8 +210,6 @@ impl Roster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
 
     #[test]
     fn the_longest_idle_connection_is_evicted_first() {
@@ -248,11 +244,21 @@ mod tests {
 
     #[test]
     fn the_idle_timeout_shrinks_past_the_high_water_mark() {
-        // The defaults, as the command line gives them, on 10 connections.
-        let cli = Cli::try_parse_from(["host", "run", "g.wasm", "--port", "0", "--max-connections", "10"]).unwrap();
-        let Command::Run(run) = cli.command else { unreachable!() };
-        let (limits, args) = (Limits::from(&run.limits), run.overload);
-        let policy = OverloadPolicy::new(&args, &limits);
+        // The default threshold and overload idle timeout, on 10 connections.
+        let limits = Limits {
+            max_connections: 10,
+            max_memory: 16 << 20,
+            cpu_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
+            max_lifetime: None,
+            max_bytes_in: None,
+            max_bytes_out: None,
+            max_resources: 64,
+            max_log_lines: 100,
+            max_log_bytes: 64 << 10,
+            connections_per_instance: 1,
+        };
+        let policy = OverloadPolicy::new(80, Duration::from_secs(2), &limits);
         let normal = limits.idle_timeout;
         let held: Vec<_> = (0..8).map(|_| policy.roster.register()).collect();
         assert_eq!(policy.idle_timeout(normal), normal, "8 of 10 is the mark, not past it");

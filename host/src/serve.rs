@@ -12,7 +12,7 @@
 
 use crate::admin::{self, Admin, Health, ReloadFn};
 use crate::cache::Cache;
-use crate::cli::{OverloadArgs, ServeCommand};
+use crate::cli::ServeCommand;
 use crate::config_file::{ListenerConfig, ServeFile};
 use crate::dial::DialPolicy;
 use crate::generation::Current;
@@ -265,13 +265,11 @@ fn prepare(shared: &Shared, config: ListenerConfig, previous: Option<&Loader>) -
     };
     let dial =
         DialPolicy::new(&s.allow_connect).map_err(|e| config.origin.key_error(&config.name, "allow-connect", &e))?;
-    let overload =
-        OverloadArgs { overload_threshold: s.overload_threshold, overload_idle_timeout: s.overload_idle_timeout };
     let policy = Arc::new(Policy {
         metrics: crate::metrics::global().listener(&config.name),
         limits: s.limits.clone(),
         dial,
-        overload: OverloadPolicy::new(&overload, &s.limits),
+        overload: OverloadPolicy::new(s.overload_threshold, s.overload_idle_timeout, &s.limits),
         config: GuestConfig::new(s.guest_config.clone()),
         kv,
         verbose: shared.verbose,

@@ -103,6 +103,13 @@ fn report(generation: &Generation, stats: &Stats, ended: &Ended, state: &mut Gue
         Ended::Returned(Ok(()), _) => {
             stats.completed.fetch_add(1, Ordering::Relaxed);
         }
+        // The host ended one of its waits (an idle timeout, a quota, an
+        // eviction, shutdown) and the guest passed the error on, as `?`
+        // does: that end is in the record, and no fault of the guest's.
+        Ended::Returned(Err(reason), _) if state.ended_by.is_some() => {
+            let reason = crate::guest_log::clipped(reason);
+            tracing::info!(parent: state.span.get(), "guest {} ended on the host's limit: {reason}", generation.guest);
+        }
         Ended::Returned(Err(reason), _) => {
             stats.guest_errors.fetch_add(1, Ordering::Relaxed);
             let reason = crate::guest_log::clipped(reason);

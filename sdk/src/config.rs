@@ -8,21 +8,34 @@
 //! In native tests (not `wasm32`) they read the pairs set with
 //! [`testing::set_config`](crate::testing::set_config) instead.
 
-/// The value of `key`, or `None` when the operator did not set it (a
-/// store error is treated the same way).
-pub fn get(key: &str) -> Option<String> {
+use std::io;
+
+/// The value of `key`, or `None` when the operator did not set it. A store
+/// error (the host could not read its configuration) is an `Other` error
+/// with the host's message, not taken for a missing key.
+pub fn get(key: &str) -> io::Result<Option<String>> {
     #[cfg(target_arch = "wasm32")]
-    return crate::bindings::server::wasi::config::store::get(key).ok().flatten();
+    return crate::bindings::server::wasi::config::store::get(key).map_err(error);
     #[cfg(not(target_arch = "wasm32"))]
     return native::get(key);
 }
 
-/// Every pair the operator set (none on a store error).
-pub fn get_all() -> Vec<(String, String)> {
+/// Every pair the operator set.
+pub fn get_all() -> io::Result<Vec<(String, String)>> {
     #[cfg(target_arch = "wasm32")]
-    return crate::bindings::server::wasi::config::store::get_all().unwrap_or_default();
+    return crate::bindings::server::wasi::config::store::get_all().map_err(error);
     #[cfg(not(target_arch = "wasm32"))]
     return native::get_all();
+}
+
+#[cfg(target_arch = "wasm32")]
+fn error(e: crate::bindings::server::wasi::config::store::Error) -> io::Error {
+    use crate::bindings::server::wasi::config::store::Error;
+    match e {
+        Error::Upstream(message) | Error::Io(message) => {
+            io::Error::other(format!("cannot read the configuration: {message}"))
+        }
+    }
 }
 
 /// The native tests' configuration, per thread.
@@ -42,11 +55,11 @@ pub(crate) mod native {
         });
     }
 
-    pub fn get(key: &str) -> Option<String> {
-        PAIRS.with_borrow(|pairs| pairs.get(key).cloned())
+    pub fn get(key: &str) -> std::io::Result<Option<String>> {
+        Ok(PAIRS.with_borrow(|pairs| pairs.get(key).cloned()))
     }
 
-    pub fn get_all() -> Vec<(String, String)> {
-        PAIRS.with_borrow(|pairs| pairs.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    pub fn get_all() -> std::io::Result<Vec<(String, String)>> {
+        Ok(PAIRS.with_borrow(|pairs| pairs.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
     }
 }

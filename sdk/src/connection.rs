@@ -211,14 +211,25 @@ impl<T: Transport> Connection<T> {
         Ok(self.transport.shutdown()?)
     }
 
-    /// The peer's address, as the host gives it: `ip:port` (IPv6 as
-    /// `[ip]:port`), which `str::parse::<SocketAddr>` accepts.
-    pub fn peer_addr(&self) -> String {
-        self.transport.peer_address()
+    /// The peer's address, as `std::net::TcpStream::peer_addr` gives it.
+    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        parse_address(&self.transport.peer_address())
     }
 
     /// This side's address, like [`peer_addr`](Self::peer_addr).
-    pub fn local_addr(&self) -> String {
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        parse_address(&self.transport.local_address())
+    }
+
+    /// The peer's address as the host wrote it, `ip:port` (IPv6 as
+    /// `[ip]:port`): what a log line needs, without parsing it.
+    pub fn peer_address(&self) -> String {
+        self.transport.peer_address()
+    }
+
+    /// This side's address as the host wrote it, like
+    /// [`peer_address`](Self::peer_address).
+    pub fn local_address(&self) -> String {
         self.transport.local_address()
     }
 
@@ -374,4 +385,9 @@ impl<T: Transport> Write for WriteHalf<'_, T> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// An address the host wrote, as a `SocketAddr`.
+fn parse_address(text: &str) -> std::io::Result<std::net::SocketAddr> {
+    text.parse().map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not an address: `{text}`")))
 }

@@ -10,11 +10,17 @@
 //! use std::io::{Read, Write};
 //!
 //! fn handle(mut conn: Connection) -> netplug_guest::Result {
-//!     let greeting = netplug_guest::config::get("greeting");
+//!     let greeting = netplug_guest::config::get("greeting")?;
 //!     conn.write_all(greeting.as_deref().unwrap_or("HELLO,WORLD").as_bytes())?;
 //!     let mut data = Vec::new();
-//!     (&mut conn).take(1024).read_to_end(&mut data)?;
-//!     log::info!("{} sent {} bytes", conn.peer_addr(), data.len());
+//!     match (&mut conn).take(1024).read_to_end(&mut data) {
+//!         Ok(_) => {}
+//!         // The host ended an idle client's wait (`--idle-timeout`): the
+//!         // record says so; end without an error of the guest's own.
+//!         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Ok(()),
+//!         Err(e) => return Err(e.into()),
+//!     }
+//!     log::info!("{} sent {} bytes", conn.peer_address(), data.len());
 //!     Ok(())
 //! }
 //!

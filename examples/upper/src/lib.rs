@@ -20,8 +20,14 @@ fn serve<T: Transport>(conn: &mut Connection<T>) -> netplug_guest::Result {
     let mut line = String::new();
     loop {
         line.clear();
-        if (&mut *conn).take(MAX_LINE).read_line(&mut line)? == 0 {
-            return Ok(());
+        match (&mut *conn).take(MAX_LINE).read_line(&mut line) {
+            // The end of the stream: the client is done.
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            // The host ended the wait for an idle client (`--idle-timeout`);
+            // the connection's record says so. Not an error of this guest.
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Ok(()),
+            Err(e) => return Err(e.into()),
         }
         let request = line.trim_end_matches(['\r', '\n']);
         let (command, text) = request.split_once(' ').unwrap_or((request, ""));

@@ -5,10 +5,10 @@ use netplug_guest::log::info;
 use netplug_guest::{config, Connection};
 
 fn handle(mut conn: Connection) -> Result<(), String> {
-    let greeting = config::get("greeting");
+    let greeting = config::get("greeting").map_err(|e| e.to_string())?;
     conn.send(greeting.as_deref().unwrap_or("HELLO,WORLD").as_bytes()).map_err(|e| format!("send failed: {e}"))?;
     let data = conn.recv(1024).map_err(|e| format!("recv failed: {e}"))?;
-    info!("link addr: {} sent {} bytes: {}", conn.peer_addr(), data.len(), data.escape_ascii());
+    info!("link addr: {} sent {} bytes: {}", conn.peer_address(), data.len(), data.escape_ascii());
     Ok(()) // dropping `conn` closes the socket, like the seed's close()
 }
 

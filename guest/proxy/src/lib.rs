@@ -15,13 +15,13 @@ use netplug_guest::{config, dial, Connection};
 const UPSTREAM_KEY: &str = "upstream";
 
 fn handle(mut client: Connection) -> Result<(), String> {
-    let Some(address) = config::get(UPSTREAM_KEY) else {
+    let Some(address) = config::get(UPSTREAM_KEY).map_err(|e| e.to_string())? else {
         return Err(format!("missing configuration `{UPSTREAM_KEY}`: give --config {UPSTREAM_KEY}=HOST:PORT"));
     };
     let mut upstream = dial(&address).map_err(|e| format!("cannot connect to upstream {address}: {e}"))?;
     let spliced = client.splice(&mut upstream);
     let (up, down) = (spliced.a_to_b, spliced.b_to_a);
-    let peer = client.peer_addr();
+    let peer = client.peer_address();
     let moved = format!("{peer} <-> {address}: {up} bytes client to upstream, {down} bytes upstream to client");
     match spliced.ended {
         Ok(()) => {

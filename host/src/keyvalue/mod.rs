@@ -89,7 +89,6 @@ mod memory;
 mod usage;
 
 use crate::budget::CpuClock;
-use crate::cli::KvArgs;
 use crate::metrics::KvMetrics;
 use crate::store::{ConnSpan, GuestState};
 use anyhow::{Context, Result};
@@ -160,22 +159,6 @@ impl Backend {
                  (for example ./{text}.redb)"
             ))
         }
-    }
-}
-
-impl KvConfig {
-    /// `None` without `--kv`; the value was checked by `Backend::parse` when
-    /// the flag or the file was read.
-    pub fn from_args(args: &KvArgs) -> Result<Option<Self>> {
-        let Some(text) = args.kv.as_deref() else { return Ok(None) };
-        let backend = Backend::parse(text).map_err(|e| anyhow::anyhow!("--kv {e}"))?;
-        let limits = KvLimits {
-            max_bytes: args.kv_max_bytes,
-            max_key_size: args.kv_max_key_size,
-            max_value_size: args.kv_max_value_size,
-            max_ops: args.kv_max_ops.0,
-        };
-        Ok(Some(KvConfig { backend, limits }))
     }
 }
 

@@ -1,0 +1,280 @@
+//! The deployment files of deploy/: the Kubernetes manifests validate
+//! offline against the API's schemas (kubernetes-validate --strict); the
+//! ConfigMap carries deploy/netplug.toml verbatim; names and ports agree
+//! across that file, the Dockerfile, the Deployment and the Service; and the
+//! host accepts the shipped configuration with the guests compiled as the
+//! image compiles them. (The image itself is not built here: that needs a
+//! Docker engine.)
+
+use crate::support::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+fn manifest_dir() -> PathBuf {
+    repo_root().join("deploy/kubernetes")
+}
+
+fn manifests() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(manifest_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "deploy/kubernetes: {files:?}");
+    files
+}
+
+/// A fresh directory for one test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deploy-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Reads the manifests with PyYAML (a dependency of kubernetes-validate),
+/// writes each ConfigMap key into the directory given, and prints what the
+/// tests compare, one fact a line.
+const READ_MANIFESTS: &str = r#"
+import glob, os, sys, yaml
+for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.yaml'))):
+    for doc in yaml.safe_load_all(open(path)):
+        if not doc:
+            continue
+        kind = doc['kind']
+        if kind == 'ConfigMap':
+            for key, text in doc['data'].items():
+                with open(os.path.join(sys.argv[2], key), 'w') as out:
+                    out.write(text)
+                print('configmap', doc['metadata']['name'], key)
+        elif kind == 'Deployment':
+            spec = doc['spec']['template']['spec']
+            print('grace', spec['terminationGracePeriodSeconds'])
+            for volume in spec.get('volumes', []):
+                if 'configMap' in volume:
+                    print('volume', volume['name'], volume['configMap']['name'])
+            for c in spec['containers']:
+                for port in c.get('ports', []):
+                    print('container-port', port['name'], port['containerPort'])
+                for probe in ('livenessProbe', 'readinessProbe'):
+                    get = c[probe]['httpGet']
+                    print('probe', probe, get['path'], get['port'])
+                sleep = c.get('lifecycle', {}).get('preStop', {}).get('sleep', {}).get('seconds', 0)
+                print('prestop-sleep', sleep)
+                for mount in c.get('volumeMounts', []):
+                    print('mount', mount['name'], mount['mountPath'])
+        elif kind == 'Service':
+            for port in doc['spec']['ports']:
+                print('service-port', port['name'], port['port'], port['targetPort'])
+"#;
+
+/// What the manifests say, and the directory holding the ConfigMaps' files.
+struct Facts {
+    lines: Vec<Vec<String>>,
+    configmap_dir: PathBuf,
+}
+
+impl Facts {
+    /// The lines whose first word is `what`, without it.
+    fn all(&self, what: &str) -> Vec<&[String]> {
+        self.lines.iter().filter(|l| l[0] == what).map(|l| &l[1..]).collect()
+    }
+
+    fn one(&self, what: &str) -> &[String] {
+        let found = self.all(what);
+        assert_eq!(found.len(), 1, "one `{what}` in the manifests: {found:?}");
+        found[0]
+    }
+}
+
+fn facts() -> &'static Facts {
+    static FACTS: OnceLock<Facts> = OnceLock::new();
+    FACTS.get_or_init(|| {
+        let configmap_dir = scratch("configmaps");
+        let out = Command::new("python3")
+            .args(["-c", READ_MANIFESTS])
+            .arg(manifest_dir())
+            .arg(&configmap_dir)
+            .output()
+            .expect("run python3");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "reading the manifests with python3 and PyYAML failed (PyYAML comes with kubernetes-validate, \
+             which .ci/run installs):\n{stderr}"
+        );
+        let lines = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.split(' ').map(str::to_string).collect())
+            .collect();
+        Facts { lines, configmap_dir }
+    })
+}
+
+/// deploy/netplug.toml, parsed.
+fn image_config_table() -> toml::Table {
+    std::fs::read_to_string(image_config_path()).unwrap().parse().expect("deploy/netplug.toml parses")
+}
+
+fn port_of(address: &toml::Value) -> u16 {
+    let address = address.as_str().expect("an address is a string");
+    address.rsplit(':').next().unwrap().parse().unwrap_or_else(|_| panic!("a port in {address}"))
+}
+
+#[test]
+fn the_manifests_validate_strictly_against_the_kubernetes_schemas() {
+    let files = manifests();
+    let out = match Command::new("kubernetes-validate").arg("--strict").args(&files).output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "kubernetes-validate is not installed: `python3 -m pip install kubernetes-validate` (.ci/run installs it)"
+        ),
+        Err(e) => panic!("cannot run kubernetes-validate: {e}"),
+    };
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "kubernetes-validate --strict refused a manifest:\n{text}");
+    // One `passed` line per resource: none skipped for want of a schema.
+    assert_eq!(text.matches(" passed for resource ").count(), files.len(), "{text}");
+}
+
+#[test]
+fn the_configmap_carries_deploy_netplug_toml_verbatim() {
+    let facts = facts();
+    assert_eq!(facts.one("configmap"), ["netplug", "netplug.toml"]);
+    let shipped = std::fs::read_to_string(facts.configmap_dir.join("netplug.toml")).unwrap();
+    let source = std::fs::read_to_string(image_config_path()).unwrap();
+    assert!(
+        shipped == source,
+        "deploy/kubernetes/configmap.yaml's netplug.toml differs from deploy/netplug.toml: copy it over \
+         (each line indented by four spaces)"
+    );
+}
+
+#[test]
+fn names_and_ports_agree_across_the_config_the_image_and_the_manifests() {
+    let config = image_config_table();
+    let listeners = config["listeners"].as_table().expect("[listeners.NAME] tables");
+    let ports: BTreeMap<&str, u16> =
+        listeners.iter().map(|(name, l)| (name.as_str(), port_of(&l["address"]))).collect();
+    let admin_port = port_of(&config["admin"]["address"]);
+    assert_eq!(admin_port, 9901, "the admin port's convention");
+
+    let facts = facts();
+    let container_ports: BTreeMap<&str, u16> =
+        facts.all("container-port").iter().map(|p| (p[0].as_str(), p[1].parse().unwrap())).collect();
+    let mut expected = ports.clone();
+    expected.insert("admin", admin_port);
+    assert_eq!(container_ports, expected, "the Deployment's container ports are the listeners' and the admin port");
+
+    // The Service: every listener, by its port's name; not the admin port.
+    let service: BTreeMap<&str, (u16, &str)> =
+        facts.all("service-port").iter().map(|p| (p[0].as_str(), (p[1].parse().unwrap(), p[2].as_str()))).collect();
+    let wanted: BTreeMap<&str, (u16, &str)> = ports.iter().map(|(&name, &port)| (name, (port, name))).collect();
+    assert_eq!(service, wanted, "the Service's ports");
+
+    // The probes ask the admin endpoint.
+    let probes: Vec<(&str, &str, &str)> =
+        facts.all("probe").iter().map(|p| (p[0].as_str(), p[1].as_str(), p[2].as_str())).collect();
+    assert_eq!(probes, [("livenessProbe", "/livez", "admin"), ("readinessProbe", "/readyz", "admin")]);
+
+    // The ConfigMap is mounted where the image's entrypoint reads it.
+    let dockerfile = std::fs::read_to_string(repo_root().join("deploy/Dockerfile")).unwrap();
+    let entrypoint = dockerfile.lines().find(|l| l.starts_with("ENTRYPOINT ")).expect("an ENTRYPOINT");
+    assert_eq!(entrypoint, r#"ENTRYPOINT ["/usr/local/bin/host", "serve", "/etc/netplug/netplug.toml"]"#);
+    assert!(dockerfile.contains("COPY deploy/netplug.toml /etc/netplug/netplug.toml\n"), "the image's own copy");
+    assert_eq!(facts.one("volume"), ["config", "netplug"]);
+    assert_eq!(facts.one("mount"), ["config", "/etc/netplug"]);
+
+    // The image exposes every port, and compiles every guest the file names.
+    let exposed: BTreeSet<u16> = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("EXPOSE "))
+        .expect("an EXPOSE line")
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(exposed, expected.values().copied().collect(), "EXPOSE");
+    // The image's guests are copied, then compiled beside their copies.
+    assert!(
+        dockerfile.contains(&format!("for guest in {}; do", IMAGE_GUESTS.join(" "))),
+        "deploy/Dockerfile copies {IMAGE_GUESTS:?}"
+    );
+    assert!(dockerfile.contains("for guest in hello echo http; do"), "deploy/Dockerfile compiles hello, echo, http");
+    assert!(
+        dockerfile.contains("compile --grant wasi:keyvalue /out/guests/resp.wasm"),
+        "deploy/Dockerfile compiles resp"
+    );
+    assert!(dockerfile.contains("COPY --from=build /out/guests/ /usr/local/lib/netplug/\n"));
+    for (name, listener) in listeners {
+        let guest = listener["guest"].as_str().unwrap();
+        let stem = guest.strip_prefix(IMAGE_GUEST_DIR).and_then(|g| g.strip_suffix(".cwasm"));
+        assert!(
+            stem.is_some_and(|stem| IMAGE_GUESTS.contains(&stem)),
+            "listener {name}: {guest} is not one of the image's .cwasm guests"
+        );
+    }
+
+    // The kubelet's SIGKILL comes after the preStop sleep and the host's
+    // whole shutdown.
+    let shutdown = humantime::parse_duration(config["shutdown-timeout"].as_str().unwrap()).unwrap();
+    let pre_stop = Duration::from_secs(facts.one("prestop-sleep")[0].parse().unwrap());
+    let grace = Duration::from_secs(facts.one("grace")[0].parse().unwrap());
+    assert!(grace > shutdown + pre_stop, "terminationGracePeriodSeconds {grace:?} <= {pre_stop:?} + {shutdown:?}");
+}
+
+/// The image's guests, compiled once for this test process.
+fn compiled_guests() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch("guests");
+        compile_image_guests(&dir);
+        dir
+    })
+}
+
+/// `host serve --check` on `text`, written as `dir/netplug.toml`.
+fn check(dir: &Path, text: &str) -> (bool, String, String) {
+    let path = dir.join("netplug.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = run_host(&["serve", "--check", path.to_str().unwrap()]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_shipped_listeners_check_with_the_guests_compiled_as_the_image_does() {
+    // Without the admin table, which the next test is about.
+    let dir = scratch("listeners");
+    let (ok, stdout, stderr) = check(&dir, &image_config(compiled_guests(), false, false));
+    assert!(ok, "deploy/netplug.toml's listeners: {stderr}");
+    assert!(stdout.contains("ok, 4 listener(s): "), "{stdout}");
+}
+
+#[test]
+fn the_shipped_config_checks_admin_endpoint_included() {
+    // The probes of deploy/kubernetes/deployment.yaml need the admin
+    // endpoint; a host without it refuses the `[admin]` table.
+    let dir = scratch("admin");
+    let hello = guest("hello");
+    let tiny = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n[listeners.hello]\naddress = \"127.0.0.1:0\"\nguest = \"{}\"\n",
+        hello.display()
+    );
+    let (ok, _, stderr) = check(&dir, &tiny);
+    assert!(
+        ok,
+        "this host refuses an `[admin]` table; deploy/netplug.toml and the Deployment's probes (/livez, /readyz on \
+         port 9901) require the admin endpoint (`[admin] address`, `--admin-addr`):\n{stderr}"
+    );
+    let (ok, stdout, stderr) = check(&dir, &image_config(compiled_guests(), false, true));
+    assert!(ok, "deploy/netplug.toml: {stderr}");
+    assert!(stdout.contains("ok, 4 listener(s): "), "{stdout}");
+}
