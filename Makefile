@@ -24,17 +24,29 @@ run: build
 	$(HOST) run $(GUESTS)/hello.wasm --port $(PORT)
 
 # Unit tests and end-to-end tests against the real binary, over loopback
-# (tests/, one test binary); among them the deployment files' checks
-# (tests/deploy.rs, which runs kubernetes-validate: .ci/run installs it).
-# The end-to-end tests run even when a unit test fails, so one run shows
-# every failure. First, natively (the guests' workspace builds for wasm by
-# default): the guest SDK's tests and the guests' protocol logic over its
-# in-memory connections.
+# (tests/, one test binary). The end-to-end tests run even when a unit
+# test fails, so one run shows every failure. First, natively (the guests'
+# workspace builds for wasm by default): the guest SDK's tests and the
+# guests' protocol logic over its in-memory connections.
+#
+# The Python packages the tests' clients use (redis for resp's client,
+# kubernetes-validate for the manifests) are installed here, into a virtual
+# environment under target/, made once; its bin/ comes first on the tests'
+# PATH. The system servers and clients (redis-server, redis-tools, haproxy,
+# netcat-openbsd, curl) come from the machine: a test that needs a missing
+# one says `SKIPPED: ...` and returns (.ci/run installs them all and fails
+# on any skip).
 NATIVE := $(shell rustc -vV | sed -n 's/^host: //p')
-test: build
+VENV   := target/venv
+$(VENV)/ready:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet redis kubernetes-validate
+	touch $@
+
+test: build $(VENV)/ready
 	cd guest && $(CARGO) test --target $(NATIVE) -p netplug-guest -p echo -p http -p resp
 	cd examples/upper && CARGO_TARGET_DIR=../../target/template-upper $(CARGO) test --target $(NATIVE)
-	$(CARGO) test --release -p host --no-fail-fast
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) test --release -p host --no-fail-fast
 
 # Formatting and clippy, warnings as errors, for both workspaces: the root
 # one (host, bench) and the guests' (wasm32-wasip2, see guest/.cargo/config.toml).

@@ -105,7 +105,7 @@ fn facts() -> &'static Facts {
         assert!(
             out.status.success(),
             "reading the manifests with python3 and PyYAML failed (PyYAML comes with kubernetes-validate, \
-             which .ci/run installs):\n{stderr}"
+             which `make test` installs into target/venv):\n{stderr}"
         );
         let lines = String::from_utf8(out.stdout)
             .unwrap()
@@ -132,7 +132,7 @@ fn the_manifests_validate_strictly_against_the_kubernetes_schemas() {
     let out = match Command::new("kubernetes-validate").arg("--strict").args(&files).output() {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "kubernetes-validate is not installed: `python3 -m pip install kubernetes-validate` (.ci/run installs it)"
+            "kubernetes-validate is not installed: run the tests with `make test`, which installs it into target/venv"
         ),
         Err(e) => panic!("cannot run kubernetes-validate: {e}"),
     };

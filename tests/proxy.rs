@@ -252,6 +252,9 @@ fn redis_tool(tool: &str, args: &[&str], limit: Duration) -> String {
 
 #[test]
 fn redis_through_the_proxy() {
+    if !installed(&["redis-benchmark", "redis-cli", "redis-server"]) {
+        return;
+    }
     let redis = RedisServer::start();
     let proxy = proxy_for(redis.addr, &["--log-level", "warn"]);
     let port = proxy.addr.port().to_string();

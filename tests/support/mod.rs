@@ -599,3 +599,32 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// Whether every tool in `tools` (system servers and clients the tests
+/// start: redis-server, redis-cli, redis-benchmark, haproxy) is on the
+/// PATH. For each one missing, one line goes to the test run's stderr,
+/// past the harness's capture so that every run shows it:
+/// `SKIPPED: TEST needs `TOOL` (apt-get install PACKAGE)`, and the test
+/// returns early. `.ci/run`, which installs them all, fails a run that
+/// printed such a line.
+pub fn installed(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        // haproxy takes -v; the Redis tools, --version.
+        .filter(|tool| {
+            let flag = if *tool == "haproxy" { "-v" } else { "--version" };
+            !Command::new(tool).arg(flag).output().is_ok_and(|out| out.status.success())
+        })
+        .collect();
+    for tool in &missing {
+        let package = match *tool {
+            "redis-cli" | "redis-benchmark" => "redis-tools",
+            other => other,
+        };
+        let test = std::thread::current().name().unwrap_or("a test").to_string();
+        let line = format!("SKIPPED: {test} needs `{tool}` (apt-get install {package})\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }
+    missing.is_empty()
+}
