@@ -81,23 +81,27 @@ macro_rules! store_host {
     };
 }
 
+mod config;
 mod draft;
 mod draft2;
 mod durable;
 mod expiry;
 mod memory;
+mod ops;
 mod usage;
+mod values;
+
+pub use config::{Backend, KvConfig, KvLimits};
+pub use ops::Cas;
+pub(crate) use values::{compare_and_swap, increment, incremented, incremented_signed, page};
 
 use crate::budget::CpuClock;
 use crate::metrics::KvMetrics;
-use crate::store::{ConnSpan, GuestState};
+use crate::store::GuestState;
 use anyhow::{Context, Result};
 use std::fmt;
-use std::path::PathBuf;
-use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use wasmtime::component::{Linker, Resource, ResourceTableError};
+use wasmtime::component::Linker;
 
 /// The package `host run` adds to the guest's grants when `--kv` is given
 /// (`guest::grant` lets `wasi:keyvalue` through only then).
@@ -109,58 +113,6 @@ pub const MAX_BUCKETS: usize = 1024;
 
 /// Longest bucket name `open` accepts.
 pub const MAX_BUCKET_NAME: usize = 256;
-
-/// A `list-keys` page ends after this many keys, or sooner once its keys
-/// add up to `PAGE_BYTES`; its cursor leads to the next page.
-const PAGE_KEYS: usize = 1000;
-const PAGE_BYTES: usize = 1 << 20;
-
-/// What `--kv` and its limits say, validated by the command line.
-#[derive(Clone, Debug, PartialEq)]
-pub struct KvConfig {
-    pub backend: Backend,
-    pub limits: KvLimits,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// `--kv memory`: gone when the host exits.
-    Memory,
-    /// `--kv PATH`: a redb database file, created if missing.
-    Path(PathBuf),
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct KvLimits {
-    /// What the whole store may hold (`usage.rs`), shared by every
-    /// connection of the listener.
-    pub max_bytes: u64,
-    pub max_key_size: u64,
-    pub max_value_size: u64,
-    /// Operations one connection may make; `None` for no limit.
-    pub max_ops: Option<u64>,
-}
-
-impl Backend {
-    /// `memory`, or a database path written so that it cannot be a typo of
-    /// a word: one with a `/` (`./cache`, `/var/lib/netplug/kv`) or ending
-    /// in `.redb`. Anything else (`memry`, `Memory`) is refused rather than
-    /// silently made a file of that name.
-    pub fn parse(text: &str) -> Result<Backend, String> {
-        if text == "memory" {
-            Ok(Backend::Memory)
-        } else if text.contains("://") {
-            Err(format!("`{text}`: store URLs are not supported; use `memory` or a database path"))
-        } else if text.contains('/') || (text.ends_with(".redb") && text.len() > ".redb".len()) {
-            Ok(Backend::Path(PathBuf::from(text)))
-        } else {
-            Err(format!(
-                "`{text}` is neither `memory` nor a database path: a path contains a `/` or ends in `.redb` \
-                 (for example ./{text}.redb)"
-            ))
-        }
-    }
-}
 
 /// The store every connection of one listener shares.
 pub struct KvStore {
@@ -346,158 +298,6 @@ impl Bucket {
     }
 }
 
-/// A compare-and-swap in progress (draft2's `cas` resource): the key and
-/// the value `cas.new` read (none if missing), which a `swap` must still
-/// find there to write.
-pub struct Cas {
-    bucket: Bucket,
-    key: String,
-    current: Option<Vec<u8>>,
-    /// The bytes this handle holds in the host, counted against the
-    /// connection's `--max-memory` until it is dropped.
-    _charge: CasCharge,
-}
-
-/// A `Cas`'s share of its connection's held bytes, given back on drop.
-struct CasCharge {
-    held: Arc<AtomicU64>,
-    bytes: u64,
-}
-
-impl CasCharge {
-    /// Counts `key` and `current` against `held`, unless that would take it
-    /// past `max`: a guest keeping many handles on large values would
-    /// otherwise make the host hold them all for as long as it lives.
-    fn new(held: &Arc<AtomicU64>, key: &str, current: Option<&[u8]>, max: u64) -> Result<CasCharge, Failure> {
-        let bytes = (key.len() + current.map_or(0, <[u8]>::len)) as u64;
-        let before = held.fetch_add(bytes, Relaxed);
-        let charge = CasCharge { held: held.clone(), bytes };
-        if before + bytes > max {
-            return Err(Failure::Other(format!(
-                "compare-and-swap handles would hold {} bytes in the host, over the connection's {max} \
-                 (--max-memory); drop or swap some first",
-                before + bytes
-            )));
-        }
-        Ok(charge)
-    }
-}
-
-impl Drop for CasCharge {
-    fn drop(&mut self) {
-        self.held.fetch_sub(self.bytes, Relaxed);
-    }
-}
-
-impl Cas {
-    pub fn current(&self) -> Option<&[u8]> {
-        self.current.as_deref()
-    }
-}
-
-/// Replaces `current` with `value` if `current` is still `expected`; else
-/// keeps it and says what it is now. `swap`'s step, under `update`; the
-/// value written gets `deadline` (0: none).
-pub(crate) fn compare_and_swap(
-    ops: &dyn BucketOps,
-    key: String,
-    expected: Option<&[u8]>,
-    value: Vec<u8>,
-    deadline: u64,
-) -> Result<Result<(), Option<Vec<u8>>>, String> {
-    let mut value = Some(value);
-    let mut outcome = Ok(());
-    ops.update(key, Expiry::At(deadline), &mut |current| {
-        if current == expected {
-            Ok(value.take())
-        } else {
-            outcome = Err(current.map(<[u8]>::to_vec));
-            Ok(None)
-        }
-    })?;
-    Ok(outcome)
-}
-
-/// The stored value (none for a missing key) read as a decimal `N`.
-fn number<N: FromStr>(current: Option<&[u8]>, key: &str, kind: &str) -> Result<Option<N>, String> {
-    let Some(current) = current else { return Ok(None) };
-    std::str::from_utf8(current)
-        .ok()
-        .and_then(|text| text.parse::<N>().ok())
-        .map(Some)
-        .ok_or_else(|| format!("the value of `{key}` is not a decimal {kind} 64-bit integer"))
-}
-
-/// draft's `increment` arithmetic: the stored value (none for a missing
-/// key) read as a decimal `u64` (that version's type), plus `delta`,
-/// checked.
-pub(crate) fn incremented(current: Option<&[u8]>, key: &str, delta: u64) -> Result<u64, String> {
-    let Some(value) = number::<u64>(current, key, "unsigned")? else { return Ok(delta) };
-    value.checked_add(delta).ok_or_else(|| format!("incrementing `{key}` ({value}) by {delta} overflows 64 bits"))
-}
-
-/// draft2's: the value read as a decimal `i64` (that version's type).
-pub(crate) fn incremented_signed(current: Option<&[u8]>, key: &str, delta: i64) -> Result<i64, String> {
-    let Some(value) = number::<i64>(current, key, "signed")? else { return Ok(delta) };
-    value.checked_add(delta).ok_or_else(|| format!("incrementing `{key}` ({value}) by {delta} overflows 64 bits"))
-}
-
-/// Adds `delta` with `add` (one of the above) and stores the sum in decimal,
-/// as one atomic step on the backend; the entry keeps its deadline.
-pub(crate) fn increment<N: fmt::Display + Copy>(
-    ops: &dyn BucketOps,
-    key: String,
-    add: impl Fn(Option<&[u8]>, &str) -> Result<N, String>,
-) -> Result<N, String> {
-    let mut sum = None;
-    let name = key.clone();
-    ops.update(key, Expiry::Keep, &mut |current| {
-        let next = add(current, &name)?;
-        sum = Some(next);
-        Ok(Some(next.to_string().into_bytes()))
-    })?;
-    sum.ok_or_else(|| "the store did not run the increment".to_string())
-}
-
-/// One page of `keys` (sorted) from `cursor`, an offset into them, with the
-/// cursor of the next page if there is one.
-pub(crate) fn page(keys: impl Iterator<Item = String>, cursor: Option<u64>) -> Page {
-    let start = cursor.unwrap_or(0);
-    let mut taken = Vec::new();
-    let mut bytes = 0;
-    let mut keys = keys.skip(usize::try_from(start).unwrap_or(usize::MAX));
-    for key in keys.by_ref() {
-        bytes += key.len();
-        taken.push(key);
-        if taken.len() >= PAGE_KEYS || bytes >= PAGE_BYTES {
-            break;
-        }
-    }
-    let more = keys.next().is_some();
-    let next = start + taken.len() as u64;
-    Page { keys: taken, cursor: more.then_some(next) }
-}
-
-/// Counts one operation against the connection's `--kv-max-ops` and returns
-/// the listener's store, or the error the guest gets. Fields, not `self`,
-/// so the store is borrowed from the policy while the count is updated.
-fn admit_op<'a>(kv: &'a Option<Arc<KvStore>>, ops: &mut u64, span: &ConnSpan) -> Result<&'a KvStore, Failure> {
-    // Unreachable in practice: a guest importing wasi:keyvalue is refused
-    // at load unless --kv is given.
-    let kv = kv.as_deref().ok_or(Failure::AccessDenied)?;
-    if let Some(max) = kv.limits.max_ops {
-        if *ops >= max {
-            if *ops == max {
-                tracing::warn!(parent: span.get(), "key-value operation limit: {max} operations (--kv-max-ops)");
-            }
-            *ops = ops.saturating_add(1);
-            return Err(Failure::Other(format!("operation limit reached: {max} per connection (--kv-max-ops)")));
-        }
-    }
-    *ops += 1;
-    Ok(kv)
-}
-
 /// Runs a durable store's transaction on the blocking pool: redb blocks
 /// (a commit waits for its fsync), and a worker blocked on it would stall
 /// every other connection it serves. The wait is not charged to the
@@ -513,163 +313,6 @@ async fn blocking<T: Send + 'static>(
     match done {
         Ok(result) => Ok(result.map_err(Failure::Other)),
         Err(e) => wasmtime::bail!("the key-value store failed: {e}"),
-    }
-}
-
-/// Counts the operation and returns the store, or returns the refusal.
-macro_rules! op {
-    ($state:expr) => {
-        match admit_op(&$state.policy.kv, &mut $state.kv_ops, &$state.span) {
-            Ok(kv) => kv,
-            Err(e) => return Ok(Err(e)),
-        }
-    };
-}
-
-macro_rules! check {
-    ($e:expr) => {
-        if let Err(e) = $e {
-            return Ok(Err(e));
-        }
-    };
-}
-
-/// The operations both versions' host functions are made of: each counts
-/// as one operation, checks its key and value, and runs on the bucket.
-impl GuestState {
-    /// Puts a resource in the table; a full table is the guest's error.
-    pub(crate) fn kv_push<T: Send + 'static>(&mut self, value: T) -> Outcome<Resource<T>> {
-        match self.table.push(value) {
-            Ok(res) => Ok(Ok(res)),
-            Err(ResourceTableError::Full) => {
-                Ok(Err(Failure::Other("too many host resources held (--max-resources)".to_string())))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    pub(crate) fn kv_open(&mut self, identifier: &str) -> Outcome<Resource<Bucket>> {
-        let kv = op!(self);
-        match kv.open_bucket(identifier) {
-            Ok(bucket) => self.kv_push(bucket),
-            Err(why) => Ok(Err(Failure::Other(why))),
-        }
-    }
-
-    /// Counts the operation, checks `key` (and `value`, if written) and
-    /// returns the bucket.
-    fn kv_key_op(&mut self, bucket: &Resource<Bucket>, key: &str, value: Option<&[u8]>) -> Outcome<Bucket> {
-        let kv = op!(self);
-        check!(kv.check_key(key));
-        check!(value.map_or(Ok(()), |value| kv.check_value(value)));
-        Ok(Ok(self.table.get(bucket)?.clone()))
-    }
-
-    pub(crate) async fn kv_get(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<Option<Vec<u8>>> {
-        let bucket = match self.kv_key_op(bucket, &key, None)? {
-            Ok(bucket) => bucket,
-            Err(e) => return Ok(Err(e)),
-        };
-        bucket.call(&self.clock, move |b| b.get(&key)).await
-    }
-
-    /// `set`, and `expiry.set-until` with a `deadline` (0: none).
-    pub(crate) async fn kv_set(
-        &mut self,
-        bucket: &Resource<Bucket>,
-        key: String,
-        value: Vec<u8>,
-        deadline: u64,
-    ) -> Outcome<()> {
-        let bucket = match self.kv_key_op(bucket, &key, Some(&value))? {
-            Ok(bucket) => bucket,
-            Err(e) => return Ok(Err(e)),
-        };
-        bucket.call(&self.clock, move |b| b.set(key, value, deadline)).await
-    }
-
-    pub(crate) async fn kv_delete(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<()> {
-        let bucket = match self.kv_key_op(bucket, &key, None)? {
-            Ok(bucket) => bucket,
-            Err(e) => return Ok(Err(e)),
-        };
-        bucket.call(&self.clock, move |b| b.delete(&key)).await
-    }
-
-    pub(crate) async fn kv_exists(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<bool> {
-        let bucket = match self.kv_key_op(bucket, &key, None)? {
-            Ok(bucket) => bucket,
-            Err(e) => return Ok(Err(e)),
-        };
-        bucket.call(&self.clock, move |b| b.exists(&key)).await
-    }
-
-    pub(crate) async fn kv_list_keys(&mut self, bucket: &Resource<Bucket>, cursor: Option<u64>) -> Outcome<Page> {
-        op!(self);
-        let bucket = self.table.get(bucket)?.clone();
-        bucket.call(&self.clock, move |b| b.list_keys(cursor)).await
-    }
-
-    /// An increment, `add` being either version's arithmetic.
-    pub(crate) async fn kv_increment<N: fmt::Display + Copy + Send + 'static>(
-        &mut self,
-        bucket: &Resource<Bucket>,
-        key: String,
-        add: impl Fn(Option<&[u8]>, &str) -> Result<N, String> + Send + 'static,
-    ) -> Outcome<N> {
-        let bucket = match self.kv_key_op(bucket, &key, None)? {
-            Ok(bucket) => bucket,
-            Err(e) => return Ok(Err(e)),
-        };
-        bucket.call(&self.clock, move |b| increment(b, key, add)).await
-    }
-
-    pub(crate) fn kv_drop<T: 'static>(&mut self, resource: Resource<T>) -> wasmtime::Result<()> {
-        self.table.delete(resource)?;
-        Ok(())
-    }
-
-    /// `cas.new`: reads the value at `key`, which a later `swap` compares.
-    pub(crate) async fn kv_cas(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<Cas> {
-        let bucket = match self.kv_key_op(bucket, &key, None)? {
-            Ok(bucket) => bucket,
-            Err(e) => return Ok(Err(e)),
-        };
-        let read = {
-            let key = key.clone();
-            bucket.call(&self.clock, move |b| b.get(&key)).await?
-        };
-        let current = match read {
-            Ok(current) => current,
-            Err(e) => return Ok(Err(e)),
-        };
-        let max = self.policy.limits.max_memory;
-        Ok(CasCharge::new(self.kv_cas_held.get_or_insert_with(Arc::default), &key, current.as_deref(), max)
-            .map(|charge| Cas { bucket, key, current, _charge: charge }))
-    }
-
-    /// `swap`: writes `value` if the key still holds what `cas` read, as one
-    /// atomic step; if not, `Err` with a new `Cas` that holds the value now
-    /// there (read in the same step), for a retry. What it writes gets
-    /// `deadline` (0: none; `expiry.swap-until` gives one).
-    pub(crate) async fn kv_swap(&mut self, cas: Cas, value: Vec<u8>, deadline: u64) -> Outcome<Result<(), Cas>> {
-        let kv = op!(self);
-        check!(kv.check_value(&value));
-        let Cas { bucket, key, current, _charge } = cas;
-        // The handle is spent: its bytes are no longer held.
-        drop(_charge);
-        let swapped = {
-            let key = key.clone();
-            bucket.call(&self.clock, move |b| compare_and_swap(b, key, current.as_deref(), value, deadline)).await?
-        };
-        let max = self.policy.limits.max_memory;
-        Ok(swapped.and_then(|done| match done {
-            Ok(()) => Ok(Ok(())),
-            Err(current) => {
-                CasCharge::new(self.kv_cas_held.get_or_insert_with(Arc::default), &key, current.as_deref(), max)
-                    .map(|charge| Err(Cas { bucket, key, current, _charge: charge }))
-            }
-        }))
     }
 }
 
@@ -717,53 +360,5 @@ mod tests {
         }
         let log = bucket.get("log").unwrap().unwrap_or_default();
         (0..threads).map(|i| log.iter().filter(|&&b| b == b'a' + i).count()).collect()
-    }
-
-    #[test]
-    fn a_kv_value_is_memory_or_written_as_a_path() {
-        assert_eq!(Backend::parse("memory"), Ok(Backend::Memory));
-        for path in ["./memry", "/var/lib/netplug/kv", "cache.redb", "data/cache"] {
-            assert_eq!(Backend::parse(path), Ok(Backend::Path(PathBuf::from(path))), "{path}");
-        }
-        for typo in ["memry", "Memory", "cache", ".redb", ""] {
-            assert!(Backend::parse(typo).unwrap_err().contains("neither `memory` nor a database path"), "{typo}");
-        }
-        assert!(Backend::parse("redis://h:6379").unwrap_err().contains("URLs are not supported"));
-    }
-
-    #[test]
-    fn increment_arithmetic() {
-        assert_eq!(incremented(None, "k", 5), Ok(5));
-        assert_eq!(incremented(Some(b"41"), "k", 1), Ok(42));
-        assert!(incremented(Some(b"x"), "k", 1).unwrap_err().contains("not a decimal"));
-        assert!(incremented(Some(b"-1"), "k", 1).is_err());
-        let max = u64::MAX.to_string();
-        assert!(incremented(Some(max.as_bytes()), "k", 1).unwrap_err().contains("overflows"));
-        assert_eq!(incremented(Some(max.as_bytes()), "k", 0), Ok(u64::MAX));
-    }
-
-    #[test]
-    fn signed_increment_arithmetic() {
-        assert_eq!(incremented_signed(None, "k", -5), Ok(-5));
-        assert_eq!(incremented_signed(Some(b"-1"), "k", 3), Ok(2));
-        assert_eq!(incremented_signed(Some(b"10"), "k", -20), Ok(-10));
-        assert!(incremented_signed(Some(b"x"), "k", 1).unwrap_err().contains("not a decimal signed"));
-        let max = i64::MAX.to_string();
-        assert!(incremented_signed(Some(max.as_bytes()), "k", 1).unwrap_err().contains("overflows"));
-        assert!(incremented_signed(Some(u64::MAX.to_string().as_bytes()), "k", 0).is_err());
-    }
-
-    #[test]
-    fn pages_carry_a_cursor_until_the_last() {
-        let keys = |n: usize| (0..n).map(|i| format!("{i:05}"));
-        let first = page(keys(2500), None);
-        assert_eq!(first.keys.len(), PAGE_KEYS);
-        assert_eq!(first.cursor, Some(1000));
-        let last = page(keys(2500), Some(2000));
-        assert_eq!(last.keys.len(), 500);
-        assert_eq!(last.keys[0], "02000");
-        assert_eq!(last.cursor, None);
-        assert!(page(keys(3), Some(u64::MAX)).keys.is_empty());
-        assert_eq!(page(keys(1000), None).cursor, None);
     }
 }
