@@ -1,40 +1,42 @@
 //! netplug's host: serves protocol guests (WebAssembly components) over
 //! real TCP. The `host` binary (main.rs) is a thin command line over this
-//! library; see docs/architecture.md for what each module holds.
+//! library; see docs/architecture.md for what each module holds. Only what
+//! the binary and the tests use is public; the rest is the crate's own, so
+//! the compiler finds what nothing uses.
 
-pub mod admin;
+pub(crate) mod admin;
 mod bindings;
-pub mod budget;
-pub mod cache;
+pub(crate) mod budget;
+pub(crate) mod cache;
 pub mod cli;
-pub mod client;
+pub(crate) mod client;
 pub mod compile;
 pub mod config;
 pub mod config_file;
-pub mod connection;
-pub mod dial;
+pub(crate) mod connection;
+pub(crate) mod dial;
 pub mod engine;
-pub mod fault;
-pub mod generation;
-pub mod guest;
-pub mod guest_log;
+pub(crate) mod fault;
+pub(crate) mod generation;
+pub(crate) mod guest;
+pub(crate) mod guest_log;
 pub mod inspect;
-pub mod keyvalue;
-pub mod limits;
-pub mod linker;
-pub mod listener;
+pub(crate) mod keyvalue;
+pub(crate) mod limits;
+pub(crate) mod linker;
+pub(crate) mod listener;
 mod log_time;
 pub mod logging;
-pub mod metrics;
-pub mod overload;
-pub mod pool;
+pub(crate) mod metrics;
+pub(crate) mod overload;
+pub(crate) mod pool;
 pub mod precompiled;
-pub mod reload;
+pub(crate) mod reload;
 pub mod run;
 pub mod serve;
-pub mod session;
-pub mod shutdown;
-pub mod store;
-pub mod units;
-pub mod wasi_config;
+pub(crate) mod session;
+pub(crate) mod shutdown;
+pub(crate) mod store;
+pub(crate) mod units;
+pub(crate) mod wasi_config;
 pub mod wit;

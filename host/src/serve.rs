@@ -540,22 +540,84 @@ fn plan(
     let mut changes = Vec::new();
     let mut unchanged = 0;
     for listener in &file.listeners {
-        match known.get(&listener.name) {
-            None => changes.push(Change::Add(prepare(shared, listener.clone(), None)?)),
-            Some((settings, loader)) if *settings != listener.settings => {
-                changes.push(Change::Replace(prepare(shared, listener.clone(), Some(loader))?))
-            }
-            Some((_, loader)) if !loader.unchanged() => {
+        let known = known.get(&listener.name);
+        let loader = known.map(|(_, loader)| loader.as_ref());
+        match decide(&listener.settings, known.map(|(settings, _)| settings), || loader.is_some_and(Loader::unchanged))
+        {
+            Decision::Add => changes.push(Change::Add(prepare(shared, listener.clone(), None)?)),
+            Decision::Replace => changes.push(Change::Replace(prepare(shared, listener.clone(), loader)?)),
+            Decision::Regenerate => {
+                let loader = loader.expect("a known listener");
                 let admitted = loader.admit().map_err(|e| listener.origin.guest_error(&listener.name, &e))?;
                 changes.push(Change::Regenerate(listener.name.clone(), admitted));
             }
-            Some(_) => unchanged += 1,
+            Decision::Keep => unchanged += 1,
         }
     }
-    for name in known.keys() {
-        if !file.listeners.iter().any(|l| &l.name == name) {
-            changes.push(Change::Remove(name.clone()));
-        }
-    }
+    let wanted: Vec<&str> = file.listeners.iter().map(|l| l.name.as_str()).collect();
+    changes.extend(removed(known.keys(), &wanted).into_iter().map(Change::Remove));
     Ok(Plan { changes, unchanged, grace: file.shutdown_timeout, instances: file.instances })
+}
+
+/// What a reload does to a listener the file names.
+#[derive(Debug, PartialEq)]
+enum Decision {
+    /// New in the file: started.
+    Add,
+    /// Its settings changed: replaced by one accepting on the same socket.
+    Replace,
+    /// Only its guest file changed: a new generation.
+    Regenerate,
+    /// Nothing changed: left alone.
+    Keep,
+}
+
+/// The decision for a listener the file gives `wanted` settings, that runs
+/// with `running` ones (`None`: not running); `guest_unchanged` reads its
+/// guest file, asked only when the settings are the same.
+fn decide<S: PartialEq>(wanted: &S, running: Option<&S>, guest_unchanged: impl FnOnce() -> bool) -> Decision {
+    match running {
+        None => Decision::Add,
+        Some(running) if running != wanted => Decision::Replace,
+        Some(_) if !guest_unchanged() => Decision::Regenerate,
+        Some(_) => Decision::Keep,
+    }
+}
+
+/// The running listeners the file no longer names: removed.
+fn removed<'a>(running: impl Iterator<Item = &'a String>, wanted: &[&str]) -> Vec<String> {
+    running.filter(|name| !wanted.contains(&name.as_str())).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_listener_is_added_replaced_regenerated_kept_or_removed() {
+        let never = || panic!("the guest file is read only when the settings are the same");
+        assert_eq!(decide(&1, None, never), Decision::Add);
+        assert_eq!(decide(&1, Some(&2), never), Decision::Replace);
+        assert_eq!(decide(&1, Some(&1), || false), Decision::Regenerate);
+        assert_eq!(decide(&1, Some(&1), || true), Decision::Keep);
+        let running = ["a".to_string(), "b".to_string(), "c".to_string()];
+        assert_eq!(removed(running.iter(), &["b", "d"]), ["a", "c"]);
+        assert!(removed(running.iter(), &["a", "b", "c"]).is_empty());
+    }
+
+    #[test]
+    fn slots_are_reserved_up_to_capacity_and_given_back() {
+        let budget = Arc::new(SlotBudget { capacity: 10, reserved: Mutex::new(0) });
+        let a = budget.reserve(6).expect("fits");
+        assert!(budget.reserve(5).is_none(), "6 + 5 is past 10");
+        let b = budget.reserve(4).expect("fits exactly");
+        assert_eq!(budget.free(), 0);
+        // A removed listener keeps one slot per open connection.
+        a.shrink_to(2);
+        assert_eq!(budget.free(), 4);
+        drop(b);
+        assert_eq!(budget.free(), 8);
+        drop(a);
+        assert_eq!(budget.free(), 10);
+    }
 }

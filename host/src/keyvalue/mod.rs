@@ -176,12 +176,6 @@ impl KvStore {
         Ok(KvStore { data, backend: config.backend.clone(), limits: config.limits.clone() })
     }
 
-    /// Bytes and entries the store holds, as its bound counts them.
-    pub fn held(&self) -> (u64, u64) {
-        let usage = self.data.usage();
-        (usage.bytes(), usage.keys())
-    }
-
     /// The store `config` asks for, if it is this one (the same backend):
     /// the same data under `config`'s limits.
     pub fn reused_for(&self, config: &KvConfig) -> Option<KvStore> {

@@ -56,10 +56,12 @@ impl Usage {
         self.metrics.max_bytes.set(max as i64);
     }
 
+    #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Relaxed)
     }
 
+    #[cfg(test)]
     pub fn keys(&self) -> u64 {
         self.keys.load(Relaxed)
     }
