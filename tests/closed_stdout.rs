@@ -9,33 +9,7 @@ use crate::support::*;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
-
-/// A host process, killed if the test fails while it runs.
-struct Running(Child);
-
-impl Running {
-    /// Waits for the exit, bounded by `PATIENCE`.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(start.elapsed() < PATIENCE, "host did not exit within {PATIENCE:?}");
-            // Poll interval.
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::{ExitStatus, Stdio};
 
 /// `host ARGS...` with stdout a pipe nobody reads from any more; stderr is
 /// piped back.

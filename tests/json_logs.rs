@@ -9,8 +9,7 @@ use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Vis
 use serde_json::{Map, Value};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 /// A JSON value read by a parser that refuses a key repeated in an object,
 /// at any depth (serde_json's own `Value` keeps the last one silently).
@@ -96,31 +95,6 @@ fn the_strict_parser_refuses_a_repeated_key_at_any_depth() {
     assert!(parse_strict(r#"{"span":{"name":"hello","name":"listener"}}"#).unwrap_err().contains("`name`"));
     assert!(parse_strict(r#"{"a":[{"b":1,"b":1}]}"#).is_err());
     assert!(parse_strict("[1]").is_err());
-}
-
-/// A host process, killed if the test fails while it runs.
-struct Running(Child);
-
-impl Running {
-    /// Waits for the exit, bounded by `PATIENCE`.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(start.elapsed() < PATIENCE, "host did not exit within {PATIENCE:?}");
-            // Poll interval.
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A whole run of `host run hello.wasm --log-format json`: start, an ok

@@ -628,3 +628,29 @@ pub fn installed(tools: &[&str]) -> bool {
     }
     missing.is_empty()
 }
+
+/// A host process started with stdio of the test's own choosing (where
+/// `Host` would capture its log), killed if the test fails while it runs.
+pub struct Running(pub Child);
+
+impl Running {
+    /// Waits for the exit, bounded by `PATIENCE`.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < PATIENCE, "host did not exit within {PATIENCE:?}");
+            // Poll interval.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
