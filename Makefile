@@ -80,7 +80,7 @@ bench-ab: build
 # The instruction-count guard (bench/check.sh): instructions per seed
 # exchange, HTTP keep-alive request, 64 KiB echo, resp GET and SET and
 # proxied request, counted by callgrind, each within 3% of the baseline
-# committed in bench/baseline.tsv. Needs valgrind; about 5 minutes.
+# committed in bench/baseline.tsv. Needs valgrind; about 10 minutes.
 bench-check: build
 	bench/check.sh $(HOST)
 

@@ -9,7 +9,7 @@
 #   bench/check.sh --update HOST [GUESTS_DIR] # write the baseline
 #
 # Moving the baseline is its own commit, whose message says why. Takes
-# about 5 minutes; needs valgrind and python3.
+# about 10 minutes; needs valgrind and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/callgrind/lib.sh
