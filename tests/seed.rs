@@ -133,3 +133,31 @@ fn silent_closing_and_oversized_peers_do_not_disturb_others() {
     assert_eq!(read_to_end(&mut silent), b"HELLO,WORLD");
     assert_eq!(concurrent_seed_exchanges(host.addr, 10), 10);
 }
+
+/// `host run`'s server as a library call, in this process: served on a
+/// port-0 socket the caller bound and stopped by a channel, with no child
+/// process and no signal, as a test or an embedding program runs it.
+#[test]
+fn the_server_runs_in_process_until_its_shutdown_future() {
+    use clap::Parser;
+    let hello = guest("hello");
+    let args = ["host", "run", hello.to_str().unwrap(), "--port", "0", "--max-connections", "4", "--no-cache"];
+    let netplug::cli::Command::Run(cmd) = netplug::cli::Cli::try_parse_from(args).unwrap().command else {
+        unreachable!("a run command")
+    };
+    let config = netplug::config::RunConfig::from_cli(*cmd).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let socket = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(netplug::run::serve(config, socket, async {
+        let _ = stopped.await;
+    }));
+    for _ in 0..3 {
+        assert_eq!(seed_exchange(addr).0, b"HELLO,WORLD");
+    }
+    stop.send(()).unwrap();
+    let ended = runtime.block_on(async { tokio::time::timeout(PATIENCE, server).await });
+    ended.expect("stopped within PATIENCE").expect("the task ran").expect("served without an error");
+    assert!(std::net::TcpStream::connect(addr).is_err(), "the socket is closed after the stop");
+}

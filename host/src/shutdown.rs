@@ -31,15 +31,20 @@ pub fn signal() -> Result<impl Future<Output = ()>> {
 /// The same, as a flag every listener can watch: it becomes true on the
 /// first signal.
 pub fn flag() -> Result<watch::Receiver<bool>> {
-    let signal = signal()?;
+    Ok(flag_on(signal()?))
+}
+
+/// A flag that becomes true when `shutdown` resolves: the signals for the
+/// binary, any future for a caller that runs the host in-process.
+pub fn flag_on(shutdown: impl Future<Output = ()> + Send + 'static) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        signal.await;
+        shutdown.await;
         tx.send_replace(true);
         // Kept until the process ends, so receivers never see it closed.
         std::future::pending::<()>().await;
     });
-    Ok(rx)
+    rx
 }
 
 /// `flag`, raised `delay` after it: what the listeners stop accepting on,
