@@ -65,19 +65,22 @@ row_flags() {
 # with the compiled-guest cache CACHE and the guests of GUESTS.
 count() {
     local host=$1 guest=$2 mode=$3 n=$4 cache=$5 guests=$6
-    local port=$((20000 + RANDOM % 20000))
     local out="$WORK/cg.out"
+    # Port 0, read back from the host's `listening on` line: a port picked
+    # here could be taken meanwhile (by any client's ephemeral port).
     # shellcheck disable=SC2046 # the flags are words
     NETPLUG_CACHE_DIR=$cache valgrind --tool=callgrind --callgrind-out-file="$out" \
-        "$host" run "$guests/$guest" --port "$port" --addr 127.0.0.1 --max-connections 4 $(row_flags "$mode") \
-        >/dev/null 2>"$WORK/host.log" &
+        "$host" run "$guests/$guest" --port 0 --addr 127.0.0.1 --max-connections 4 $(row_flags "$mode") \
+        >"$WORK/host.out" 2>"$WORK/host.log" &
     local pid=$!
-    local i
+    local i port=""
     for i in $(seq 240); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1', $port)).close()" 2>/dev/null && break
+        port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/host.out")
+        [ -n "$port" ] && break
         kill -0 $pid 2>/dev/null || { cat "$WORK/host.log" >&2; return 1; }
         sleep 0.5
     done
+    [ -n "$port" ] || { echo "$0: the host did not listen within 2 minutes" >&2; kill $pid; return 1; }
     timeout 600 python3 "$CALLGRIND_DIR/client.py" "$mode" "$port" "$n" || { cat "$WORK/host.log" >&2; kill $pid; return 1; }
     kill -INT $pid
     wait $pid || true
