@@ -78,9 +78,11 @@ impl Usage {
     /// one costing `new`: refused with the guest's `store full:` message if
     /// it grows the store past its bound, else counted.
     pub fn replace(&self, old: u64, new: u64) -> Result<(), String> {
+        // A write of the same size (a counter, a same-length value) touches
+        // no counter.
         if new > old {
             self.grow(new - old)?;
-        } else {
+        } else if old > new {
             self.shrink(old - new);
         }
         if old == 0 {
