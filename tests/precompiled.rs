@@ -94,7 +94,7 @@ fn foreign(name: &str, config: &wasmtime::Config) -> PathBuf {
     let engine = Engine::new(config).unwrap();
     let object = engine.precompile_component(&std::fs::read(guest("hello")).unwrap()).unwrap();
     let path = scratch(name).join("hello.cwasm");
-    std::fs::write(&path, netplug::precompiled::seal(&object)).unwrap();
+    std::fs::write(&path, netplug::guest::precompiled::seal(&object)).unwrap();
     path
 }
 
@@ -234,7 +234,7 @@ fn a_cwasm_with_flipped_bytes_is_refused() {
 /// wasmtime's own check can refuse it.
 #[test]
 fn a_cwasm_from_another_wasmtime_version_is_refused() {
-    let mut config = netplug::engine::base_config();
+    let mut config = netplug::guest::engine::base_config();
     config.module_version(ModuleVersionStrategy::Custom("0.0.1-elsewhere".into())).unwrap();
     let file = foreign("version", &config);
     let err = run_and_inspect_refuse(&file);
@@ -256,7 +256,7 @@ fn a_cwasm_from_another_configuration_is_refused() {
 
 #[test]
 fn wasmtimes_own_output_without_the_checksum_is_refused() {
-    let object = Engine::new(&netplug::engine::base_config())
+    let object = Engine::new(&netplug::guest::engine::base_config())
         .unwrap()
         .precompile_component(&std::fs::read(guest("hello")).unwrap())
         .unwrap();
@@ -269,9 +269,10 @@ fn wasmtimes_own_output_without_the_checksum_is_refused() {
 #[test]
 fn a_precompiled_core_module_is_refused() {
     // The smallest core module, precompiled by the host's engine.
-    let object = Engine::new(&netplug::engine::base_config()).unwrap().precompile_module(b"\0asm\x01\0\0\0").unwrap();
+    let object =
+        Engine::new(&netplug::guest::engine::base_config()).unwrap().precompile_module(b"\0asm\x01\0\0\0").unwrap();
     let path = scratch("core").join("core.cwasm");
-    std::fs::write(&path, netplug::precompiled::seal(&object)).unwrap();
+    std::fs::write(&path, netplug::guest::precompiled::seal(&object)).unwrap();
     let err = run_and_inspect_refuse(&path);
     assert!(err.contains("is a precompiled core WebAssembly module, not a component"), "{err}");
 }

@@ -142,15 +142,16 @@ fn the_server_runs_in_process_until_its_shutdown_future() {
     use clap::Parser;
     let hello = guest("hello");
     let args = ["host", "run", hello.to_str().unwrap(), "--port", "0", "--max-connections", "4", "--no-cache"];
-    let netplug::cli::Command::Run(cmd) = netplug::cli::Cli::try_parse_from(args).unwrap().command else {
+    let netplug::config::flags::Command::Run(cmd) = netplug::config::flags::Cli::try_parse_from(args).unwrap().command
+    else {
         unreachable!("a run command")
     };
-    let config = netplug::config::RunConfig::from_cli(*cmd).unwrap();
+    let config = netplug::config::run::RunConfig::from_cli(*cmd).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let socket = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = socket.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(netplug::run::serve(config, socket, async {
+    let server = runtime.spawn(netplug::commands::run::serve(config, socket, async {
         let _ = stopped.await;
     }));
     for _ in 0..3 {

@@ -354,11 +354,13 @@ fn a_changed_guest_file_is_a_new_generation_by_watch_or_by_sighup_and_other_list
     wait_for_greeting(&host, signalled, b"HELLO,AGAIN");
     let summary = host.wait_for_log("the reload's summary", |l| l.contains("read again"));
     assert!(summary.contains("0 added, 0 replaced, 1 new generation(s), 0 removed, 2 unchanged"), "{summary}");
-    assert!(host.count_log("listener{listener=signalled}: netplug::reload: SIGHUP: generation 2 serving") == 1);
+    assert!(
+        host.count_log("listener{listener=signalled}: netplug::runtime::reload: SIGHUP: generation 2 serving") == 1
+    );
     // The third listener kept its generation and its socket.
     assert_eq!(seed_exchange(still).0, b"HELLO,WORLD");
     assert_eq!(host.listener_starts("still"), 1);
-    assert_eq!(host.count_log("listener{listener=still}: netplug::reload"), 0);
+    assert_eq!(host.count_log("listener{listener=still}: netplug::runtime::reload"), 0);
     assert!(host.terminate().success());
 }
 

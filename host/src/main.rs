@@ -1,8 +1,8 @@
 //! `host`: the command line. Everything else is in the `netplug` library.
 
 use clap::Parser;
-use netplug::cli::{Cli, Command, LogFormat};
-use netplug::config::RunConfig;
+use netplug::config::flags::{Cli, Command, LogFormat};
+use netplug::config::run::RunConfig;
 use std::process::ExitCode;
 
 /// Every connection instantiates its guest anew, which makes many small,
@@ -37,24 +37,24 @@ fn main() -> ExitCode {
         Command::Run(cmd) => {
             let log = &cmd.log;
             let json = log.log_format == Some(LogFormat::Json);
-            netplug::logging::init(log.log_level.into(), json, log.access_log.unwrap_or(true))
+            netplug::ops::logging::init(log.log_level.into(), json, log.access_log.unwrap_or(true))
                 .and_then(|()| RunConfig::from_cli(*cmd))
-                .and_then(netplug::run::run)
+                .and_then(netplug::commands::run::run)
         }
         Command::Serve(cmd) => {
             // The file's `log-format` and `access-log` apply unless the
             // flags are given; a file that does not read is reported by
             // `serve` itself.
-            let file = netplug::config_file::ServeFile::read(&cmd.config).ok();
+            let file = netplug::config::file::ServeFile::read(&cmd.config).ok();
             let log = &cmd.log;
             let format = log.log_format.or(file.as_ref().and_then(|f| f.log_format)).unwrap_or_default();
             let access_log = log.access_log.or(file.as_ref().and_then(|f| f.access_log)).unwrap_or(true);
-            netplug::logging::init(log.log_level.into(), format == LogFormat::Json, access_log)
-                .and_then(|()| netplug::serve::serve(cmd))
+            netplug::ops::logging::init(log.log_level.into(), format == LogFormat::Json, access_log)
+                .and_then(|()| netplug::commands::serve::serve(cmd))
         }
-        Command::Compile(cmd) => netplug::compile::run(&cmd),
-        Command::Inspect(cmd) => netplug::inspect::run(&cmd.guest),
-        Command::Wit(cmd) => netplug::wit::run(&cmd),
+        Command::Compile(cmd) => netplug::commands::compile::run(&cmd),
+        Command::Inspect(cmd) => netplug::commands::inspect::run(&cmd.guest),
+        Command::Wit(cmd) => netplug::commands::wit::run(&cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

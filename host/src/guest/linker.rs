@@ -1,0 +1,28 @@
+//! The linker every guest instance is built from: exactly what a guest may
+//! use. WASI's stdio, clocks and random (configured empty per store, see
+//! `store.rs`), `wasi:config/store` (the operator's `--config` pairs,
+//! `wasi_config.rs`), and the netplug interfaces: `types` (the connection,
+//! `connection/`), `log` (`guest_log.rs`) and `dialer` (`dial.rs`).
+//! `wasi:keyvalue` (`keyvalue/`) is linked too, but only a guest admitted
+//! with `--kv` may import it.
+
+use crate::imports::bindings::server::netplug::protocol::{dialer, log};
+use crate::imports::state::GuestState;
+use anyhow::{Context, Result};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::Engine;
+
+pub fn build(engine: &Engine) -> Result<Linker<GuestState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("cannot link WASI")?;
+    crate::imports::wasi_config::link(&mut linker)?;
+    crate::imports::keyvalue::link(&mut linker)?;
+    crate::imports::connection::link(&mut linker).map_err(anyhow::Error::from).context("cannot link the connection")?;
+    log::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
+        .map_err(anyhow::Error::from)
+        .context("cannot link the log interface")?;
+    dialer::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
+        .map_err(anyhow::Error::from)
+        .context("cannot link the dialer interface")?;
+    Ok(linker)
+}

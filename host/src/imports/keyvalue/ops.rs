@@ -1,0 +1,237 @@
+//! The operations both versions' host functions are made of, on the
+//! connection's `GuestState`: each counts against `--kv-max-ops`, checks its
+//! key and value, and runs on the bucket; and the compare-and-swap handle,
+//! whose held bytes count against the connection's `--max-memory`.
+
+use super::{compare_and_swap, increment, Bucket, Failure, KvStore, Outcome, Page};
+use crate::imports::state::{ConnSpan, GuestState};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use wasmtime::component::{Resource, ResourceTableError};
+
+/// A compare-and-swap in progress (draft2's `cas` resource): the key and
+/// the value `cas.new` read (none if missing), which a `swap` must still
+/// find there to write.
+pub struct Cas {
+    bucket: Bucket,
+    key: String,
+    current: Option<Vec<u8>>,
+    /// The bytes this handle holds in the host, counted against the
+    /// connection's `--max-memory` until it is dropped.
+    _charge: CasCharge,
+}
+
+/// A `Cas`'s share of its connection's held bytes, given back on drop.
+struct CasCharge {
+    held: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl CasCharge {
+    /// Counts `key` and `current` against `held`, unless that would take it
+    /// past `max`: a guest keeping many handles on large values would
+    /// otherwise make the host hold them all for as long as it lives.
+    fn new(held: &Arc<AtomicU64>, key: &str, current: Option<&[u8]>, max: u64) -> Result<CasCharge, Failure> {
+        let bytes = (key.len() + current.map_or(0, <[u8]>::len)) as u64;
+        let before = held.fetch_add(bytes, Relaxed);
+        let charge = CasCharge { held: held.clone(), bytes };
+        if before + bytes > max {
+            return Err(Failure::Other(format!(
+                "compare-and-swap handles would hold {} bytes in the host, over the connection's {max} \
+                 (--max-memory); drop or swap some first",
+                before + bytes
+            )));
+        }
+        Ok(charge)
+    }
+}
+
+impl Drop for CasCharge {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Relaxed);
+    }
+}
+
+impl Cas {
+    pub fn current(&self) -> Option<&[u8]> {
+        self.current.as_deref()
+    }
+}
+
+/// Counts one operation against the connection's `--kv-max-ops` and returns
+/// the listener's store, or the error the guest gets. Fields, not `self`,
+/// so the store is borrowed from the policy while the count is updated.
+fn admit_op<'a>(kv: &'a Option<Arc<KvStore>>, ops: &mut u64, span: &ConnSpan) -> Result<&'a KvStore, Failure> {
+    // Unreachable in practice: a guest importing wasi:keyvalue is refused
+    // at load unless --kv is given.
+    let kv = kv.as_deref().ok_or(Failure::AccessDenied)?;
+    if let Some(max) = kv.limits.max_ops {
+        if *ops >= max {
+            if *ops == max {
+                tracing::warn!(parent: span.get(), "key-value operation limit: {max} operations (--kv-max-ops)");
+            }
+            *ops = ops.saturating_add(1);
+            return Err(Failure::Other(format!("operation limit reached: {max} per connection (--kv-max-ops)")));
+        }
+    }
+    *ops += 1;
+    Ok(kv)
+}
+
+/// Counts the operation and returns the store, or returns the refusal.
+macro_rules! op {
+    ($state:expr) => {
+        match admit_op(&$state.policy.kv, &mut $state.kv_ops, &$state.span) {
+            Ok(kv) => kv,
+            Err(e) => return Ok(Err(e)),
+        }
+    };
+}
+
+macro_rules! check {
+    ($e:expr) => {
+        if let Err(e) = $e {
+            return Ok(Err(e));
+        }
+    };
+}
+
+/// The operations both versions' host functions are made of: each counts
+/// as one operation, checks its key and value, and runs on the bucket.
+impl GuestState {
+    /// Puts a resource in the table; a full table is the guest's error.
+    pub(crate) fn kv_push<T: Send + 'static>(&mut self, value: T) -> Outcome<Resource<T>> {
+        match self.table.push(value) {
+            Ok(res) => Ok(Ok(res)),
+            Err(ResourceTableError::Full) => {
+                Ok(Err(Failure::Other("too many host resources held (--max-resources)".to_string())))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(crate) fn kv_open(&mut self, identifier: &str) -> Outcome<Resource<Bucket>> {
+        let kv = op!(self);
+        match kv.open_bucket(identifier) {
+            Ok(bucket) => self.kv_push(bucket),
+            Err(why) => Ok(Err(Failure::Other(why))),
+        }
+    }
+
+    /// Counts the operation, checks `key` (and `value`, if written) and
+    /// returns the bucket.
+    fn kv_key_op(&mut self, bucket: &Resource<Bucket>, key: &str, value: Option<&[u8]>) -> Outcome<Bucket> {
+        let kv = op!(self);
+        check!(kv.check_key(key));
+        check!(value.map_or(Ok(()), |value| kv.check_value(value)));
+        Ok(Ok(self.table.get(bucket)?.clone()))
+    }
+
+    pub(crate) async fn kv_get(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<Option<Vec<u8>>> {
+        let bucket = match self.kv_key_op(bucket, &key, None)? {
+            Ok(bucket) => bucket,
+            Err(e) => return Ok(Err(e)),
+        };
+        bucket.call(&self.clock, move |b| b.get(&key)).await
+    }
+
+    /// `set`, and `expiry.set-until` with a `deadline` (0: none).
+    pub(crate) async fn kv_set(
+        &mut self,
+        bucket: &Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+        deadline: u64,
+    ) -> Outcome<()> {
+        let bucket = match self.kv_key_op(bucket, &key, Some(&value))? {
+            Ok(bucket) => bucket,
+            Err(e) => return Ok(Err(e)),
+        };
+        bucket.call(&self.clock, move |b| b.set(key, value, deadline)).await
+    }
+
+    pub(crate) async fn kv_delete(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<()> {
+        let bucket = match self.kv_key_op(bucket, &key, None)? {
+            Ok(bucket) => bucket,
+            Err(e) => return Ok(Err(e)),
+        };
+        bucket.call(&self.clock, move |b| b.delete(&key)).await
+    }
+
+    pub(crate) async fn kv_exists(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<bool> {
+        let bucket = match self.kv_key_op(bucket, &key, None)? {
+            Ok(bucket) => bucket,
+            Err(e) => return Ok(Err(e)),
+        };
+        bucket.call(&self.clock, move |b| b.exists(&key)).await
+    }
+
+    pub(crate) async fn kv_list_keys(&mut self, bucket: &Resource<Bucket>, cursor: Option<u64>) -> Outcome<Page> {
+        op!(self);
+        let bucket = self.table.get(bucket)?.clone();
+        bucket.call(&self.clock, move |b| b.list_keys(cursor)).await
+    }
+
+    /// An increment, `add` being either version's arithmetic.
+    pub(crate) async fn kv_increment<N: fmt::Display + Copy + Send + 'static>(
+        &mut self,
+        bucket: &Resource<Bucket>,
+        key: String,
+        add: impl Fn(Option<&[u8]>, &str) -> Result<N, String> + Send + 'static,
+    ) -> Outcome<N> {
+        let bucket = match self.kv_key_op(bucket, &key, None)? {
+            Ok(bucket) => bucket,
+            Err(e) => return Ok(Err(e)),
+        };
+        bucket.call(&self.clock, move |b| increment(b, key, add)).await
+    }
+
+    pub(crate) fn kv_drop<T: 'static>(&mut self, resource: Resource<T>) -> wasmtime::Result<()> {
+        self.table.delete(resource)?;
+        Ok(())
+    }
+
+    /// `cas.new`: reads the value at `key`, which a later `swap` compares.
+    pub(crate) async fn kv_cas(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<Cas> {
+        let bucket = match self.kv_key_op(bucket, &key, None)? {
+            Ok(bucket) => bucket,
+            Err(e) => return Ok(Err(e)),
+        };
+        let read = {
+            let key = key.clone();
+            bucket.call(&self.clock, move |b| b.get(&key)).await?
+        };
+        let current = match read {
+            Ok(current) => current,
+            Err(e) => return Ok(Err(e)),
+        };
+        let max = self.policy.limits.max_memory;
+        Ok(CasCharge::new(self.kv_cas_held.get_or_insert_with(Arc::default), &key, current.as_deref(), max)
+            .map(|charge| Cas { bucket, key, current, _charge: charge }))
+    }
+
+    /// `swap`: writes `value` if the key still holds what `cas` read, as one
+    /// atomic step; if not, `Err` with a new `Cas` that holds the value now
+    /// there (read in the same step), for a retry. What it writes gets
+    /// `deadline` (0: none; `expiry.swap-until` gives one).
+    pub(crate) async fn kv_swap(&mut self, cas: Cas, value: Vec<u8>, deadline: u64) -> Outcome<Result<(), Cas>> {
+        let kv = op!(self);
+        check!(kv.check_value(&value));
+        let Cas { bucket, key, current, _charge } = cas;
+        // The handle is spent: its bytes are no longer held.
+        drop(_charge);
+        let swapped = {
+            let key = key.clone();
+            bucket.call(&self.clock, move |b| compare_and_swap(b, key, current.as_deref(), value, deadline)).await?
+        };
+        let max = self.policy.limits.max_memory;
+        Ok(swapped.and_then(|done| match done {
+            Ok(()) => Ok(Ok(())),
+            Err(current) => {
+                CasCharge::new(self.kv_cas_held.get_or_insert_with(Arc::default), &key, current.as_deref(), max)
+                    .map(|charge| Err(Cas { bucket, key, current, _charge: charge }))
+            }
+        }))
+    }
+}

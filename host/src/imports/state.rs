@@ -1,0 +1,313 @@
+//! What one guest instance's store holds, and how a fresh store is made.
+
+use crate::config::limits::{Limits, MemoryGuard};
+use crate::imports::budget::{self, CpuClock};
+use crate::imports::dial::DialPolicy;
+use crate::imports::keyvalue::KvStore;
+use crate::imports::log::{GuestLog, LogStdio};
+use crate::imports::wasi_config::GuestConfig;
+use crate::ops::metrics::{ListenerMetrics, Outcome};
+use crate::runtime::overload::{OverloadPolicy, Signal};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+use tracing::Level;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Settings shared by every store of one listener (or client run), built once.
+#[derive(Debug)]
+pub struct Policy {
+    pub limits: Limits,
+    pub dial: DialPolicy,
+    pub overload: OverloadPolicy,
+    /// The guest's `wasi:config/store`, borrowed from here by every store
+    /// (`wasi_config.rs`) rather than copied into each.
+    pub config: GuestConfig,
+    /// The `wasi:keyvalue` store the listener's connections share (`--kv`).
+    pub kv: Option<Arc<KvStore>>,
+    pub verbose: bool,
+    /// The listener's metric handles, resolved once.
+    pub metrics: ListenerMetrics,
+}
+
+/// Where a guest's stdout goes.
+pub enum Stdout {
+    /// Into the host log, like its `log` calls (server guests).
+    Log,
+    /// To the host's own stdout (a client guest run from the command line).
+    Inherit,
+}
+
+pub struct GuestState {
+    wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub memory: MemoryGuard,
+    pub clock: CpuClock,
+    pub policy: Arc<Policy>,
+    /// The connection's log budget, shared with the guest's stdio streams.
+    pub log: Arc<Mutex<GuestLog>>,
+    /// How the listener reaches the connection now served (eviction,
+    /// shutdown); a fresh, never-raised one between connections.
+    pub signal: Arc<Signal>,
+    /// The connection's span (listener, generation, peer): the parent of
+    /// every event about it. Events name it explicitly instead of the task
+    /// entering it on every poll, which would cost each `recv` and `send`.
+    pub span: Arc<ConnSpan>,
+    /// When the connection must be closed whatever it is doing.
+    pub deadline: Option<Instant>,
+    /// Connections the guest holds that it dialed itself.
+    pub dialed: u32,
+    /// Connection resources alive in this store; an instance is reused only
+    /// if it let go of all of them.
+    pub live_connections: u32,
+    /// Set when the epoch callback interrupted the guest for CPU time.
+    pub cpu_exhausted: bool,
+    /// `wasi:keyvalue` operations of the connection, for `--kv-max-ops`.
+    pub kv_ops: u64,
+    /// Bytes the guest's compare-and-swap handles hold in the host (each
+    /// gives its own back when dropped), bounded by `--max-memory`; made
+    /// at the first, so a connection that makes none allocates nothing.
+    pub kv_cas_held: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Warnings the guest's own doing may still put in the host log for
+    /// this connection (a denied dial, a spent quota, ...): a guest looping
+    /// on a refused call must not flood the log.
+    warnings_left: u8,
+    /// Set while the store serves a listener's connection: its record is
+    /// still to be written (when it ends, or when the store is dropped).
+    recording: bool,
+    /// The first limit or stop the host imposed on the connection (a wait
+    /// timed out, a quota refused, an eviction, shutdown): how it ended,
+    /// unless the guest then faulted.
+    pub ended_by: Option<Outcome>,
+    /// The accepted connection's resource, and its byte counts once the
+    /// guest dropped it.
+    pub accepted: Option<u32>,
+    accepted_bytes: Option<(u64, u64)>,
+}
+
+impl GuestState {
+    /// Readies a store for the connection it is about to serve: the
+    /// connection's signal, and (for an instance that served one before) a
+    /// fresh log budget, CPU budget and lifetime. Memory is the instance's
+    /// own and stays as the guest left it (that is what reuse gives up).
+    pub fn start_connection(&mut self, signal: Arc<Signal>, span: &Arc<ConnSpan>, reused: bool) {
+        self.signal = signal;
+        self.span = span.clone();
+        self.recording = span.fields.is_some();
+        if self.recording {
+            self.policy.metrics.active.inc();
+        }
+        self.ended_by = None;
+        self.warnings_left = HOST_WARNINGS;
+        self.accepted = None;
+        self.accepted_bytes = None;
+        let limits = &self.policy.limits;
+        let mut log = self.log.lock().unwrap();
+        if reused {
+            log.reset(limits.max_log_lines, limits.max_log_bytes);
+        }
+        log.span = span.clone();
+        drop(log);
+        if !reused {
+            return;
+        }
+        self.clock = CpuClock::start();
+        self.deadline = limits.max_lifetime.map(|d| Instant::now() + d);
+        self.cpu_exhausted = false;
+        self.memory.denied = false;
+        self.kv_ops = 0;
+    }
+}
+
+/// Warnings per connection about refusals the guest keeps asking for.
+const HOST_WARNINGS: u8 = 8;
+
+impl GuestState {
+    /// Whether another warning about this connection's refused calls may be
+    /// logged; the last one allowed says that the rest are not.
+    pub fn may_warn(&mut self) -> bool {
+        self.warnings_left = self.warnings_left.saturating_sub(1);
+        if self.warnings_left == 0 {
+            return false;
+        }
+        if self.warnings_left == 1 {
+            tracing::warn!(parent: self.span.get(), "further refusals of this connection are not logged");
+        }
+        true
+    }
+
+    /// Notes a limit or stop the host imposed; the first one is how the
+    /// connection ended (unless its guest faults).
+    pub fn end_by(&mut self, outcome: Outcome) {
+        self.ended_by.get_or_insert(outcome);
+    }
+
+    /// The guest dropped a connection resource: the accepted one's byte
+    /// counts are kept for its record.
+    pub(crate) fn connection_dropped(&mut self, c: &crate::imports::connection::Connection) {
+        if !c.dialed {
+            self.accepted_bytes = Some((c.bytes_in, c.bytes_out));
+        }
+    }
+
+    /// The accepted connection's bytes in and out so far.
+    fn accepted_bytes(&self) -> (u64, u64) {
+        if let Some(bytes) = self.accepted_bytes {
+            return bytes;
+        }
+        let Some(rep) = self.accepted else { return (0, 0) };
+        let key = wasmtime::component::Resource::<crate::imports::connection::Connection>::new_borrow(rep);
+        self.table.get(&key).map(|c| (c.bytes_in, c.bytes_out)).unwrap_or((0, 0))
+    }
+
+    /// Writes the connection's record and counts it: one `info` event in
+    /// its span (target `netplug::record`), whose fields are the duration,
+    /// the bytes and the outcome (and a trap's kind). Once per connection.
+    pub fn record(&mut self, outcome: Outcome, trap: Option<usize>) {
+        if !std::mem::take(&mut self.recording) {
+            return;
+        }
+        let (bytes_in, bytes_out) = self.accepted_bytes();
+        let lasted = self.span.started.elapsed();
+        self.policy.metrics.closed(outcome, trap, lasted, bytes_in, bytes_out);
+        let duration_ms = lasted.as_micros() as f64 / 1000.0;
+        let outcome = outcome.as_str();
+        match trap {
+            Some(kind) => tracing::info!(
+                target: RECORD_TARGET, parent: self.span.get(),
+                duration_ms, bytes_in, bytes_out, outcome = %outcome, trap = %crate::ops::metrics::TRAP_KINDS[kind], "closed"
+            ),
+            None => tracing::info!(
+                target: RECORD_TARGET, parent: self.span.get(), duration_ms, bytes_in, bytes_out, outcome = %outcome, "closed"
+            ),
+        }
+    }
+}
+
+/// The target of connection records (`--access-log off` turns it off).
+pub const RECORD_TARGET: &str = "netplug::record";
+
+impl Drop for GuestState {
+    /// A store dropped while it serves a connection (its task was closed at
+    /// shutdown or at a drain timeout, or panicked) still writes its record.
+    fn drop(&mut self) {
+        crate::ops::metrics::global().slots_in_use.dec();
+        if !self.recording {
+            return;
+        }
+        let outcome = if std::thread::panicking() {
+            Outcome::HostPanic
+        } else if let Some(outcome) = self.ended_by {
+            outcome
+        } else if self.span.drained.load(Ordering::Relaxed) {
+            Outcome::Drained
+        } else if self.signal.interrupt() == Some(crate::runtime::overload::Interrupt::Evicted) {
+            Outcome::Overload
+        } else {
+            Outcome::Shutdown
+        };
+        self.record(outcome, None);
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A fresh store for one guest instance: no filesystem, no environment, no
+/// network of its own; stdio into the log; limits and the guest's
+/// configuration from `policy`.
+pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store<GuestState> {
+    let limits = &policy.limits;
+    let log = Arc::new(Mutex::new(GuestLog::new(limits.max_log_lines, limits.max_log_bytes)));
+    let mut wasi = WasiCtx::builder();
+    match stdout {
+        Stdout::Log => wasi.stdout(LogStdio::new(log.clone(), Level::INFO)),
+        Stdout::Inherit => wasi.stdout(wasmtime_wasi::cli::stdout()),
+    };
+    wasi.stderr(LogStdio::new(log.clone(), Level::WARN));
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(limits.max_resources as usize);
+    let state = GuestState {
+        wasi: wasi.build(),
+        table,
+        memory: MemoryGuard { max: limits.max_memory as usize, denied: false },
+        clock: CpuClock::start(),
+        policy: policy.clone(),
+        log,
+        signal: Arc::default(),
+        span: Arc::default(),
+        deadline: limits.max_lifetime.map(|d| Instant::now() + d),
+        dialed: 0,
+        live_connections: 0,
+        cpu_exhausted: false,
+        kv_ops: 0,
+        kv_cas_held: None,
+        warnings_left: HOST_WARNINGS,
+        recording: false,
+        ended_by: None,
+        accepted: None,
+        accepted_bytes: None,
+    };
+    crate::ops::metrics::global().slots_in_use.inc();
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.memory);
+    // What one host call may copy out of the guest (a list of strings can
+    // name the same bytes many times over): no more than the guest's own
+    // memory could hold, instead of wasmtime's 128 MiB.
+    store.set_hostcall_fuel((limits.max_memory as usize).max(MIN_HOSTCALL_FUEL));
+    // Handles the guest's instance may hold at once (wasmtime's default is
+    // 100,000, a few MiB per connection): far above what `--max-resources`
+    // lets a guest keep of the host's.
+    store.set_max_component_handles(MAX_COMPONENT_HANDLES);
+    budget::install(&mut store);
+    store
+}
+
+/// The least host-call fuel, whatever `--max-memory` says.
+const MIN_HOSTCALL_FUEL: usize = 1 << 20;
+
+/// Component-model handles one instance may hold at once.
+const MAX_COMPONENT_HANDLES: usize = 4096;
+
+/// A connection's span (listener, generation, peer), made only when the
+/// first event about the connection is: at `--log-level warn` most
+/// connections log nothing, and making a span (its fields formatted and
+/// registered) measurably costs each short connection.
+#[derive(Debug)]
+pub struct ConnSpan {
+    /// `None` outside a listener (a client run).
+    fields: Option<(Arc<str>, u64, SocketAddr)>,
+    span: OnceLock<tracing::Span>,
+    /// When the connection was accepted.
+    pub started: Instant,
+    /// Set when its generation's `--drain-timeout` closes it.
+    pub drained: AtomicBool,
+}
+
+impl Default for ConnSpan {
+    fn default() -> Self {
+        ConnSpan { fields: None, span: OnceLock::new(), started: Instant::now(), drained: AtomicBool::new(false) }
+    }
+}
+
+impl ConnSpan {
+    pub fn new(listener: Arc<str>, generation: u64, peer: SocketAddr) -> Self {
+        ConnSpan { fields: Some((listener, generation, peer)), ..ConnSpan::default() }
+    }
+
+    /// The span, the parent of every event about the connection.
+    pub fn get(&self) -> &tracing::Span {
+        self.span.get_or_init(|| match &self.fields {
+            Some((listener, generation, peer)) => {
+                tracing::error_span!(parent: None, "conn", listener = %listener, generation, %peer)
+            }
+            None => tracing::Span::none(),
+        })
+    }
+}

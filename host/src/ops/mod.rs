@@ -1,0 +1,7 @@
+//! What operators see: the log, metrics, and the admin endpoint (probes,
+//! metrics, reload). Uses only config.
+
+pub(crate) mod admin;
+mod log_time;
+pub mod logging;
+pub(crate) mod metrics;

@@ -1,0 +1,374 @@
+//! A listener: the bound socket, the accept loop with its connection cap
+//! and overload policy, each connection's task, and graceful shutdown.
+
+use crate::imports::state::{ConnSpan, Policy};
+use crate::runtime::generation::{Current, Generation};
+use anyhow::{Context, Result};
+use futures_util::FutureExt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+/// Everything a listener's connections share.
+pub struct Service {
+    /// The listener's name, carried by every event of its connections.
+    pub name: Arc<str>,
+    /// Limits, dial list and overload roster, the same for every generation.
+    pub policy: Arc<Policy>,
+    /// The generation new connections get.
+    pub current: Arc<Current>,
+    pub stats: Stats,
+}
+
+/// Connection counts, reported at shutdown.
+#[derive(Default)]
+pub struct Stats {
+    pub accepted: AtomicU64,
+    pub completed: AtomicU64,
+    pub guest_errors: AtomicU64,
+    pub faults: AtomicU64,
+    /// Connection tasks that panicked (a host bug, never a guest's doing).
+    pub panics: AtomicU64,
+    /// Connections closed to admit new ones at `--max-connections`.
+    pub evicted: AtomicU64,
+    /// Connections of a replaced generation closed at `--drain-timeout`.
+    pub drained: AtomicU64,
+}
+
+/// First pause after a failed accept; doubled on each failure in a row.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How often a connection waiting for a free slot looks again for an idle
+/// connection to close (one may become idle long enough meanwhile).
+const EVICT_RETRY: Duration = Duration::from_millis(50);
+
+/// Prints one line on stdout, where tests and scripts read the bound
+/// addresses. A serving host keeps SIGPIPE ignored (its peers close their
+/// sockets), so a reader that has gone (`host run ... | head -1`) makes the
+/// write fail with EPIPE: that costs the line, never the process, which
+/// `println!` would end with a panic.
+pub fn announce(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_fmt(line).and_then(|()| stdout.write_all(b"\n")).and_then(|()| stdout.flush());
+}
+
+/// Binds the listening socket with the given backlog.
+pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+        .with_context(|| format!("cannot create a socket for {addr}"))?;
+    // Restarting the host must not wait for old connections in TIME_WAIT.
+    socket.set_reuseaddr(true).with_context(|| format!("cannot set SO_REUSEADDR on {addr}"))?;
+    socket.bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    socket.listen(backlog).with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// What ends a listener's accept loop, and what its connections get then.
+pub struct Stopping {
+    /// Becomes true when the process shuts down (SIGINT, SIGTERM).
+    pub shutdown: watch::Receiver<bool>,
+    /// How long connections may run once the process shuts down.
+    pub grace: Duration,
+    /// Becomes true when a reload removes or replaces the listener (`host
+    /// serve`); `None` for a listener that lives as long as the process.
+    pub removed: Option<watch::Receiver<bool>>,
+    /// Called once a removed listener stops accepting, with the number of
+    /// connections still open: all the pool slots it needs from then on.
+    pub on_removed: Option<Box<dyn FnOnce(usize) + Send>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Shutdown,
+    Removed,
+}
+
+impl Stopping {
+    async fn stopped(mut shutdown: watch::Receiver<bool>, removed: Option<watch::Receiver<bool>>) -> Stop {
+        let removed = async {
+            if let Some(mut removed) = removed {
+                if removed.wait_for(|r| *r).await.is_ok() {
+                    return;
+                }
+            }
+            std::future::pending().await
+        };
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => Stop::Shutdown,
+            () = removed => Stop::Removed,
+        }
+    }
+}
+
+/// Accepts connections until the process shuts down or a reload removes
+/// the listener. At shutdown, in-flight connections may finish for up to
+/// `grace` and the rest are closed; a removed listener's connections finish
+/// on their own (or at its `--drain-timeout`), unless the process shuts
+/// down meanwhile.
+///
+/// At most `--max-connections` run at once. A connection accepted while all
+/// are busy waits for a slot, and makes one by closing the connection that
+/// has waited longest on its peer if one has waited long enough (see
+/// `overload.rs`); meanwhile further clients wait in the listen backlog.
+/// A failing connection is logged and counted; it never ends the loop.
+///
+/// The socket is shared: a listener replaced by a reload hands it to its
+/// successor, which accepts on it at once, so no client is refused.
+pub async fn run(listener: Arc<TcpListener>, service: Arc<Service>, stopping: Stopping) -> Result<()> {
+    let policy = service.policy.clone();
+    let limit = Arc::new(Semaphore::new(policy.limits.max_connections as usize));
+    let mut tasks = JoinSet::new();
+    let mut accept_errors = AcceptErrors::default();
+    let Stopping { shutdown, grace, removed, on_removed } = stopping;
+    let stop = Stopping::stopped(shutdown.clone(), removed);
+    tokio::pin!(stop);
+    let stopped = 'accepting: loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            why = &mut stop => break why,
+            // Reap finished tasks so the set does not grow without end.
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                reap(&service, joined);
+                continue;
+            }
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                accept_errors.recovered();
+                accepted
+            }
+            Err(e) => {
+                // Typically out of file descriptors: wait for some to close.
+                tokio::time::sleep(accept_errors.failed(&e)).await;
+                continue;
+            }
+        };
+        service.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        policy.metrics.accepted.inc();
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => loop {
+                if let Some(idle) = policy.overload.roster.evict_longest_idle() {
+                    service.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("at --max-connections: closing the connection idle longest ({idle:?})");
+                }
+                tokio::select! {
+                    permit = limit.clone().acquire_owned() => break permit.expect("the semaphore is never closed"),
+                    () = tokio::time::sleep(EVICT_RETRY) => {}
+                    why = &mut stop => break 'accepting why,
+                    Some(joined) = tasks.join_next(), if !tasks.is_empty() => reap(&service, joined),
+                }
+            },
+        };
+        let generation = service.current.get();
+        let span = Arc::new(ConnSpan::new(service.name.clone(), generation.id, peer));
+        // Not entered by the task on every poll (that would cost each recv
+        // and send): events about the connection name it as their parent.
+        tasks.spawn(connection_task(service.clone(), generation, stream, peer, permit, span));
+        while let Some(joined) = tasks.try_join_next() {
+            reap(&service, joined);
+        }
+    };
+    drop(listener);
+    if stopped == Stop::Removed {
+        if let Some(on_removed) = on_removed {
+            on_removed(tasks.len());
+        }
+    }
+    if stopped == Stop::Removed && !finish_removed(&service, &mut tasks, shutdown).await {
+        log_stopped(&service);
+        return Ok(());
+    }
+    // Guests waiting for a new request on a kept-alive connection are told
+    // the connection is closed, so they end at a request boundary now
+    // rather than hold the shutdown timeout.
+    policy.overload.roster.shut_down();
+    let open = tasks.len();
+    if open > 0 {
+        tracing::info!("shutting down: waiting up to {grace:?} for {open} open connection(s)");
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(joined) = tasks.join_next().await {
+                reap(&service, joined);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("shutdown timeout: closing {} connection(s) still open", tasks.len());
+            tasks.shutdown().await;
+        }
+    }
+    log_stopped(&service);
+    Ok(())
+}
+
+/// Lets a removed listener's connections finish on their generation: with
+/// no deadline, or closed (spread out) once `--drain-timeout` has passed.
+/// Returns whether the process began shutting down meanwhile, which then
+/// bounds them instead.
+async fn finish_removed(service: &Service, tasks: &mut JoinSet<()>, mut shutdown: watch::Receiver<bool>) -> bool {
+    let generation = service.current.get();
+    // No more instances for connections that will not come.
+    generation.pool.retire();
+    let open = tasks.len();
+    let drain = service.current.drain_timeout();
+    match drain {
+        Some(d) if open > 0 => tracing::info!("no longer accepting: {open} open connection(s) may run for {d:?}"),
+        _ if open > 0 => tracing::info!("no longer accepting: {open} open connection(s) finish on their own"),
+        _ => {}
+    }
+    let deadline = tokio::time::sleep(drain.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(deadline);
+    let mut drained = drain.is_none();
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                Some(joined) => reap(service, joined),
+                None => return false,
+            },
+            _ = shutdown.wait_for(|s| *s) => return true,
+            () = &mut deadline, if !drained => {
+                drained = true;
+                generation.drain();
+            }
+        }
+    }
+}
+
+fn log_stopped(service: &Service) {
+    let s = &service.stats;
+    let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    tracing::info!(
+        "stopped: {} connections accepted, {} completed, {} guest errors, {} faults, {} closed for newcomers, \
+         {} closed by a drain, {} host panics",
+        count(&s.accepted),
+        count(&s.completed),
+        count(&s.guest_errors),
+        count(&s.faults),
+        count(&s.evicted),
+        count(&s.drained),
+        count(&s.panics),
+    );
+}
+
+/// One connection's task: registered with the overload roster while it
+/// runs; the permit is released before spares are refilled, so a waiting
+/// client is admitted without waiting for instantiation.
+async fn connection_task(
+    service: Arc<Service>,
+    generation: Arc<Generation>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    span: Arc<ConnSpan>,
+) {
+    let registration = service.policy.overload.roster.register();
+    let signal = registration.signal.clone();
+    let served = crate::runtime::session::serve(&generation, &service.stats, stream, peer, signal, &span);
+    let served = catching_panics(&service.stats, served, &span);
+    // One select rather than a select and a plain await: the connection's
+    // future then appears once in the task, which is moved whole when spawned.
+    let drains = service.current.drain_timeout().is_some();
+    tokio::select! {
+        () = served => {}
+        // A replaced generation's connection may be closed once it drained.
+        () = async {
+            generation.drained(registration.id()).await;
+            // Seen by the record, written as the connection's store drops.
+            span.drained.store(true, Ordering::Relaxed);
+        }, if drains => {
+            service.stats.drained.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(parent: span.get(), "closed: generation {} drained (--drain-timeout)", generation.id);
+        }
+    }
+    drop(registration);
+    drop(permit);
+    // Boxed, like instantiation: keeps the task small while it serves.
+    Box::pin(generation.pool.refill()).await;
+}
+
+/// Runs a connection's future; a panic in it (a host bug, never a guest's
+/// doing: guest faults are errors) is logged in the connection's span and
+/// counted, and the listener goes on.
+async fn catching_panics(stats: &Stats, served: impl Future<Output = ()>, span: &ConnSpan) {
+    if let Err(panic) = AssertUnwindSafe(served).catch_unwind().await {
+        stats.panics.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(parent: span.get(), "connection task panicked (a host bug; other connections go on): {}", panic_message(&panic));
+    }
+}
+
+/// Logs a task that ended abnormally: a panic escaping `catch_unwind` (in
+/// the refill) or a cancellation other than shutdown's.
+fn reap(service: &Service, joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined {
+        if e.is_panic() {
+            service.stats.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("connection task panicked: {}", panic_message(&e.into_panic()));
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(|s| s.as_str())).unwrap_or("?")
+}
+
+/// Failed accepts in a row: an exponential pause, and one log line per
+/// episode rather than one per failure.
+#[derive(Default)]
+struct AcceptErrors {
+    in_a_row: u64,
+    pause: Duration,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.in_a_row += 1;
+        self.pause = if self.in_a_row == 1 { ACCEPT_BACKOFF_MIN } else { (self.pause * 2).min(ACCEPT_BACKOFF_MAX) };
+        if self.in_a_row == 1 {
+            tracing::error!("accept failed: {e}; retrying with backoff up to {ACCEPT_BACKOFF_MAX:?}");
+        }
+        self.pause
+    }
+
+    fn recovered(&mut self) {
+        if self.in_a_row > 0 {
+            tracing::warn!("accepting again after {} failed accepts", self.in_a_row);
+            *self = AcceptErrors::default();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_that_panics_is_counted_and_the_next_is_served() {
+        let stats = Stats::default();
+        let span = ConnSpan::default();
+        catching_panics(&stats, async { panic!("a host bug on purpose") }, &span).await;
+        let mut served = false;
+        catching_panics(&stats, async { served = true }, &span).await;
+        assert!(served);
+        assert_eq!(stats.panics.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn accept_errors_back_off_exponentially_and_reset() {
+        let mut errors = AcceptErrors::default();
+        let e = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let pauses: Vec<Duration> = (0..12).map(|_| errors.failed(&e)).collect();
+        assert_eq!(pauses[0], ACCEPT_BACKOFF_MIN);
+        assert_eq!(pauses[1], ACCEPT_BACKOFF_MIN * 2);
+        assert!(pauses.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(*pauses.last().unwrap(), ACCEPT_BACKOFF_MAX);
+        errors.recovered();
+        assert_eq!(errors.failed(&e), ACCEPT_BACKOFF_MIN);
+    }
+}

@@ -1,0 +1,13 @@
+//! Serving: listeners and their accept loops, one connection's life from a
+//! pool slot to its record, generations and their reloads, overload and
+//! shutdown. Uses the layers below (guest, imports, ops, config).
+
+pub(crate) mod client;
+pub(crate) mod fault;
+pub(crate) mod generation;
+pub(crate) mod listener;
+pub(crate) mod overload;
+pub(crate) mod pool;
+pub(crate) mod reload;
+pub(crate) mod session;
+pub(crate) mod shutdown;
