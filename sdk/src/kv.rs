@@ -52,10 +52,129 @@
 
 use std::io;
 
+/// The store a [`Bucket`] is over: the host's bucket resource in a guest,
+/// this thread's in-memory buckets in native tests (where there is no host
+/// to import from). Here the target picks the implementation (the `host`
+/// module below is compiled for `wasm32` only).
 #[cfg(target_arch = "wasm32")]
-use crate::bindings::server::netplug::protocol::expiry;
+type Raw = crate::bindings::server::wasi::keyvalue0_2_0_draft2::store::Bucket;
+#[cfg(not(target_arch = "wasm32"))]
+type Raw = crate::testing::memory_kv::MemoryBucket;
+
+/// The operations [`Bucket`] and [`Cas`] are made of: one open bucket
+/// (`Self`) and its compare-and-swap handle ([`Cas`](Backend::Cas)), as the
+/// WIT `wasi:keyvalue/store` and `atomics` (and `netplug:protocol/expiry`)
+/// have them. Implemented by the host's bucket resource (the `host` module
+/// below, `wasm32` only) and by the native tests' fake
+/// ([`MemoryBucket`](crate::testing::memory_kv::MemoryBucket)); `Raw` selects one.
+///
+/// Errors are already `io::Error`s, mapped as the module documentation
+/// says, so the public types only forward them.
+pub(crate) trait Backend: Sized {
+    /// A compare-and-swap in progress on one key: the value read, and the
+    /// swap that writes only if the key still holds it.
+    type Cas;
+
+    /// Opens the bucket `name`, creating it if needed.
+    fn open(name: &str) -> io::Result<Self>;
+    /// The value at `key`, or `None` when there is none.
+    fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
+    /// Stores `value` at `key`, replacing any value and its deadline, to be
+    /// deleted at `deadline` (milliseconds since the unix epoch; 0: never).
+    fn set_until(&self, key: &str, value: &[u8], deadline: u64) -> io::Result<()>;
+    /// Removes `key` and its deadline (a missing key is no error).
+    fn delete(&self, key: &str) -> io::Result<()>;
+    /// Whether `key` has a value.
+    fn exists(&self, key: &str) -> io::Result<bool>;
+    /// Adds `delta` to the decimal `i64` at `key` (missing: 0), stores the
+    /// sum in decimal and returns it, atomically; `Other` if the value is
+    /// not one or the sum overflows.
+    fn increment(&self, key: &str, delta: i64) -> io::Result<i64>;
+    /// One page of keys from `cursor` (`None`: the first), and the cursor
+    /// of the next page if there is one.
+    fn list_keys(&self, cursor: Option<&str>) -> io::Result<(Vec<String>, Option<String>)>;
+    /// Reads `key` now, for a later [`swap_until`](Backend::swap_until).
+    fn cas(&self, key: &str) -> io::Result<Self::Cas>;
+    /// The value `cas` read (`None`: the key had none).
+    fn current(cas: &Self::Cas) -> io::Result<Option<Vec<u8>>>;
+    /// Writes `value` (deleted at `deadline`, as in
+    /// [`set_until`](Backend::set_until)) if the key still holds what `cas`
+    /// read: `Ok(Ok(()))`. Otherwise nothing is written and the result is
+    /// `Ok(Err(cas))`, a new handle holding the value now there.
+    fn swap_until(cas: Self::Cas, value: &[u8], deadline: u64) -> io::Result<Result<(), Self::Cas>>;
+}
+
+/// The host's store, through the generated bindings.
 #[cfg(target_arch = "wasm32")]
-use crate::bindings::server::wasi::keyvalue0_2_0_draft2::{atomics, store};
+mod host {
+    use super::Backend;
+    use crate::bindings::server::netplug::protocol::expiry;
+    use crate::bindings::server::wasi::keyvalue0_2_0_draft2::{atomics, store};
+    use std::io;
+
+    fn error(e: store::Error) -> io::Error {
+        match e {
+            store::Error::NoSuchStore => io::Error::new(io::ErrorKind::NotFound, "no such store"),
+            store::Error::AccessDenied => io::Error::new(io::ErrorKind::PermissionDenied, "access denied"),
+            store::Error::Other(message) => io::Error::other(message),
+        }
+    }
+
+    impl Backend for store::Bucket {
+        type Cas = atomics::Cas;
+
+        fn open(name: &str) -> io::Result<Self> {
+            store::open(name).map_err(error)
+        }
+
+        // The bytes are the list the host returned, not copied again.
+        fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+            store::Bucket::get(self, key).map_err(error)
+        }
+
+        fn set_until(&self, key: &str, value: &[u8], deadline: u64) -> io::Result<()> {
+            if deadline == 0 {
+                store::Bucket::set(self, key, value).map_err(error)
+            } else {
+                expiry::set_until(self, key, value, deadline).map_err(error)
+            }
+        }
+
+        fn delete(&self, key: &str) -> io::Result<()> {
+            store::Bucket::delete(self, key).map_err(error)
+        }
+
+        fn exists(&self, key: &str) -> io::Result<bool> {
+            store::Bucket::exists(self, key).map_err(error)
+        }
+
+        fn increment(&self, key: &str, delta: i64) -> io::Result<i64> {
+            atomics::increment(self, key, delta).map_err(error)
+        }
+
+        fn list_keys(&self, cursor: Option<&str>) -> io::Result<(Vec<String>, Option<String>)> {
+            store::Bucket::list_keys(self, cursor).map(|page| (page.keys, page.cursor)).map_err(error)
+        }
+
+        fn cas(&self, key: &str) -> io::Result<atomics::Cas> {
+            atomics::Cas::new(self, key).map_err(error)
+        }
+
+        fn current(cas: &atomics::Cas) -> io::Result<Option<Vec<u8>>> {
+            cas.current().map_err(error)
+        }
+
+        fn swap_until(cas: atomics::Cas, value: &[u8], deadline: u64) -> io::Result<Result<(), atomics::Cas>> {
+            let swapped =
+                if deadline == 0 { atomics::swap(cas, value) } else { expiry::swap_until(cas, value, deadline) };
+            match swapped {
+                Ok(()) => Ok(Ok(())),
+                Err(atomics::CasError::CasFailed(cas)) => Ok(Err(cas)),
+                Err(atomics::CasError::StoreError(e)) => Err(error(e)),
+            }
+        }
+    }
+}
 
 /// Whether `e` is the host's refusal of a write that would grow the store
 /// past its total bound (`--kv-max-bytes`): the store is full until
@@ -67,37 +186,19 @@ pub fn is_store_full(e: &io::Error) -> bool {
 /// An open bucket: one namespace of the listener's store, by name (`""` is
 /// the one guests share by default).
 pub struct Bucket {
-    #[cfg(target_arch = "wasm32")]
-    inner: store::Bucket,
-    #[cfg(not(target_arch = "wasm32"))]
-    name: String,
-}
-
-#[cfg(target_arch = "wasm32")]
-fn error(e: store::Error) -> io::Error {
-    match e {
-        store::Error::NoSuchStore => io::Error::new(io::ErrorKind::NotFound, "no such store"),
-        store::Error::AccessDenied => io::Error::new(io::ErrorKind::PermissionDenied, "access denied"),
-        store::Error::Other(message) => io::Error::other(message),
-    }
+    inner: Raw,
 }
 
 impl Bucket {
     /// Opens the bucket `name`, creating it if needed.
     pub fn open(name: &str) -> io::Result<Bucket> {
-        #[cfg(target_arch = "wasm32")]
-        return Ok(Bucket { inner: store::open(name).map_err(error)? });
-        #[cfg(not(target_arch = "wasm32"))]
-        return native::open(name).map(|()| Bucket { name: name.to_string() });
+        Ok(Bucket { inner: <Raw as Backend>::open(name)? })
     }
 
     /// The value at `key`, or `None` when there is none. The bytes are the
     /// list the host returned, not copied again.
     pub fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
-        #[cfg(target_arch = "wasm32")]
-        return self.inner.get(key).map_err(error);
-        #[cfg(not(target_arch = "wasm32"))]
-        return native::with(&self.name, |b| Ok(b.get(key).cloned()));
+        Backend::get(&self.inner, key)
     }
 
     /// Stores `value` at `key`, replacing any value (and its deadline).
@@ -110,38 +211,17 @@ impl Bucket {
     /// read again (`netplug:protocol/expiry`). Until then it reads as any
     /// value; after, as missing.
     pub fn set_until(&self, key: &str, value: &[u8], deadline: u64) -> io::Result<()> {
-        #[cfg(target_arch = "wasm32")]
-        return if deadline == 0 {
-            self.inner.set(key, value).map_err(error)
-        } else {
-            expiry::set_until(&self.inner, key, value, deadline).map_err(error)
-        };
-        #[cfg(not(target_arch = "wasm32"))]
-        return native::with(&self.name, |b| {
-            b.insert(key.to_string(), value.to_vec());
-            native::set_deadline(&self.name, key, deadline);
-            Ok(())
-        });
+        Backend::set_until(&self.inner, key, value, deadline)
     }
 
     /// Removes `key` (nothing happens if it is missing).
     pub fn delete(&self, key: &str) -> io::Result<()> {
-        #[cfg(target_arch = "wasm32")]
-        return self.inner.delete(key).map_err(error);
-        #[cfg(not(target_arch = "wasm32"))]
-        return native::with(&self.name, |b| {
-            b.remove(key);
-            native::set_deadline(&self.name, key, 0);
-            Ok(())
-        });
+        Backend::delete(&self.inner, key)
     }
 
     /// Whether `key` has a value.
     pub fn exists(&self, key: &str) -> io::Result<bool> {
-        #[cfg(target_arch = "wasm32")]
-        return self.inner.exists(key).map_err(error);
-        #[cfg(not(target_arch = "wasm32"))]
-        return native::with(&self.name, |b| Ok(b.contains_key(key)));
+        Backend::exists(&self.inner, key)
     }
 
     /// Adds `delta` to the value at `key` read as a decimal `i64` (a missing
@@ -149,35 +229,13 @@ impl Bucket {
     /// atomic step: exact however many connections increment at once. Fails
     /// (`Other`) if the value is not a decimal `i64` or the sum overflows.
     pub fn increment(&self, key: &str, delta: i64) -> io::Result<i64> {
-        #[cfg(target_arch = "wasm32")]
-        return atomics::increment(&self.inner, key, delta).map_err(error);
-        #[cfg(not(target_arch = "wasm32"))]
-        return native::with(&self.name, |b| {
-            let sum = match b.get(key) {
-                None => delta,
-                Some(value) => std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|text| text.parse::<i64>().ok())
-                    .ok_or_else(|| {
-                        io::Error::other(format!("the value of `{key}` is not a decimal signed 64-bit integer"))
-                    })?
-                    .checked_add(delta)
-                    .ok_or_else(|| io::Error::other(format!("incrementing `{key}` by {delta} overflows 64 bits")))?,
-            };
-            b.insert(key.to_string(), sum.to_string().into_bytes());
-            Ok(sum)
-        });
+        Backend::increment(&self.inner, key, delta)
     }
 
     /// Starts a compare-and-swap on `key`: reads its value now, which
     /// [`Cas::swap`] must still find there to write.
     pub fn cas(&self, key: &str) -> io::Result<Cas> {
-        #[cfg(target_arch = "wasm32")]
-        return atomics::Cas::new(&self.inner, key).map(|inner| Cas { inner }).map_err(error);
-        #[cfg(not(target_arch = "wasm32"))]
-        return native::with(&self.name, |b| {
-            Ok(Cas { bucket: self.name.clone(), key: key.to_string(), current: b.get(key).cloned() })
-        });
+        Ok(Cas { inner: Backend::cas(&self.inner, key)? })
     }
 
     /// Writes `new` at `key` if its value is `expected` (`None`: no value),
@@ -230,18 +288,7 @@ impl Bucket {
     /// cursor of the next page if there is one (the WIT `list-keys`).
     /// [`keys`](Self::keys) iterates over every page.
     pub fn list_keys(&self, cursor: Option<&str>) -> io::Result<(Vec<String>, Option<String>)> {
-        #[cfg(target_arch = "wasm32")]
-        return self.inner.list_keys(cursor).map(|page| (page.keys, page.cursor)).map_err(error);
-        #[cfg(not(target_arch = "wasm32"))]
-        return native::with(&self.name, |b| {
-            let start = match cursor {
-                None => 0,
-                Some(cursor) => cursor.parse::<usize>().map_err(|_| io::Error::other("not a list-keys cursor"))?,
-            };
-            let keys: Vec<String> = b.keys().skip(start).take(native::PAGE_KEYS).cloned().collect();
-            let next = start + keys.len();
-            Ok((keys, (next < b.len()).then(|| next.to_string())))
-        });
+        Backend::list_keys(&self.inner, cursor)
     }
 
     /// Every key, page by page (a page is fetched as the iteration reaches
@@ -254,7 +301,7 @@ impl Bucket {
     /// The underlying `wasi:keyvalue` bucket resource, for calls this
     /// wrapper does not cover.
     #[cfg(target_arch = "wasm32")]
-    pub fn as_raw(&self) -> &store::Bucket {
+    pub fn as_raw(&self) -> &crate::bindings::server::wasi::keyvalue0_2_0_draft2::store::Bucket {
         &self.inner
     }
 }
@@ -269,23 +316,13 @@ impl std::fmt::Debug for Bucket {
 /// value the key held when it was read, and the swap that writes only if
 /// it still does.
 pub struct Cas {
-    #[cfg(target_arch = "wasm32")]
-    inner: atomics::Cas,
-    #[cfg(not(target_arch = "wasm32"))]
-    bucket: String,
-    #[cfg(not(target_arch = "wasm32"))]
-    key: String,
-    #[cfg(not(target_arch = "wasm32"))]
-    current: Option<Vec<u8>>,
+    inner: <Raw as Backend>::Cas,
 }
 
 impl Cas {
     /// The value read (`None`: the key had none).
     pub fn current(&self) -> io::Result<Option<Vec<u8>>> {
-        #[cfg(target_arch = "wasm32")]
-        return self.inner.current().map_err(error);
-        #[cfg(not(target_arch = "wasm32"))]
-        return Ok(self.current.clone());
+        <Raw as Backend>::current(&self.inner)
     }
 
     /// Writes `value` if the key still holds what was read, as one atomic
@@ -299,28 +336,7 @@ impl Cas {
     /// [`swap`](Self::swap), with what it writes deleted at `deadline`
     /// (as [`Bucket::set_until`]).
     pub fn swap_until(self, value: &[u8], deadline: u64) -> io::Result<Result<(), Cas>> {
-        #[cfg(target_arch = "wasm32")]
-        let swapped = if deadline == 0 {
-            atomics::swap(self.inner, value)
-        } else {
-            expiry::swap_until(self.inner, value, deadline)
-        };
-        #[cfg(target_arch = "wasm32")]
-        return match swapped {
-            Ok(()) => Ok(Ok(())),
-            Err(atomics::CasError::CasFailed(inner)) => Ok(Err(Cas { inner })),
-            Err(atomics::CasError::StoreError(e)) => Err(error(e)),
-        };
-        #[cfg(not(target_arch = "wasm32"))]
-        return native::with(&self.bucket.clone(), |b| {
-            let now = b.get(&self.key);
-            if now != self.current.as_ref() {
-                return Ok(Err(Cas { current: now.cloned(), ..self }));
-            }
-            native::set_deadline(&self.bucket, &self.key, deadline);
-            b.insert(self.key, value.to_vec());
-            Ok(Ok(()))
-        });
+        Ok(<Raw as Backend>::swap_until(self.inner, value, deadline)?.map_err(|inner| Cas { inner }))
     }
 }
 
@@ -356,83 +372,5 @@ impl Iterator for Keys<'_> {
                 Err(e) => return Some(Err(e)),
             }
         }
-    }
-}
-
-/// The native tests' store: buckets in memory, per thread.
-#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-pub(crate) mod native {
-    use std::cell::RefCell;
-    use std::collections::{BTreeMap, HashMap};
-    use std::io;
-
-    /// Keys per `list_keys` page natively (small, so tests see several).
-    pub const PAGE_KEYS: usize = 100;
-
-    pub type Data = BTreeMap<String, Vec<u8>>;
-
-    thread_local! {
-        static BUCKETS: RefCell<HashMap<String, Data>> = RefCell::new(HashMap::new());
-        /// Deadlines (unix ms) by bucket and key, as the host keeps them.
-        static DEADLINES: RefCell<HashMap<(String, String), u64>> = RefCell::new(HashMap::new());
-        static DENIED: RefCell<Option<String>> = const { RefCell::new(None) };
-    }
-
-    pub fn open(name: &str) -> io::Result<()> {
-        if let Some(message) = DENIED.with_borrow(Clone::clone) {
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, message));
-        }
-        BUCKETS.with_borrow_mut(|b| {
-            b.entry(name.to_string()).or_default();
-        });
-        Ok(())
-    }
-
-    /// Runs `f` on bucket `name`, after deleting its entries whose
-    /// deadline has passed, as the host's sweep would have.
-    pub fn with<R>(name: &str, f: impl FnOnce(&mut Data) -> io::Result<R>) -> io::Result<R> {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let due: Vec<String> = DEADLINES.with_borrow_mut(|deadlines| {
-            let due: Vec<String> =
-                deadlines.iter().filter(|((b, _), &d)| b == name && d <= now).map(|((_, k), _)| k.clone()).collect();
-            for key in &due {
-                deadlines.remove(&(name.to_string(), key.clone()));
-            }
-            due
-        });
-        BUCKETS.with_borrow_mut(|b| {
-            let bucket = b.entry(name.to_string()).or_default();
-            for key in due {
-                bucket.remove(&key);
-            }
-            f(bucket)
-        })
-    }
-
-    /// Gives `key` of bucket `name` a deadline (0: none).
-    pub fn set_deadline(name: &str, key: &str, deadline: u64) {
-        DEADLINES.with_borrow_mut(|deadlines| {
-            let at = (name.to_string(), key.to_string());
-            if deadline == 0 {
-                deadlines.remove(&at);
-            } else {
-                deadlines.insert(at, deadline);
-            }
-        });
-    }
-
-    pub fn reset() {
-        BUCKETS.with_borrow_mut(HashMap::clear);
-        DEADLINES.with_borrow_mut(HashMap::clear);
-        DENIED.with_borrow_mut(|d| *d = None);
-    }
-
-    pub fn deny(message: Option<&str>) {
-        DENIED.with_borrow_mut(|d| *d = message.map(str::to_string));
-    }
-
-    pub fn contents(name: &str) -> Data {
-        BUCKETS.with_borrow(|b| b.get(name).cloned().unwrap_or_default())
     }
 }

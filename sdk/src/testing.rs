@@ -31,7 +31,7 @@
 
 use crate::{Connection, ErrorCode, Transport};
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// A [`Connection`] over memory.
 pub type MemoryConnection = Connection<MemoryTransport>;
@@ -168,20 +168,193 @@ pub fn set_config(key: &str, value: Option<&str>) {
 /// Empties every in-memory bucket of this thread's native store (and
 /// undoes [`kv_deny`]), for a test that starts from an empty store.
 pub fn kv_reset() {
-    crate::kv::native::reset();
+    use memory_kv::{BUCKETS, DEADLINES, DENIED};
+    BUCKETS.with_borrow_mut(HashMap::clear);
+    DEADLINES.with_borrow_mut(HashMap::clear);
+    DENIED.with_borrow_mut(|d| *d = None);
 }
 
 /// What the bucket `name` of this thread's native store holds, sorted by
 /// key.
-pub fn kv_contents(name: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
-    crate::kv::native::contents(name)
+pub fn kv_contents(name: &str) -> BTreeMap<String, Vec<u8>> {
+    memory_kv::BUCKETS.with_borrow(|b| b.get(name).cloned().unwrap_or_default())
 }
 
 /// Makes [`Bucket::open`](crate::kv::Bucket::open) fail with
 /// `PermissionDenied` and `message` on this thread (as when the host denies
 /// the store), or succeed again with `None`.
 pub fn kv_deny(message: Option<&str>) {
-    crate::kv::native::deny(message);
+    memory_kv::DENIED.with_borrow_mut(|d| *d = message.map(str::to_string));
+}
+
+/// The native tests' key-value store: what [`kv::Bucket`](crate::kv::Bucket)
+/// is over when not built for `wasm32` (`kv` selects it).
+// In a guest the host's bucket is the backend, and only the `kv_*`
+// functions above reach this module.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub(crate) mod memory_kv {
+    use crate::kv::Backend;
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, HashMap};
+    use std::io;
+
+    /// Keys per `list_keys` page natively (small, so tests see several).
+    const PAGE_KEYS: usize = 100;
+
+    thread_local! {
+        /// The native tests' store: buckets in memory, per thread.
+        pub(super) static BUCKETS: RefCell<HashMap<String, BTreeMap<String, Vec<u8>>>> = RefCell::new(HashMap::new());
+        /// Deadlines (unix ms) by bucket and key, as the host keeps them.
+        pub(super) static DEADLINES: RefCell<HashMap<(String, String), u64>> = RefCell::new(HashMap::new());
+        pub(super) static DENIED: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
+
+    /// What a [`kv::Bucket`](crate::kv::Bucket) is in native tests: a bucket of
+    /// this thread's in-memory store, by name.
+    pub(crate) struct MemoryBucket {
+        name: String,
+    }
+
+    /// A compare-and-swap on a [`MemoryBucket`]: the value read, compared with
+    /// the one there at the swap.
+    pub(crate) struct MemoryCas {
+        bucket: String,
+        key: String,
+        current: Option<Vec<u8>>,
+    }
+
+    impl MemoryBucket {
+        /// Runs `f` on this bucket, after deleting its entries whose deadline
+        /// has passed, as the host's sweep would have.
+        fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<String, Vec<u8>>) -> io::Result<R>) -> io::Result<R> {
+            let name = &self.name;
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let due: Vec<String> = DEADLINES.with_borrow_mut(|deadlines| {
+                let due: Vec<String> = deadlines
+                    .iter()
+                    .filter(|((b, _), &d)| b == name && d <= now)
+                    .map(|((_, k), _)| k.clone())
+                    .collect();
+                for key in &due {
+                    deadlines.remove(&(name.clone(), key.clone()));
+                }
+                due
+            });
+            BUCKETS.with_borrow_mut(|b| {
+                let bucket = b.entry(name.clone()).or_default();
+                for key in due {
+                    bucket.remove(&key);
+                }
+                f(bucket)
+            })
+        }
+
+        /// Gives `key` a deadline (0: none).
+        fn set_deadline(&self, key: &str, deadline: u64) {
+            DEADLINES.with_borrow_mut(|deadlines| {
+                let at = (self.name.clone(), key.to_string());
+                if deadline == 0 {
+                    deadlines.remove(&at);
+                } else {
+                    deadlines.insert(at, deadline);
+                }
+            });
+        }
+    }
+
+    impl Backend for MemoryBucket {
+        type Cas = MemoryCas;
+
+        fn open(name: &str) -> io::Result<Self> {
+            if let Some(message) = DENIED.with_borrow(Clone::clone) {
+                return Err(io::Error::new(io::ErrorKind::PermissionDenied, message));
+            }
+            BUCKETS.with_borrow_mut(|b| {
+                b.entry(name.to_string()).or_default();
+            });
+            Ok(MemoryBucket { name: name.to_string() })
+        }
+
+        fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+            self.with(|b| Ok(b.get(key).cloned()))
+        }
+
+        fn set_until(&self, key: &str, value: &[u8], deadline: u64) -> io::Result<()> {
+            self.with(|b| {
+                b.insert(key.to_string(), value.to_vec());
+                self.set_deadline(key, deadline);
+                Ok(())
+            })
+        }
+
+        fn delete(&self, key: &str) -> io::Result<()> {
+            self.with(|b| {
+                b.remove(key);
+                self.set_deadline(key, 0);
+                Ok(())
+            })
+        }
+
+        fn exists(&self, key: &str) -> io::Result<bool> {
+            self.with(|b| Ok(b.contains_key(key)))
+        }
+
+        fn increment(&self, key: &str, delta: i64) -> io::Result<i64> {
+            self.with(|b| {
+                let sum = match b.get(key) {
+                    None => delta,
+                    Some(value) => std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|text| text.parse::<i64>().ok())
+                        .ok_or_else(|| {
+                            io::Error::other(format!("the value of `{key}` is not a decimal signed 64-bit integer"))
+                        })?
+                        .checked_add(delta)
+                        .ok_or_else(|| {
+                            io::Error::other(format!("incrementing `{key}` by {delta} overflows 64 bits"))
+                        })?,
+                };
+                b.insert(key.to_string(), sum.to_string().into_bytes());
+                Ok(sum)
+            })
+        }
+
+        fn list_keys(&self, cursor: Option<&str>) -> io::Result<(Vec<String>, Option<String>)> {
+            self.with(|b| {
+                let start = match cursor {
+                    None => 0,
+                    Some(cursor) => cursor.parse::<usize>().map_err(|_| io::Error::other("not a list-keys cursor"))?,
+                };
+                let keys: Vec<String> = b.keys().skip(start).take(PAGE_KEYS).cloned().collect();
+                let next = start + keys.len();
+                Ok((keys, (next < b.len()).then(|| next.to_string())))
+            })
+        }
+
+        fn cas(&self, key: &str) -> io::Result<MemoryCas> {
+            self.with(|b| {
+                Ok(MemoryCas { bucket: self.name.clone(), key: key.to_string(), current: b.get(key).cloned() })
+            })
+        }
+
+        fn current(cas: &MemoryCas) -> io::Result<Option<Vec<u8>>> {
+            Ok(cas.current.clone())
+        }
+
+        fn swap_until(cas: MemoryCas, value: &[u8], deadline: u64) -> io::Result<Result<(), MemoryCas>> {
+            let bucket = MemoryBucket { name: cas.bucket.clone() };
+            bucket.with(|b| {
+                let now = b.get(&cas.key);
+                if now != cas.current.as_ref() {
+                    return Ok(Err(MemoryCas { current: now.cloned(), ..cas }));
+                }
+                bucket.set_deadline(&cas.key, deadline);
+                b.insert(cas.key, value.to_vec());
+                Ok(Ok(()))
+            })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -429,6 +602,27 @@ mod tests {
         assert_eq!(bucket.get("k").unwrap().as_deref(), Some(&b"40+"[..]));
         assert_eq!(bucket.update("k", |_| None).unwrap(), None);
         assert_eq!(bucket.update("missing", |old| Some(vec![u8::from(old.is_none())])).unwrap(), Some(vec![1]));
+    }
+
+    #[test]
+    fn kv_deadlines_expire_and_a_plain_write_clears_them() {
+        use crate::kv::Bucket;
+        kv_reset();
+        let bucket = Bucket::open("").unwrap();
+        // A deadline already past: the entry reads as missing.
+        bucket.set_until("gone", b"v", 1).unwrap();
+        assert_eq!(bucket.get("gone").unwrap(), None);
+        assert!(!bucket.exists("gone").unwrap());
+        let later = u64::MAX;
+        bucket.set_until("k", b"v", later).unwrap();
+        assert!(bucket.compare_and_swap_until("k", Some(b"v"), b"w", 1).unwrap());
+        assert_eq!(bucket.get("k").unwrap(), None);
+        // `set` drops the deadline with the value.
+        bucket.set_until("k", b"v", 1).unwrap();
+        bucket.set("k", b"kept").unwrap();
+        assert_eq!(bucket.get("k").unwrap().as_deref(), Some(&b"kept"[..]));
+        assert!(bucket.cas("k").unwrap().swap_until(b"x", later).unwrap().is_ok());
+        assert_eq!(kv_contents("").get("k").map(Vec::as_slice), Some(&b"x"[..]));
     }
 
     #[test]
