@@ -71,7 +71,7 @@ fn main() -> ExitCode {
 /// where `println!` would panic on EPIPE and exit 101. `host run` and `host
 /// serve` keep it ignored: they write to sockets, and a peer that closes
 /// one must end that connection, not the process (their own lines on stdout
-/// go through `listener::announce`). `--help` and `--version` need nothing:
+/// go through `ops::listen::announce`). `--help` and `--version` need nothing:
 /// clap reports a failed write, which `clap_exit` does not look at.
 fn stop_on_closed_stdout() {
     // SAFETY: setting a standard signal's disposition to `SIG_DFL` installs

@@ -10,10 +10,10 @@ use crate::guest::linker;
 use crate::guest::load::{self, Admitted, KvGrant, World};
 use crate::imports::state::Policy;
 use crate::ops::admin::{self, Admin, Health, ReloadFn};
+use crate::ops::listen;
 use crate::runtime::client;
 use crate::runtime::generation::Current;
 use crate::runtime::listener::{self, Service, Stats, Stopping};
-use crate::runtime::pool;
 use crate::runtime::reload::{self, Loader};
 use crate::runtime::shutdown;
 use anyhow::{bail, Context, Result};
@@ -32,7 +32,7 @@ pub fn run(config: RunConfig) -> Result<()> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     match (world, config.listen, &config.connect) {
         (World::Server, Some(addr), _) => tokio.block_on(async {
-            let socket = listener::bind(addr, config.backlog)?;
+            let socket = listen::bind(addr, config.backlog)?;
             let shutdown = shutdown::signal()?;
             serve_guest(guest, config, socket, shutdown).await
         }),
@@ -94,7 +94,7 @@ async fn serve_guest(
         let admin_socket = config.admin_addr.map(admin::bind).transpose()?;
         reload::spawn(loader.clone(), current.clone(), config.watch)?;
         // Tests and scripts read this line to find the port.
-        listener::announce(format_args!("listening on {bound}"));
+        listen::announce(format_args!("listening on {bound}"));
         if let Some(socket) = admin_socket {
             let health = Health::new(shutdown.clone());
             health.serving(&name);
@@ -103,7 +103,7 @@ async fn serve_guest(
                 Box::pin(async move { reload::reload(&loader, &current, "POST /reload").await })
             });
             let bound = admin::spawn(socket, Admin { health, reload })?;
-            listener::announce(format_args!("admin listening on {bound}"));
+            listen::announce(format_args!("admin listening on {bound}"));
         }
         std::io::stdout().flush().ok();
         let watching = if config.watch { ", reloading when it changes" } else { "" };
@@ -155,7 +155,7 @@ struct Guest {
 }
 
 fn prepare(config: &RunConfig) -> Result<(Guest, World)> {
-    let engine = engine::build(pool::slots_needed(&config.limits), config.limits.max_memory)?;
+    let engine = engine::build(config.limits.slots_needed(), config.limits.max_memory)?;
     let cache = config.cache_dir.clone().map(|dir| Arc::new(Cache::new(dir)));
     let admitted = load::admit(&engine, &config.guest, cache.as_deref(), &config.grants, KvGrant::Run)?;
     let world = admitted.world;
@@ -170,7 +170,7 @@ fn policy(
     name: &str,
     limits: crate::config::limits::Limits,
     dial: crate::imports::dial::DialPolicy,
-    overload: crate::runtime::overload::OverloadPolicy,
+    overload: crate::imports::overload::OverloadPolicy,
     guest_config: crate::imports::wasi_config::GuestConfig,
     kv: Option<&crate::imports::keyvalue::KvConfig>,
     verbose: bool,

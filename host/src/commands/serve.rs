@@ -12,19 +12,20 @@
 
 use crate::config::file::{ListenerConfig, ServeFile};
 use crate::config::flags::ServeCommand;
+use crate::config::limits::MAX_INSTANCES;
 use crate::guest::cache::Cache;
 use crate::guest::engine;
 use crate::guest::linker;
 use crate::guest::load::{Admitted, KvGrant};
 use crate::imports::dial::DialPolicy;
 use crate::imports::keyvalue::{Backend, KvStore};
+use crate::imports::overload::OverloadPolicy;
 use crate::imports::state::{GuestState, Policy};
 use crate::imports::wasi_config::GuestConfig;
 use crate::ops::admin::{self, Admin, Health, ReloadFn};
+use crate::ops::listen;
 use crate::runtime::generation::Current;
 use crate::runtime::listener::{self, Service, Stats, Stopping};
-use crate::runtime::overload::OverloadPolicy;
-use crate::runtime::pool;
 use crate::runtime::reload::{self, Loader};
 use crate::runtime::shutdown;
 use anyhow::{bail, Context, Result};
@@ -47,13 +48,9 @@ use wasmtime::Engine;
 /// listener's own limit is enforced in its stores (`limits.rs`).
 const POOL_MAX_MEMORY: u64 = 4 << 30;
 
-/// The most instance slots the pool may have: each reserves about 4 GiB of
-/// address space, and x86_64 user space is 128 TiB.
-pub const MAX_INSTANCES: u32 = 30_000;
-
 pub fn serve(cmd: ServeCommand) -> Result<()> {
     let file = ServeFile::read(&cmd.config)?;
-    let needed: u32 = file.listeners.iter().map(|l| pool::slots_needed(&l.settings.limits)).sum();
+    let needed: u32 = file.listeners.iter().map(|l| l.settings.limits.slots_needed()).sum();
     let instances = match file.instances {
         Some(n) if n < needed => bail!(
             "{}: instances = {n} is fewer than the {needed} instance slots the listeners need \
@@ -98,7 +95,7 @@ pub fn serve(cmd: ServeCommand) -> Result<()> {
         for p in &prepared {
             let s = &p.config.settings;
             let socket =
-                listener::bind(s.address, s.backlog).map_err(|e| p.config.origin.address_error(&p.config.name, &e))?;
+                listen::bind(s.address, s.backlog).map_err(|e| p.config.origin.address_error(&p.config.name, &e))?;
             sockets.push(Arc::new(socket));
         }
         let mut supervisor = Supervisor {
@@ -112,7 +109,7 @@ pub fn serve(cmd: ServeCommand) -> Result<()> {
             health: health.clone(),
         };
         for (p, socket) in prepared.into_iter().zip(sockets) {
-            let slots = shared.slots.reserve(pool::slots_needed(&p.config.settings.limits)).expect("sized for these");
+            let slots = shared.slots.reserve(p.config.settings.limits.slots_needed()).expect("sized for these");
             supervisor.start(p, socket, 1, slots)?;
         }
         if let Some(socket) = admin_socket {
@@ -125,7 +122,7 @@ pub fn serve(cmd: ServeCommand) -> Result<()> {
                 })
             });
             let bound = admin::spawn(socket, Admin { health, reload })?;
-            listener::announce(format_args!("admin listening on {bound}"));
+            listen::announce(format_args!("admin listening on {bound}"));
         }
         std::io::stdout().flush().ok();
         tracing::info!(
@@ -392,7 +389,7 @@ impl Supervisor {
         };
         let bound = socket.local_addr().context("cannot read the bound address")?;
         // Tests and scripts read these lines to find the ports.
-        listener::announce(format_args!("listener {name} listening on {bound}"));
+        listen::announce(format_args!("listener {name} listening on {bound}"));
         let watching = if config.settings.watch { ", reloading when it changes" } else { "" };
         span.in_scope(|| tracing::info!("serving {guest} (generation {first}) on {bound}{watching}"));
         self.health.serving(&name);
@@ -440,10 +437,10 @@ impl Supervisor {
             let socket = match self.socket_at(name, s.address) {
                 Some(socket) => socket,
                 None => Arc::new(
-                    listener::bind(s.address, s.backlog).map_err(|e| prepared.config.origin.address_error(name, &e))?,
+                    listen::bind(s.address, s.backlog).map_err(|e| prepared.config.origin.address_error(name, &e))?,
                 ),
             };
-            let needed = pool::slots_needed(&s.limits);
+            let needed = s.limits.slots_needed();
             let free = self.shared.slots.free();
             let slots = self.shared.slots.reserve(needed).with_context(|| {
                 format!(

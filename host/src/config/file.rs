@@ -10,13 +10,13 @@
 //! Limits left unset take the values `host run` defaults to (its flags'
 //! defaults, read from the command-line parser, so the two cannot differ).
 
-use crate::commands::serve::MAX_INSTANCES;
 use crate::config::flags::{parse_delay, parse_memory, KvArgs, LimitArgs, LogFormat, OverloadArgs, MAX_CONNECTIONS};
+use crate::config::kv::{Backend, KvConfig};
 use crate::config::limits::Limits;
+use crate::config::limits::MAX_INSTANCES;
 use crate::config::units::{
     parse_duration, parse_optional_count, parse_optional_duration, parse_optional_size, parse_size,
 };
-use crate::imports::keyvalue::{Backend, KvConfig};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde::de::{self, Deserializer, Visitor};
@@ -183,7 +183,7 @@ impl ServeFile {
             let kv = args.kv.config()?;
             let mut grants: Vec<String> = listener.grant.into_iter().map(|g| g.0).collect();
             if kv.is_some() {
-                grants.push(crate::imports::keyvalue::GRANT.to_string());
+                grants.push(crate::config::kv::GRANT.to_string());
             }
             let limits = Limits::from(&args.limits);
             let mut guest_config: Vec<(String, String)> =

@@ -1,11 +1,11 @@
 //! The command line. The doc comments here are the `--help` text; option
 //! groups are flattened structs so that later commands can share them.
 
+use crate::config::kv::{Backend, KvConfig, KvLimits};
 use crate::config::limits::Limits;
 use crate::config::units::{
     parse_duration, parse_optional_count, parse_optional_duration, parse_optional_size, parse_size, MaybeLimit,
 };
-use crate::imports::keyvalue::{Backend, KvConfig, KvLimits};
 use clap::{Args, Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -528,7 +528,7 @@ impl KvArgs {
 
 /// `--kv`: `memory` or a database path (`keyvalue::Backend::parse`).
 fn parse_kv(text: &str) -> Result<String, String> {
-    crate::imports::keyvalue::Backend::parse(text).map(|_| text.to_string())
+    crate::config::kv::Backend::parse(text).map(|_| text.to_string())
 }
 
 #[cfg(test)]

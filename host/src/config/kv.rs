@@ -66,3 +66,7 @@ mod tests {
         assert!(Backend::parse("redis://h:6379").unwrap_err().contains("URLs are not supported"));
     }
 }
+
+/// The package `host run` adds to the guest's grants when `--kv` is given
+/// (`guest::grant` lets `wasi:keyvalue` through only then).
+pub const GRANT: &str = "wasi:keyvalue";

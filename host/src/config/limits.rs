@@ -1,5 +1,5 @@
-//! Per-connection limits: what one guest instance may use, and the memory
-//! guard that enforces the linear-memory cap inside a store.
+//! Per-connection limits: what one guest instance may use, and the pool
+//! slots a listener needs for them.
 
 use std::time::Duration;
 
@@ -25,7 +25,20 @@ pub struct Limits {
     pub connections_per_instance: u32,
 }
 
+/// Fresh instances a listener keeps ready. Each serves exactly one
+/// connection like any other fresh instance; it is only made before the
+/// connection arrives.
+pub const SPARE_INSTANCES: u32 = 2;
+
 impl Limits {
+    /// Instance slots a listener with these limits needs from the engine's
+    /// pool: one per connection, per idle instance kept for reuse, per spare
+    /// (twice: a replaced generation's refill may finish a spare just after
+    /// the swap, and drops it at once), and one for a client run.
+    pub fn slots_needed(&self) -> u32 {
+        self.max_connections + self.max_idle_instances() + 2 * SPARE_INSTANCES + 1
+    }
+
     /// Idle instances kept for reuse; each holds a pool slot.
     pub fn max_idle_instances(&self) -> u32 {
         if self.connections_per_instance > 1 {
@@ -36,26 +49,6 @@ impl Limits {
     }
 }
 
-/// Enforces the linear-memory cap and remembers that it did, so a trap that
-/// follows (a Rust guest aborts when allocation fails) can be reported as
-/// the memory limit rather than as a bare `unreachable`.
-pub struct MemoryGuard {
-    pub max: usize,
-    pub denied: bool,
-}
-
-impl wasmtime::ResourceLimiter for MemoryGuard {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max {
-            self.denied = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        // Tables hold function references; 100k entries is far beyond what a
-        // protocol guest needs and keeps a table bomb small.
-        Ok(desired <= 100_000)
-    }
-}
+/// The most instance slots the pool may have: each reserves about 4 GiB of
+/// address space, and x86_64 user space is 128 TiB.
+pub const MAX_INSTANCES: u32 = 30_000;

@@ -4,11 +4,11 @@
 //! (the dial allow list is resolved here, once).
 
 use crate::config::flags::RunCommand;
+use crate::config::kv::KvConfig;
 use crate::config::limits::Limits;
 use crate::imports::dial::DialPolicy;
-use crate::imports::keyvalue::KvConfig;
+use crate::imports::overload::OverloadPolicy;
 use crate::imports::wasi_config::GuestConfig;
-use crate::runtime::overload::OverloadPolicy;
 use anyhow::Result;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,7 +56,7 @@ impl RunConfig {
         let kv = cmd.kv.config()?;
         let mut grants = cmd.grants.grant;
         if kv.is_some() {
-            grants.push(crate::imports::keyvalue::GRANT.to_string());
+            grants.push(crate::config::kv::GRANT.to_string());
         }
         Ok(RunConfig {
             listen: cmd.listen.port.map(|port| SocketAddr::new(cmd.listen.addr, port)),

@@ -32,8 +32,7 @@ pub fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
     format!("{}... ({} bytes)", &text[..end], text.len()).into()
 }
 
-/// The target of guest lines, so `RUST_LOG` can single them out.
-pub const TARGET: &str = "guest";
+use crate::ops::logging::GUEST_TARGET as TARGET;
 
 /// One connection's log budget.
 #[derive(Debug)]

@@ -13,5 +13,7 @@ pub(crate) mod connection;
 pub(crate) mod dial;
 pub(crate) mod keyvalue;
 pub(crate) mod log;
+pub(crate) mod memory;
+pub(crate) mod overload;
 pub(crate) mod state;
 pub(crate) mod wasi_config;

@@ -1,13 +1,14 @@
 //! What one guest instance's store holds, and how a fresh store is made.
 
-use crate::config::limits::{Limits, MemoryGuard};
+use crate::config::limits::Limits;
 use crate::imports::budget::{self, CpuClock};
 use crate::imports::dial::DialPolicy;
 use crate::imports::keyvalue::KvStore;
 use crate::imports::log::{GuestLog, LogStdio};
+use crate::imports::memory::MemoryGuard;
+use crate::imports::overload::{OverloadPolicy, Signal};
 use crate::imports::wasi_config::GuestConfig;
 use crate::ops::metrics::{ListenerMetrics, Outcome};
-use crate::runtime::overload::{OverloadPolicy, Signal};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -187,8 +188,7 @@ impl GuestState {
     }
 }
 
-/// The target of connection records (`--access-log off` turns it off).
-pub const RECORD_TARGET: &str = "netplug::record";
+pub use crate::ops::logging::RECORD_TARGET;
 
 impl Drop for GuestState {
     /// A store dropped while it serves a connection (its task was closed at
@@ -204,7 +204,7 @@ impl Drop for GuestState {
             outcome
         } else if self.span.drained.load(Ordering::Relaxed) {
             Outcome::Drained
-        } else if self.signal.interrupt() == Some(crate::runtime::overload::Interrupt::Evicted) {
+        } else if self.signal.interrupt() == Some(crate::imports::overload::Interrupt::Evicted) {
             Outcome::Overload
         } else {
             Outcome::Shutdown

@@ -87,7 +87,7 @@ pub struct Admin {
 /// Binds the admin address (before anything is served, so a bad address
 /// fails the start).
 pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    crate::runtime::listener::bind(addr, 128).with_context(|| format!("admin address {addr}"))
+    crate::ops::listen::bind(addr, 128).with_context(|| format!("admin address {addr}"))
 }
 
 /// Serves the admin endpoint on `listener` until the process ends.

@@ -40,7 +40,7 @@ pub fn init(level: LevelFilter, json: bool, access_log: bool) -> Result<()> {
             let mut filter =
                 EnvFilter::try_new(&directives).with_context(|| format!("invalid RUST_LOG `{directives}`"))?;
             if !access_log {
-                filter = filter.add_directive(format!("{}=off", crate::imports::state::RECORD_TARGET).parse()?);
+                filter = filter.add_directive(format!("{}=off", RECORD_TARGET).parse()?);
             }
             registry.with(filter).try_init().map_err(|e| e.to_string())
         }
@@ -52,11 +52,17 @@ pub fn init(level: LevelFilter, json: bool, access_log: bool) -> Result<()> {
             let filter = Targets::new()
                 .with_default(LevelFilter::WARN.min(level))
                 .with_target(env!("CARGO_CRATE_NAME"), level)
-                .with_target(crate::imports::state::RECORD_TARGET, records)
+                .with_target(RECORD_TARGET, records)
                 .with_target("host", level)
-                .with_target(crate::imports::log::TARGET, level);
+                .with_target(GUEST_TARGET, level);
             registry.with(filter).try_init().map_err(|e| e.to_string())
         }
     };
     installed.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }
+
+/// The target of connection records (`--access-log off` turns it off).
+pub const RECORD_TARGET: &str = "netplug::record";
+
+/// The target of guest lines, so `RUST_LOG` can single them out.
+pub const GUEST_TARGET: &str = "guest";

@@ -2,6 +2,7 @@
 //! metrics, reload). Uses only config.
 
 pub(crate) mod admin;
+pub(crate) mod listen;
 mod log_time;
 pub mod logging;
 pub(crate) mod metrics;

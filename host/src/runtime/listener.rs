@@ -3,7 +3,7 @@
 
 use crate::imports::state::{ConnSpan, Policy};
 use crate::runtime::generation::{Current, Generation};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures_util::FutureExt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,7 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -48,27 +48,6 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How often a connection waiting for a free slot looks again for an idle
 /// connection to close (one may become idle long enough meanwhile).
 const EVICT_RETRY: Duration = Duration::from_millis(50);
-
-/// Prints one line on stdout, where tests and scripts read the bound
-/// addresses. A serving host keeps SIGPIPE ignored (its peers close their
-/// sockets), so a reader that has gone (`host run ... | head -1`) makes the
-/// write fail with EPIPE: that costs the line, never the process, which
-/// `println!` would end with a panic.
-pub fn announce(line: std::fmt::Arguments) {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_fmt(line).and_then(|()| stdout.write_all(b"\n")).and_then(|()| stdout.flush());
-}
-
-/// Binds the listening socket with the given backlog.
-pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
-        .with_context(|| format!("cannot create a socket for {addr}"))?;
-    // Restarting the host must not wait for old connections in TIME_WAIT.
-    socket.set_reuseaddr(true).with_context(|| format!("cannot set SO_REUSEADDR on {addr}"))?;
-    socket.bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
-    socket.listen(backlog).with_context(|| format!("cannot listen on {addr}"))
-}
 
 /// What ends a listener's accept loop, and what its connections get then.
 pub struct Stopping {

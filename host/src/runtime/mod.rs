@@ -6,7 +6,6 @@ pub(crate) mod client;
 pub(crate) mod fault;
 pub(crate) mod generation;
 pub(crate) mod listener;
-pub(crate) mod overload;
 pub(crate) mod pool;
 pub(crate) mod reload;
 pub(crate) mod session;

@@ -1,26 +1,14 @@
 //! The instances a listener serves connections with: fresh spares made
 //! ahead of time, and (opt-in, `--connections-per-instance`) instances kept
 //! to serve another connection. The engine's pooling allocator is sized
-//! from here (`slots_needed`), since every instance held here takes a slot.
+//! from `Limits::slots_needed`, since every instance held here takes a slot.
 
-use crate::config::limits::Limits;
+use crate::config::limits::SPARE_INSTANCES;
 use crate::imports::bindings::server::{Server, ServerPre};
 use crate::imports::state::{new_store, GuestState, Policy, Stdout};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use wasmtime::Store;
-
-/// Fresh instances kept ready. Each serves exactly one connection like any
-/// other fresh instance; it is only made before the connection arrives.
-pub const SPARE_INSTANCES: u32 = 2;
-
-/// Pool slots a listener with these limits needs: one per connection, per
-/// idle instance kept for reuse, per spare (twice: a replaced generation's
-/// refill may finish a spare just after the swap, and drops it at once),
-/// and one for a client run.
-pub fn slots_needed(limits: &Limits) -> u32 {
-    limits.max_connections + limits.max_idle_instances() + 2 * SPARE_INSTANCES + 1
-}
 
 /// A guest instance and its store.
 pub struct Instance {

@@ -4,12 +4,12 @@
 
 use crate::imports::bindings::server::Server;
 use crate::imports::connection::Connection;
+use crate::imports::overload::Signal;
 use crate::imports::state::{ConnSpan, GuestState};
 use crate::ops::metrics::Outcome;
 use crate::runtime::fault::{stop_signal, Fault};
 use crate::runtime::generation::Generation;
 use crate::runtime::listener::Stats;
-use crate::runtime::overload::Signal;
 use crate::runtime::pool::Instance;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

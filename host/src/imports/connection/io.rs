@@ -5,9 +5,9 @@
 
 use super::{code_for, Connection};
 use crate::imports::bindings::ErrorCode;
+use crate::imports::overload::{Interrupt, Signal};
 use crate::imports::state::GuestState;
 use crate::ops::metrics::Outcome;
-use crate::runtime::overload::{Interrupt, Signal};
 use std::future::Future;
 use std::io;
 use std::time::{Duration, Instant};

@@ -90,7 +90,7 @@ mod ops;
 mod usage;
 mod values;
 
-pub use crate::config::kv::{Backend, KvConfig, KvLimits};
+pub use crate::config::kv::{Backend, KvConfig, KvLimits, GRANT};
 pub use ops::Cas;
 pub(crate) use values::{compare_and_swap, increment, incremented, incremented_signed, page};
 
@@ -101,10 +101,6 @@ use anyhow::{Context, Result};
 use std::fmt;
 use std::sync::Arc;
 use wasmtime::component::Linker;
-
-/// The package `host run` adds to the guest's grants when `--kv` is given
-/// (`guest::grant` lets `wasi:keyvalue` through only then).
-pub const GRANT: &str = "wasi:keyvalue";
 
 /// Buckets one store may hold: each is a namespace (and in the durable
 /// store a table), made by any `open` of a new name.
