@@ -152,7 +152,7 @@ fn every_json_line_is_strict_and_connection_lines_carry_listener_and_peer() {
     }
     // The listener's own lines name it.
     assert!(
-        lines.iter().any(|l| l["target"] == "netplug::commands::run"
+        lines.iter().any(|l| l["target"] == "netplug::runtime::supervisor"
             && l["span"]["name"] == "listener"
             && l["span"]["listener"] == "hello"),
         "no line of the listener's span naming it:\n{text}"

@@ -134,24 +134,25 @@ fn silent_closing_and_oversized_peers_do_not_disturb_others() {
     assert_eq!(concurrent_seed_exchanges(host.addr, 10), 10);
 }
 
-/// `host run`'s server as a library call, in this process: served on a
-/// port-0 socket the caller bound and stopped by a channel, with no child
+/// `host run`'s server as a library call, in this process: bound on port
+/// 0, its address read back, and stopped by a channel, with no child
 /// process and no signal, as a test or an embedding program runs it.
 #[test]
 fn the_server_runs_in_process_until_its_shutdown_future() {
     use clap::Parser;
+    use netplug::config::flags::{Cli, Command};
+    use netplug::config::serve::ServeConfig;
+    use netplug::runtime::server::Server;
     let hello = guest("hello");
     let args = ["host", "run", hello.to_str().unwrap(), "--port", "0", "--max-connections", "4", "--no-cache"];
-    let netplug::config::flags::Command::Run(cmd) = netplug::config::flags::Cli::try_parse_from(args).unwrap().command
-    else {
-        unreachable!("a run command")
-    };
-    let config = netplug::config::run::RunConfig::from_cli(*cmd).unwrap();
+    let Command::Run(cmd) = Cli::try_parse_from(args).unwrap().command else { unreachable!("a run command") };
+    let config = ServeConfig::from_run(&cmd).unwrap().expect("a server configuration, with --port");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let socket = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let addr = socket.local_addr().unwrap();
+    let server = runtime.block_on(async { Server::bind(config) }).unwrap();
+    let addr = server.local_addrs().unwrap()[0];
+    assert_ne!(addr.port(), 0, "the bound port");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(netplug::commands::run::serve(config, socket, async {
+    let server = runtime.spawn(server.run(async {
         let _ = stopped.await;
     }));
     for _ in 0..3 {

@@ -11,4 +11,4 @@ pub mod config;
 pub mod guest;
 pub(crate) mod imports;
 pub mod ops;
-pub(crate) mod runtime;
+pub mod runtime;

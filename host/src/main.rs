@@ -2,7 +2,6 @@
 
 use clap::Parser;
 use netplug::config::flags::{Cli, Command, LogFormat};
-use netplug::config::run::RunConfig;
 use std::process::ExitCode;
 
 /// Every connection instantiates its guest anew, which makes many small,
@@ -38,8 +37,7 @@ fn main() -> ExitCode {
             let log = &cmd.log;
             let json = log.log_format == Some(LogFormat::Json);
             netplug::ops::logging::init(log.log_level.into(), json, log.access_log.unwrap_or(true))
-                .and_then(|()| RunConfig::from_cli(*cmd))
-                .and_then(netplug::commands::run::run)
+                .and_then(|()| netplug::commands::run::run(*cmd))
         }
         Command::Serve(cmd) => {
             // The file's `log-format` and `access-log` apply unless the

@@ -7,13 +7,19 @@
 //! netplug.toml:7: listeners.hello.limits.max-memory: `16MB` is ambiguous ...
 //! ```
 //!
-//! Limits left unset take the values `host run` defaults to (its flags'
-//! defaults, read from the command-line parser, so the two cannot differ).
+//! Settings left unset take the values `host run` defaults to (its flags'
+//! defaults, read from the command-line parser, so the two cannot differ),
+//! and a listener's guest settings are built by the same function as `host
+//! run`'s (`GuestSettings::from_args`).
 
-use crate::config::flags::{parse_delay, parse_memory, KvArgs, LimitArgs, LogFormat, OverloadArgs, MAX_CONNECTIONS};
-use crate::config::kv::{Backend, KvConfig};
-use crate::config::limits::Limits;
+use crate::config::flags::{
+    parse_delay, parse_memory, KvArgs, LimitArgs, ListenArgs, LogFormat, OverloadArgs, ServeCommand, MAX_CONNECTIONS,
+};
+use crate::config::kv::Backend;
 use crate::config::limits::MAX_INSTANCES;
+use crate::config::serve::{
+    cache_dir, GuestSettings, ListenerConfig, ListenerSettings, Origin, PoolSize, ServeConfig, Source,
+};
 use crate::config::units::{
     parse_duration, parse_optional_count, parse_optional_duration, parse_optional_size, parse_size,
 };
@@ -46,65 +52,6 @@ pub struct ServeFile {
     /// `[admin] address`: where the admin endpoint listens, if anywhere.
     pub admin_address: Option<SocketAddr>,
     pub listeners: Vec<ListenerConfig>,
-}
-
-/// One listener, validated and with its defaults applied.
-#[derive(Debug, Clone)]
-pub struct ListenerConfig {
-    pub name: String,
-    pub settings: ListenerSettings,
-    /// Where in the file the listener's keys are, for errors found later
-    /// (loading the guest, binding the address).
-    pub origin: Origin,
-}
-
-/// Everything that makes one listener what it is. A reload that changes
-/// any of these (other than the guest file's contents, which make a new
-/// generation) replaces the listener.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ListenerSettings {
-    pub address: SocketAddr,
-    pub backlog: u32,
-    /// The guest file, resolved against the configuration file's directory.
-    pub guest: PathBuf,
-    pub watch: bool,
-    pub drain_timeout: Option<Duration>,
-    pub allow_connect: Vec<String>,
-    pub grants: Vec<String>,
-    /// The guest's `wasi:config/store` pairs, sorted by key.
-    pub guest_config: Vec<(String, String)>,
-    /// The `wasi:keyvalue` store (`kv`), its path resolved.
-    pub kv: Option<KvConfig>,
-    pub limits: Limits,
-    pub overload_threshold: u8,
-    pub overload_idle_timeout: Duration,
-}
-
-/// Where a listener's keys are in the file.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    pub file: PathBuf,
-    /// The line of the listener's table.
-    pub table_line: usize,
-    pub guest_line: usize,
-    pub address_line: usize,
-}
-
-impl Origin {
-    /// An error about the listener's `guest`, as `FILE:LINE: KEY: what`.
-    pub fn guest_error(&self, name: &str, e: &anyhow::Error) -> anyhow::Error {
-        anyhow::anyhow!("{}:{}: listeners.{name}.guest: {e:#}", self.file.display(), self.guest_line)
-    }
-
-    /// An error about another key of the listener's table.
-    pub fn key_error(&self, name: &str, key: &str, e: &anyhow::Error) -> anyhow::Error {
-        anyhow::anyhow!("{}:{}: listeners.{name}.{key}: {e:#}", self.file.display(), self.table_line)
-    }
-
-    /// An error about the listener's `address`.
-    pub fn address_error(&self, name: &str, e: &anyhow::Error) -> anyhow::Error {
-        anyhow::anyhow!("{}:{}: listeners.{name}.address: {e:#}", self.file.display(), self.address_line)
-    }
 }
 
 impl ServeFile {
@@ -168,6 +115,7 @@ impl ServeFile {
                     other.name
                 );
             }
+            let guest_line = guest.span();
             let mut args = FlagDefaults::parse_from(["host"]);
             raw.defaults.apply(&mut args);
             listener.limits.apply(&mut args);
@@ -180,30 +128,26 @@ impl ServeFile {
                     Err(e) => bail!("{}:{table_line}: listeners.{name}.kv: {e}", path.display()),
                 },
             };
-            let kv = args.kv.config()?;
-            let mut grants: Vec<String> = listener.grant.into_iter().map(|g| g.0).collect();
-            if kv.is_some() {
-                grants.push(crate::config::kv::GRANT.to_string());
-            }
-            let limits = Limits::from(&args.limits);
-            let mut guest_config: Vec<(String, String)> =
-                listener.config.into_iter().map(|(key, value)| (key, value.0)).collect();
-            guest_config.sort();
-            let settings = ListenerSettings {
-                address: addr,
-                backlog: listener.backlog.map_or(1024, |b| b.0),
-                guest: dir.join(guest.get_ref()),
-                watch: listener.watch,
-                drain_timeout: listener.drain_timeout.map(|d| d.0),
-                allow_connect: listener.allow_connect,
+            let guest_config = listener.config.into_iter().map(|(key, value)| (key, value.0)).collect();
+            let grants = listener.grant.into_iter().map(|g| g.0).collect();
+            let guest = GuestSettings::from_args(
+                dir.join(guest.get_ref()),
+                listener.allow_connect,
                 grants,
                 guest_config,
-                kv,
-                limits,
-                overload_threshold: args.overload.overload_threshold,
-                overload_idle_timeout: args.overload.overload_idle_timeout,
+                &args.kv,
+                &args.limits,
+                &args.overload,
+            )?;
+            let settings = ListenerSettings {
+                address: addr,
+                backlog: listener.backlog.map_or(args.listen.backlog, |b| b.0),
+                watch: listener.watch,
+                drain_timeout: listener.drain_timeout.map(|d| d.0),
+                guest,
             };
-            let origin = Origin { file: path.to_path_buf(), table_line, guest_line: line(guest.span()), address_line };
+            let origin =
+                Origin::File { file: path.to_path_buf(), table_line, guest_line: line(guest_line), address_line };
             listeners.push(ListenerConfig { name, settings, origin });
         }
         let admin_address = match raw.admin.and_then(|a| a.address) {
@@ -212,15 +156,48 @@ impl ServeFile {
             })?),
             None => None,
         };
+        let defaults = FlagDefaults::parse_from(["host"]).listen;
         Ok(ServeFile {
             log_format: raw.log_format,
             access_log: raw.access_log,
             admin_address,
             path: path.to_path_buf(),
-            shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(10), |d| d.0),
-            shutdown_delay: raw.shutdown_delay.map_or(Duration::ZERO, |d| d.0),
+            shutdown_timeout: raw.shutdown_timeout.map_or(defaults.shutdown_timeout, |d| d.0),
+            shutdown_delay: raw.shutdown_delay.map_or(defaults.shutdown_delay, |d| d.0),
             instances: raw.instances.map(|n| n.0),
             listeners,
+        })
+    }
+}
+
+impl ServeFile {
+    /// What `host serve` serves: the file's listeners, with the flags that
+    /// apply to the whole process. The pool holds every listener's slots,
+    /// and by default as many again, for listeners a reload adds or
+    /// replaces.
+    pub fn into_config(self, cmd: &ServeCommand) -> Result<ServeConfig> {
+        let needed: u32 = self.listeners.iter().map(|l| l.settings.guest.limits.slots_needed()).sum();
+        let instances = match self.instances {
+            Some(n) if n < needed => bail!(
+                "{}: instances = {n} is fewer than the {needed} instance slots the listeners need \
+                 (each needs its max-connections, its idle instances and 5 more)",
+                self.path.display()
+            ),
+            Some(n) => n,
+            None => needed.saturating_mul(2).min(MAX_INSTANCES).max(needed),
+        };
+        Ok(ServeConfig {
+            source: Source::File(self.path),
+            listeners: self.listeners,
+            shutdown_timeout: self.shutdown_timeout,
+            shutdown_delay: self.shutdown_delay,
+            // A reload may raise a listener's `max-memory`: the slots take
+            // linear memories up to 4 GiB (what a slot reserves anyway);
+            // each listener's own limit is enforced in its stores.
+            pool: PoolSize { instances, max_memory: 4 << 30 },
+            admin_address: cmd.admin.admin_addr.or(self.admin_address),
+            cache_dir: cache_dir(cmd.no_cache),
+            verbose: cmd.log.verbose,
         })
     }
 }
@@ -230,10 +207,12 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
-/// `host run`'s limit, overload and key-value flags with nothing given:
-/// their defaults.
+/// `host run`'s listening, limit, overload and key-value flags with nothing
+/// given: their defaults.
 #[derive(Parser)]
 struct FlagDefaults {
+    #[command(flatten)]
+    listen: ListenArgs,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -314,7 +293,7 @@ struct RawLimits {
 impl RawLimits {
     /// Overrides the flags' values with those this table sets.
     fn apply(&self, args: &mut FlagDefaults) {
-        let FlagDefaults { limits, overload, kv } = args;
+        let FlagDefaults { limits, overload, kv, .. } = args;
         macro_rules! set {
             ($($field:ident => $target:expr, $value:expr;)*) => {
                 $(if let Some(v) = &self.$field { $target = $value(v); })*

@@ -6,5 +6,5 @@ pub mod file;
 pub mod flags;
 pub(crate) mod kv;
 pub(crate) mod limits;
-pub mod run;
+pub mod serve;
 pub(crate) mod units;

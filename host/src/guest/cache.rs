@@ -28,16 +28,6 @@ use std::sync::OnceLock;
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-pub fn default_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("NETPLUG_CACHE_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return Some(PathBuf::from(dir).join("netplug"));
-    }
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("netplug"))
-}
-
 /// The cache directory, created and checked at its first use.
 pub struct Cache {
     dir: PathBuf,

@@ -15,7 +15,6 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 use wasmtime::component::{Component, Linker};
@@ -109,53 +108,22 @@ impl Loader {
     }
 }
 
-/// Reloads on SIGHUP and, with `watch`, when the guest file changes, until
-/// the process ends (`host run`). The signal handler is installed before
-/// this returns.
-pub fn spawn(loader: Arc<Loader>, current: Arc<Current>, watch: bool) -> Result<()> {
-    let hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-    spawn_triggers(loader, current, Some(hangup), watch)?;
-    Ok(())
-}
-
 /// Reloads when the guest file changes, until the returned task is aborted
-/// (a listener of `host serve` with `watch = true`; SIGHUP is the
-/// configuration's, see `serve.rs`).
+/// (a listener with `--watch` or `watch = true`; SIGHUP and `POST /reload`
+/// are the server's, see `runtime/server.rs`).
 pub fn spawn_watch(loader: Arc<Loader>, current: Arc<Current>) -> Result<tokio::task::JoinHandle<()>> {
-    spawn_triggers(loader, current, None, true)
-}
-
-fn spawn_triggers(
-    loader: Arc<Loader>,
-    current: Arc<Current>,
-    mut hangup: Option<Signal>,
-    watch: bool,
-) -> Result<tokio::task::JoinHandle<()>> {
     let (changed_tx, mut changed) = mpsc::unbounded_channel();
-    let watcher = if watch { Some(watch_file(&loader.path, changed_tx)?) } else { None };
+    let watcher = watch_file(&loader.path, changed_tx)?;
     Ok(tokio::spawn(
         async move {
             // Owned by the task: dropping it would stop the notifications.
             let _watcher = watcher;
-            loop {
-                let hangup = async {
-                    match &mut hangup {
-                        Some(hangup) => hangup.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let trigger = tokio::select! {
-                    _ = hangup => "SIGHUP",
-                    Some(()) = changed.recv() => {
-                        // Wait until the writes stop.
-                        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {}
-                        if loader.unchanged() {
-                            continue;
-                        }
-                        "file change"
-                    }
-                };
-                let _ = reload(&loader, &current, trigger).await;
+            while let Some(()) = changed.recv().await {
+                // Wait until the writes stop.
+                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {}
+                if !loader.unchanged() {
+                    let _ = reload(&loader, &current, "file change").await;
+                }
             }
         }
         // Its lines carry the listener's span.

@@ -28,12 +28,6 @@ pub fn signal() -> Result<impl Future<Output = ()>> {
     })
 }
 
-/// The same, as a flag every listener can watch: it becomes true on the
-/// first signal.
-pub fn flag() -> Result<watch::Receiver<bool>> {
-    Ok(flag_on(signal()?))
-}
-
 /// A flag that becomes true when `shutdown` resolves: the signals for the
 /// binary, any future for a caller that runs the host in-process.
 pub fn flag_on(shutdown: impl Future<Output = ()> + Send + 'static) -> watch::Receiver<bool> {

@@ -152,12 +152,6 @@ impl fmt::Debug for KvStore {
 }
 
 impl KvStore {
-    /// Opens the configured store (creating the database file if missing),
-    /// or says in one line why not; `None` without `--kv`.
-    pub fn open_configured(config: Option<&KvConfig>, metrics: KvMetrics) -> Result<Option<Arc<KvStore>>> {
-        config.map(|config| KvStore::open(config, metrics).map(Arc::new)).transpose()
-    }
-
     /// Opens the store, with `metrics` following what it holds, and starts
     /// its expiry sweep (which ends when the store is dropped).
     pub fn open(config: &KvConfig, metrics: KvMetrics) -> Result<KvStore> {
