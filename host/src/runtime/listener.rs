@@ -7,7 +7,9 @@ use anyhow::Result;
 use futures_util::FutureExt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,20 +103,47 @@ impl Stopping {
 /// The socket is shared: a listener replaced by a reload hands it to its
 /// successor, which accepts on it at once, so no client is refused.
 pub async fn run(listener: Arc<TcpListener>, service: Arc<Service>, stopping: Stopping) -> Result<()> {
-    let policy = service.policy.clone();
-    let limit = Arc::new(Semaphore::new(policy.limits.max_connections as usize));
+    let limit = Arc::new(Semaphore::new(service.policy.limits.max_connections as usize));
     let mut tasks = JoinSet::new();
-    let mut accept_errors = AcceptErrors::default();
     let Stopping { shutdown, grace, removed, on_removed } = stopping;
     let stop = Stopping::stopped(shutdown.clone(), removed);
     tokio::pin!(stop);
-    let stopped = 'accepting: loop {
+    let stopped = accept_until_stopped(&listener, &service, &limit, &mut tasks, stop).await;
+    drop(listener);
+    // Removed by a reload: the connections finish on their generation, and
+    // meet the shutdown's `grace` only if the process shuts down meanwhile.
+    if stopped == Stop::Removed {
+        if let Some(on_removed) = on_removed {
+            on_removed(tasks.len());
+        }
+    }
+    if stopped == Stop::Removed && !finish_removed(&service, &mut tasks, shutdown).await {
+        log_stopped(&service);
+        return Ok(());
+    }
+    close_at_shutdown(&service, &mut tasks, grace).await;
+    log_stopped(&service);
+    Ok(())
+}
+
+/// The accept loop: accepts, admits under `--max-connections` and spawns
+/// each connection's task, reaping those that end, until `stop` resolves;
+/// returns why it did.
+async fn accept_until_stopped(
+    listener: &TcpListener,
+    service: &Arc<Service>,
+    limit: &Arc<Semaphore>,
+    tasks: &mut JoinSet<()>,
+    mut stop: Pin<&mut impl Future<Output = Stop>>,
+) -> Stop {
+    let mut accept_errors = AcceptErrors::default();
+    loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            why = &mut stop => break why,
+            why = &mut stop => return why,
             // Reap finished tasks so the set does not grow without end.
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                reap(&service, joined);
+                reap(service, joined);
                 continue;
             }
         };
@@ -130,20 +159,13 @@ pub async fn run(listener: Arc<TcpListener>, service: Arc<Service>, stopping: St
             }
         };
         service.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        policy.metrics.accepted.inc();
+        service.policy.metrics.accepted.inc();
+        // A free slot is taken at once; only at the cap does the loop wait.
         let permit = match limit.clone().try_acquire_owned() {
             Ok(permit) => permit,
-            Err(_) => loop {
-                if let Some(idle) = policy.overload.roster.evict_longest_idle() {
-                    service.stats.evicted.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!("at --max-connections: closing the connection idle longest ({idle:?})");
-                }
-                tokio::select! {
-                    permit = limit.clone().acquire_owned() => break permit.expect("the semaphore is never closed"),
-                    () = tokio::time::sleep(EVICT_RETRY) => {}
-                    why = &mut stop => break 'accepting why,
-                    Some(joined) = tasks.join_next(), if !tasks.is_empty() => reap(&service, joined),
-                }
+            Err(_) => match wait_for_slot(service, limit, tasks, stop.as_mut()).await {
+                ControlFlow::Continue(permit) => permit,
+                ControlFlow::Break(why) => return why,
             },
         };
         let generation = service.current.get();
@@ -152,29 +174,51 @@ pub async fn run(listener: Arc<TcpListener>, service: Arc<Service>, stopping: St
         // and send): events about the connection name it as their parent.
         tasks.spawn(connection_task(service.clone(), generation, stream, peer, permit, span));
         while let Some(joined) = tasks.try_join_next() {
-            reap(&service, joined);
-        }
-    };
-    drop(listener);
-    if stopped == Stop::Removed {
-        if let Some(on_removed) = on_removed {
-            on_removed(tasks.len());
+            reap(service, joined);
         }
     }
-    if stopped == Stop::Removed && !finish_removed(&service, &mut tasks, shutdown).await {
-        log_stopped(&service);
-        return Ok(());
+}
+
+/// Admission at `--max-connections`: waits for a slot, meanwhile closing
+/// the connection that has waited longest on its peer whenever one has
+/// waited long enough (`overload.rs`), looking again every `EVICT_RETRY`
+/// as one may become idle long enough meanwhile. Tasks that end are reaped
+/// (their slots come back); `Break` if the listener stops first.
+async fn wait_for_slot(
+    service: &Service,
+    limit: &Arc<Semaphore>,
+    tasks: &mut JoinSet<()>,
+    mut stop: Pin<&mut impl Future<Output = Stop>>,
+) -> ControlFlow<Stop, OwnedSemaphorePermit> {
+    loop {
+        if let Some(idle) = service.policy.overload.roster.evict_longest_idle() {
+            service.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("at --max-connections: closing the connection idle longest ({idle:?})");
+        }
+        tokio::select! {
+            permit = limit.clone().acquire_owned() => {
+                return ControlFlow::Continue(permit.expect("the semaphore is never closed"));
+            }
+            () = tokio::time::sleep(EVICT_RETRY) => {}
+            why = &mut stop => return ControlFlow::Break(why),
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => reap(service, joined),
+        }
     }
+}
+
+/// At shutdown (or a removed listener's, once the process shuts down):
+/// lets open connections finish for up to `grace`, then closes the rest.
+async fn close_at_shutdown(service: &Service, tasks: &mut JoinSet<()>, grace: Duration) {
     // Guests waiting for a new request on a kept-alive connection are told
     // the connection is closed, so they end at a request boundary now
     // rather than hold the shutdown timeout.
-    policy.overload.roster.shut_down();
+    service.policy.overload.roster.shut_down();
     let open = tasks.len();
     if open > 0 {
         tracing::info!("shutting down: waiting up to {grace:?} for {open} open connection(s)");
         let drained = tokio::time::timeout(grace, async {
             while let Some(joined) = tasks.join_next().await {
-                reap(&service, joined);
+                reap(service, joined);
             }
         })
         .await;
@@ -183,8 +227,6 @@ pub async fn run(listener: Arc<TcpListener>, service: Arc<Service>, stopping: St
             tasks.shutdown().await;
         }
     }
-    log_stopped(&service);
-    Ok(())
 }
 
 /// Lets a removed listener's connections finish on their generation: with

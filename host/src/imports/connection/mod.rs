@@ -23,7 +23,7 @@ use crate::imports::state::GuestState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
-use wasmtime::component::{Linker, Resource, ResourceType, WasmList};
+use wasmtime::component::{Linker, LinkerInstance, Resource, ResourceType, WasmList};
 use wasmtime::StoreContextMut;
 
 /// The instance name of the `types` interface in the component model.
@@ -83,8 +83,22 @@ pub(crate) fn code_for(err: &std::io::Error) -> ErrorCode {
 }
 
 /// Links the `connection` resource and its methods.
+///
+/// In four groups by what the calls do, registered in the order the
+/// interface lists them: the resource's destructor, byte transfer on one
+/// connection, calls that span several, and the address getters.
 pub fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     let mut types = linker.instance(TYPES_INSTANCE)?;
+    link_resource(&mut types)?;
+    link_transfer(&mut types)?;
+    link_multiplexing(&mut types)?;
+    link_addresses(&mut types)
+}
+
+/// The `connection` resource, whose destructor gives back what the
+/// connection counted against: the instance's live connections and, for a
+/// dialed one, the guest's dial cap.
+fn link_resource(types: &mut LinkerInstance<'_, GuestState>) -> wasmtime::Result<()> {
     types.resource("connection", ResourceType::host::<Connection>(), |mut store, rep| {
         let state = store.data_mut();
         let c = state.table.delete(Resource::<Connection>::new_own(rep))?;
@@ -95,7 +109,13 @@ pub fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
         }
         // Dropping the stream closes the socket.
         Ok(())
-    })?;
+    })
+}
+
+/// The calls that move bytes on one connection: `send` and `recv`, which
+/// wait (async, and copy straight between the socket and guest memory), then
+/// `shutdown`, `try-recv` and `try-send`, which never wait.
+fn link_transfer(types: &mut LinkerInstance<'_, GuestState>) -> wasmtime::Result<()> {
     types.func_wrap_async(
         "[method]connection.send",
         |mut store: StoreContextMut<'_, GuestState>, (conn, data): (Resource<Connection>, WasmList<u8>)| {
@@ -137,7 +157,13 @@ pub fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
         |mut store: StoreContextMut<'_, GuestState>, (conn, data): (Resource<Connection>, WasmList<u8>)| {
             Ok((io::try_send_from_guest(&mut store, conn, data)?,))
         },
-    )?;
+    )
+}
+
+/// The free functions over several connections: `wait` (`wait.rs`), for a
+/// guest that serves several at once, and `splice` (`splice.rs`), a relay
+/// between two that stays in the host.
+fn link_multiplexing(types: &mut LinkerInstance<'_, GuestState>) -> wasmtime::Result<()> {
     types.func_wrap_async(
         "wait",
         |mut store: StoreContextMut<'_, GuestState>, (watched,): (Vec<(Resource<Connection>, Readiness)>,)| {
@@ -149,7 +175,11 @@ pub fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
         |mut store: StoreContextMut<'_, GuestState>, (a, b): (Resource<Connection>, Resource<Connection>)| {
             Box::new(async move { splice::splice(&mut store, a, b).await.map(|r| (r,)) })
         },
-    )?;
+    )
+}
+
+/// The connection's two ends, as text.
+fn link_addresses(types: &mut LinkerInstance<'_, GuestState>) -> wasmtime::Result<()> {
     types.func_wrap(
         "[method]connection.peer-address",
         |store: StoreContextMut<'_, GuestState>, (conn,): (Resource<Connection>,)| {
@@ -164,6 +194,5 @@ pub fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             let c = store.data().table.get(&conn)?;
             Ok((c.stream.local_addr().map(|a| a.to_string()).unwrap_or_default(),))
         },
-    )?;
-    Ok(())
+    )
 }

@@ -21,10 +21,11 @@ use crate::imports::state::GuestState;
 use crate::ops::metrics::Outcome;
 use std::future::Future;
 use std::io;
+use std::ops::ControlFlow;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use wasmtime::component::Resource;
@@ -109,69 +110,107 @@ impl Pipe {
             return Step::Done;
         }
         for _ in 0..ROUNDS {
-            if self.start < self.end {
-                match self.dst.poll_write_ready(cx) {
-                    Poll::Pending => return Step::Blocked,
-                    Poll::Ready(Err(e)) => return Step::Failed(Stop::Io { on_src: false, code: code_for(&e) }),
-                    Poll::Ready(Ok(())) => {}
-                }
-                // A write that finds the buffer full clears tokio's
-                // readiness, so the next poll waits for room.
-                match self.dst.try_write(&self.buf[self.start..self.end]) {
-                    Ok(n) => {
-                        self.start += n;
-                        self.sent += n as u64;
-                        self.dst_out += n as u64;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Step::Failed(Stop::Io { on_src: false, code: code_for(&e) }),
-                }
-                continue;
-            }
-            if self.eof {
-                let shut = socket2::SockRef::from(&*self.dst).shutdown(std::net::Shutdown::Write);
-                if let Err(e) = shut {
-                    return Step::Failed(Stop::Io { on_src: false, code: code_for(&e) });
-                }
-                self.done = true;
-                return Step::Done;
-            }
-            match self.src.poll_read_ready(cx) {
-                Poll::Pending => return Step::Blocked,
-                Poll::Ready(Err(e)) => return Step::Failed(Stop::Io { on_src: true, code: code_for(&e) }),
-                Poll::Ready(Ok(())) => {}
-            }
-            let in_left = quota_in.map(|quota| quota.saturating_sub(self.src_in));
-            let out_left = quota_out.map(|quota| quota.saturating_sub(self.dst_out));
-            if in_left == Some(0) || out_left == Some(0) {
-                // A spent quota fails the direction only once a byte more
-                // has arrived: one that moved exactly its quota still passes
-                // its end of stream on, and waits while the other moves.
-                match peek_queued(&self.src) {
-                    Ok(true) => return Step::Failed(if in_left == Some(0) { Stop::QuotaIn } else { Stop::QuotaOut }),
-                    Ok(false) => self.eof = true,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Step::Failed(Stop::Io { on_src: true, code: code_for(&e) }),
-                }
-                continue;
-            }
-            let want = [in_left, out_left].into_iter().flatten().fold(BUF as u64, u64::min);
-            let want = want as usize;
-            let (src, buf) = (&self.src, &mut self.buf[..want]);
-            // A short read tells tokio the socket is drained, so the next
-            // poll waits instead of reading only to find it empty.
-            match read_noting_drain(src, want, || src.try_read(buf)) {
-                Ok(0) => self.eof = true,
-                Ok(n) => {
-                    self.start = 0;
-                    self.end = n;
-                    self.src_in += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Step::Failed(Stop::Io { on_src: true, code: code_for(&e) }),
+            // Each round does one of the three; `Continue` goes on to the
+            // next round, `Break` is where the direction stands.
+            let round = if self.start < self.end {
+                self.send_held(cx)
+            } else if self.eof {
+                ControlFlow::Break(self.pass_on_eof())
+            } else {
+                self.receive(cx, quota_in, quota_out)
+            };
+            if let ControlFlow::Break(step) = round {
+                return step;
             }
         }
         Step::Yield
+    }
+
+    /// Writes what is held, `buf[start..end]`, as far as the destination
+    /// takes it.
+    #[inline]
+    fn send_held(&mut self, cx: &mut Context<'_>) -> ControlFlow<Step> {
+        match self.dst.poll_write_ready(cx) {
+            Poll::Pending => return ControlFlow::Break(Step::Blocked),
+            Poll::Ready(Err(e)) => {
+                return ControlFlow::Break(Step::Failed(Stop::Io { on_src: false, code: code_for(&e) }))
+            }
+            Poll::Ready(Ok(())) => {}
+        }
+        // A write that finds the buffer full clears tokio's
+        // readiness, so the next poll waits for room.
+        match self.dst.try_write(&self.buf[self.start..self.end]) {
+            Ok(n) => {
+                self.start += n;
+                self.sent += n as u64;
+                self.dst_out += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return ControlFlow::Break(Step::Failed(Stop::Io { on_src: false, code: code_for(&e) })),
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Passes the source's end of stream on, once all it sent was
+    /// delivered: shuts the destination for writing, which ends the
+    /// direction.
+    #[inline]
+    fn pass_on_eof(&mut self) -> Step {
+        let shut = socket2::SockRef::from(&*self.dst).shutdown(std::net::Shutdown::Write);
+        if let Err(e) = shut {
+            return Step::Failed(Stop::Io { on_src: false, code: code_for(&e) });
+        }
+        self.done = true;
+        Step::Done
+    }
+
+    /// Reads the next chunk, at most what the quotas leave, into the empty
+    /// buffer; with a quota spent, only looks whether more is coming.
+    #[inline]
+    fn receive(&mut self, cx: &mut Context<'_>, quota_in: Option<u64>, quota_out: Option<u64>) -> ControlFlow<Step> {
+        match self.src.poll_read_ready(cx) {
+            Poll::Pending => return ControlFlow::Break(Step::Blocked),
+            Poll::Ready(Err(e)) => {
+                return ControlFlow::Break(Step::Failed(Stop::Io { on_src: true, code: code_for(&e) }))
+            }
+            Poll::Ready(Ok(())) => {}
+        }
+        let in_left = quota_in.map(|quota| quota.saturating_sub(self.src_in));
+        let out_left = quota_out.map(|quota| quota.saturating_sub(self.dst_out));
+        if in_left == Some(0) || out_left == Some(0) {
+            return self.at_spent_quota(in_left == Some(0));
+        }
+        let want = [in_left, out_left].into_iter().flatten().fold(BUF as u64, u64::min);
+        let want = want as usize;
+        let (src, buf) = (&self.src, &mut self.buf[..want]);
+        // A short read tells tokio the socket is drained, so the next
+        // poll waits instead of reading only to find it empty.
+        match read_noting_drain(src, want, || src.try_read(buf)) {
+            Ok(0) => self.eof = true,
+            Ok(n) => {
+                self.start = 0;
+                self.end = n;
+                self.src_in += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return ControlFlow::Break(Step::Failed(Stop::Io { on_src: true, code: code_for(&e) })),
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// With the source's in quota (`in_spent`) or else the destination's
+    /// out quota spent. A spent quota fails the direction only once a byte
+    /// more has arrived: one that moved exactly its quota still passes its
+    /// end of stream on, and waits while the other moves.
+    #[inline]
+    fn at_spent_quota(&mut self, in_spent: bool) -> ControlFlow<Step> {
+        match peek_queued(&self.src) {
+            Ok(true) => return ControlFlow::Break(Step::Failed(if in_spent { Stop::QuotaIn } else { Stop::QuotaOut })),
+            Ok(false) => self.eof = true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return ControlFlow::Break(Step::Failed(Stop::Io { on_src: true, code: code_for(&e) })),
+        }
+        ControlFlow::Continue(())
     }
 }
 
@@ -191,32 +230,62 @@ enum Ended {
     Evicted,
 }
 
-/// `types.splice`.
+/// `types.splice`: checks that the two can be spliced, relays until the
+/// splice ends, then records how it ended.
 pub(super) async fn splice(
     store: &mut StoreContextMut<'_, GuestState>,
     a: Resource<Connection>,
     b: Resource<Connection>,
 ) -> wasmtime::Result<Spliced> {
     let state = store.data_mut();
-    let refused = |code| Ok(Spliced { a_to_b: 0, b_to_a: 0, ended: Err(code) });
-    if a.rep() == b.rep() {
-        return refused(ErrorCode::InvalidArgument);
-    }
-    for conn in [&a, &b] {
-        let c = state.table.get(conn)?;
-        if let Some(code) = c.broken {
-            return refused(code);
-        }
-        if c.write_closed {
-            return refused(ErrorCode::Closed);
-        }
+    if let Some(code) = refusal(state, &a, &b)? {
+        return Ok(Spliced { a_to_b: 0, b_to_a: 0, ended: Err(code) });
     }
     let mut ab = Pipe::new(state.table.get(&a)?, state.table.get(&b)?);
     let mut ba = Pipe::new(state.table.get(&b)?, state.table.get(&a)?);
+    let ended = relay(state, &a, &b, &mut ab, &mut ba).await;
+    let ended = settle(state, &a, &b, &ab, &ba, ended)?;
+    Ok(Spliced { a_to_b: ab.sent, b_to_a: ba.sent, ended })
+}
+
+/// Why the splice may not start, checked before anything moves (`a`, then
+/// `b`): the same connection twice, or one whose stream already failed
+/// (the code it failed with) or was shut for writing (`closed`).
+fn refusal(
+    state: &GuestState,
+    a: &Resource<Connection>,
+    b: &Resource<Connection>,
+) -> wasmtime::Result<Option<ErrorCode>> {
+    if a.rep() == b.rep() {
+        return Ok(Some(ErrorCode::InvalidArgument));
+    }
+    for conn in [a, b] {
+        let c = state.table.get(conn)?;
+        if let Some(code) = c.broken {
+            return Ok(Some(code));
+        }
+        if c.write_closed {
+            return Ok(Some(ErrorCode::Closed));
+        }
+    }
+    Ok(None)
+}
+
+/// Relays both ways until both directions end, one fails, or the splice
+/// runs out (idle or lifetime) or is evicted. It is bracketed as a wait on
+/// the peer: not charged to the guest's CPU clock, and marked on the
+/// connection's signal (again at each byte moved) so the overload roster
+/// sees how long the splice has been idle.
+async fn relay(
+    state: &mut GuestState,
+    a: &Resource<Connection>,
+    b: &Resource<Connection>,
+    ab: &mut Pipe,
+    ba: &mut Pipe,
+) -> Ended {
     let limits = &state.policy.limits;
     let (quota_in, quota_out) = (limits.max_bytes_in, limits.max_bytes_out);
     let normal_idle = limits.idle_timeout;
-
     let started = state.clock.begin_wait();
     let signal = state.signal.clone();
     signal.begin_wait(started);
@@ -229,19 +298,10 @@ pub(super) async fn splice(
     let mut listening = true;
     // `a`'s bytes in and out, then `b`'s, as last written to the table.
     let mut counted = (ab.src_in, ba.dst_out, ba.src_in, ab.dst_out);
+    // Each poll moves both directions, then looks at the signal, then the timer.
     let ended = std::future::poll_fn(|cx| {
         let (step_ab, step_ba) = (ab.poll(cx, quota_in, quota_out), ba.poll(cx, quota_in, quota_out));
-        let moved = (ab.src_in, ba.dst_out, ba.src_in, ab.dst_out);
-        if moved != counted {
-            // Counted as they go: the connection's record reads them even if
-            // the task is closed mid-splice (at the shutdown timeout).
-            counted = moved;
-            if let Ok(c) = state.table.get_mut(&a) {
-                (c.bytes_in, c.bytes_out) = (moved.0, moved.1);
-            }
-            if let Ok(c) = state.table.get_mut(&b) {
-                (c.bytes_in, c.bytes_out) = (moved.2, moved.3);
-            }
+        if count_moved(state, a, b, ab, ba, &mut counted) {
             last = Instant::now();
             signal.begin_wait(last);
         }
@@ -263,14 +323,7 @@ pub(super) async fn splice(
         }
         while timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
-            let idle = state.policy.overload.idle_timeout(normal_idle);
-            let idle_end = WaitEnd::Idle { timeout: idle, overloaded: idle < normal_idle };
-            let (mut until, mut end) = (last + idle, idle_end);
-            if let Some(deadline) = state.deadline {
-                if deadline < until {
-                    (until, end) = (deadline, WaitEnd::Lifetime);
-                }
-            }
+            let (until, end) = runs_out_at(state, last, normal_idle);
             if until <= now {
                 return Poll::Ready(Ended::TimedOut(end));
             }
@@ -281,33 +334,101 @@ pub(super) async fn splice(
     .await;
     signal.end_wait();
     state.clock.end_wait(started);
+    ended
+}
 
-    let spliced = |ended| Ok(Spliced { a_to_b: ab.sent, b_to_a: ba.sent, ended });
-    let stop = match ended {
+/// Writes the pipes' byte counts back to both connections' records if they
+/// moved since last written, and says whether they did. Counted as they
+/// go: the connection's record reads them even if the task is closed
+/// mid-splice (at the shutdown timeout).
+#[inline]
+fn count_moved(
+    state: &mut GuestState,
+    a: &Resource<Connection>,
+    b: &Resource<Connection>,
+    ab: &Pipe,
+    ba: &Pipe,
+    counted: &mut (u64, u64, u64, u64),
+) -> bool {
+    let moved = (ab.src_in, ba.dst_out, ba.src_in, ab.dst_out);
+    if moved == *counted {
+        return false;
+    }
+    *counted = moved;
+    if let Ok(c) = state.table.get_mut(a) {
+        (c.bytes_in, c.bytes_out) = (moved.0, moved.1);
+    }
+    if let Ok(c) = state.table.get_mut(b) {
+        (c.bytes_in, c.bytes_out) = (moved.2, moved.3);
+    }
+    true
+}
+
+/// When a splice idle since `last` runs out, and why: the idle timeout
+/// (read again each time, as overload shortens it), or the connection's
+/// lifetime if that ends first.
+#[inline]
+fn runs_out_at(state: &GuestState, last: Instant, normal_idle: Duration) -> (Instant, WaitEnd) {
+    let idle = state.policy.overload.idle_timeout(normal_idle);
+    let idle_end = WaitEnd::Idle { timeout: idle, overloaded: idle < normal_idle };
+    let (mut until, mut end) = (last + idle, idle_end);
+    if let Some(deadline) = state.deadline {
+        if deadline < until {
+            (until, end) = (deadline, WaitEnd::Lifetime);
+        }
+    }
+    (until, end)
+}
+
+/// Records how the relay ended on the two connections (and, for a timeout,
+/// eviction or quota, in the log and the outcome), and returns what the
+/// guest gets in `spliced.ended`.
+fn settle(
+    state: &mut GuestState,
+    a: &Resource<Connection>,
+    b: &Resource<Connection>,
+    ab: &Pipe,
+    ba: &Pipe,
+    ended: Ended,
+) -> wasmtime::Result<Result<(), ErrorCode>> {
+    let (a_to_b, stop) = match ended {
         Ended::Both => {
-            state.table.get_mut(&a)?.write_closed = true;
-            state.table.get_mut(&b)?.write_closed = true;
-            return spliced(Ok(()));
+            state.table.get_mut(a)?.write_closed = true;
+            state.table.get_mut(b)?.write_closed = true;
+            return Ok(Ok(()));
         }
         Ended::Stopped { a_to_b, stop } => (a_to_b, stop),
         Ended::TimedOut(end) => {
             state.timed_out(end, WHAT);
-            return broken_both(state, &a, &b, ErrorCode::TimedOut).and_then(|()| spliced(Err(ErrorCode::TimedOut)));
+            broken_both(state, a, b, ErrorCode::TimedOut)?;
+            return Ok(Err(ErrorCode::TimedOut));
         }
         Ended::Evicted => {
             state.evicted(WHAT);
-            return broken_both(state, &a, &b, ErrorCode::TimedOut).and_then(|()| spliced(Err(ErrorCode::TimedOut)));
+            broken_both(state, a, b, ErrorCode::TimedOut)?;
+            return Ok(Err(ErrorCode::TimedOut));
         }
     };
     // A direction that finished shut its destination for writing.
     if ab.done {
-        state.table.get_mut(&b)?.write_closed = true;
+        state.table.get_mut(b)?.write_closed = true;
     }
     if ba.done {
-        state.table.get_mut(&a)?.write_closed = true;
+        state.table.get_mut(a)?.write_closed = true;
     }
-    let (a_to_b, stop) = stop;
-    let (src, dst) = if a_to_b { (&a, &b) } else { (&b, &a) };
+    let (src, dst) = if a_to_b { (a, b) } else { (b, a) };
+    Ok(Err(record_stop(state, src, dst, stop)?))
+}
+
+/// Records why one direction (`src` to `dst`) stopped: the failed stream
+/// as broken, or a spent quota in the log and as the connection's outcome;
+/// returns the code the splice ends with.
+fn record_stop(
+    state: &mut GuestState,
+    src: &Resource<Connection>,
+    dst: &Resource<Connection>,
+    stop: Stop,
+) -> wasmtime::Result<ErrorCode> {
     let limits = &state.policy.limits;
     let code = match stop {
         Stop::Io { on_src, code } => {
@@ -327,7 +448,7 @@ pub(super) async fn splice(
             ErrorCode::QuotaExceeded
         }
     };
-    spliced(Err(code))
+    Ok(code)
 }
 
 /// After a splice that timed out or was evicted, both connections fail at
