@@ -65,90 +65,26 @@ impl ServeFile {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<ServeFile> {
-        let at = |span: Option<Range<usize>>| match span {
-            Some(span) => format!("{}:{}", path.display(), line_of(text, span.start)),
-            None => path.display().to_string(),
-        };
-        let de = toml::Deserializer::parse(text).map_err(|e| anyhow::anyhow!("{}: {}", at(e.span()), e.message()))?;
-        let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
-            // A `Spanned` value shows in the path as a private field of its own.
-            let key = e.path().to_string().replace(".$__serde_spanned_private_value", "");
-            let e = e.into_inner();
-            let key = if key == "." { String::new() } else { format!(" {key}:") };
-            anyhow::anyhow!("{}:{key} {}", at(e.span()), e.message())
-        })?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let doc =
+            Doc { path, text, dir: path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")) };
+        let raw = doc.deserialize()?;
         if raw.listeners.is_empty() {
             bail!("{}: no listeners: add a [listeners.NAME] table with an address and a guest", path.display());
         }
         let mut listeners: Vec<ListenerConfig> = Vec::new();
         for (name, listener) in raw.listeners {
-            let line = |span: Range<usize>| line_of(text, span.start);
-            let table_line = line(listener.span());
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                bail!(
-                    "{}:{table_line}: listeners.{name}: a listener's name may hold only letters, digits, `-` and `_`",
-                    path.display(),
-                );
-            }
-            let listener = listener.into_inner();
-            let missing =
-                |k: &str| anyhow::anyhow!("{}:{table_line}: listeners.{name}: `{k}` is missing", path.display());
-            let Some(address) = listener.address else { return Err(missing("address")) };
-            let Some(guest) = listener.guest else { return Err(missing("guest")) };
-            if let Some((key, _)) = listener.config.iter().find(|(key, _)| key.is_empty()) {
-                bail!("{}:{table_line}: listeners.{name}.config: a key is empty{key}", path.display());
-            }
-            let address_line = line(address.span());
-            let addr: SocketAddr = address.get_ref().parse().map_err(|_| {
-                anyhow::anyhow!(
-                    "{}:{address_line}: listeners.{name}.address: `{}` is not IP:PORT (examples: \
-                     127.0.0.1:12345, [::1]:8080, 0.0.0.0:0)",
-                    path.display(),
-                    address.get_ref()
-                )
-            })?;
+            let listener = doc.listener(name, listener, &raw.defaults)?;
+            let addr = listener.settings.address;
             if let Some(other) = listeners.iter().find(|l| addr.port() != 0 && l.settings.address == addr) {
+                let Origin::File { address_line, .. } = listener.origin else { unreachable!("read from a file") };
                 bail!(
-                    "{}:{address_line}: listeners.{name}.address: {addr} is also the address of listener `{}`",
+                    "{}:{address_line}: listeners.{}.address: {addr} is also the address of listener `{}`",
                     path.display(),
+                    listener.name,
                     other.name
                 );
             }
-            let guest_line = guest.span();
-            let mut args = FlagDefaults::parse_from(["host"]);
-            raw.defaults.apply(&mut args);
-            listener.limits.apply(&mut args);
-            // A path is relative to the file, like the guest's.
-            args.kv.kv = match listener.kv {
-                None => None,
-                Some(kv) => match Backend::parse(&kv) {
-                    Ok(Backend::Memory) => Some(kv),
-                    Ok(Backend::Path(path)) => Some(dir.join(path).display().to_string()),
-                    Err(e) => bail!("{}:{table_line}: listeners.{name}.kv: {e}", path.display()),
-                },
-            };
-            let guest_config = listener.config.into_iter().map(|(key, value)| (key, value.0)).collect();
-            let grants = listener.grant.into_iter().map(|g| g.0).collect();
-            let guest = GuestSettings::from_args(
-                dir.join(guest.get_ref()),
-                listener.allow_connect,
-                grants,
-                guest_config,
-                &args.kv,
-                &args.limits,
-                &args.overload,
-            )?;
-            let settings = ListenerSettings {
-                address: addr,
-                backlog: listener.backlog.map_or(args.listen.backlog, |b| b.0),
-                watch: listener.watch,
-                drain_timeout: listener.drain_timeout.map(|d| d.0),
-                guest,
-            };
-            let origin =
-                Origin::File { file: path.to_path_buf(), table_line, guest_line: line(guest_line), address_line };
-            listeners.push(ListenerConfig { name, settings, origin });
+            listeners.push(listener);
         }
         let admin_address = match raw.admin.and_then(|a| a.address) {
             Some(address) => Some(crate::config::flags::parse_admin_addr(address.get_ref()).map_err(|e| {
@@ -167,6 +103,95 @@ impl ServeFile {
             instances: raw.instances.map(|n| n.0),
             listeners,
         })
+    }
+}
+
+/// The file being read, for locating what is wrong in it.
+struct Doc<'a> {
+    path: &'a Path,
+    text: &'a str,
+    /// What relative paths in it are relative to.
+    dir: &'a Path,
+}
+
+impl Doc<'_> {
+    /// The file as written, or one line naming the line and key that is wrong.
+    fn deserialize(&self) -> Result<RawFile> {
+        let at = |span: Option<Range<usize>>| match span {
+            Some(span) => format!("{}:{}", self.path.display(), self.line(span)),
+            None => self.path.display().to_string(),
+        };
+        let de =
+            toml::Deserializer::parse(self.text).map_err(|e| anyhow::anyhow!("{}: {}", at(e.span()), e.message()))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            // A `Spanned` value shows in the path as a private field of its own.
+            let key = e.path().to_string().replace(".$__serde_spanned_private_value", "");
+            let e = e.into_inner();
+            let key = if key == "." { String::new() } else { format!(" {key}:") };
+            anyhow::anyhow!("{}:{key} {}", at(e.span()), e.message())
+        })
+    }
+
+    fn line(&self, span: Range<usize>) -> usize {
+        line_of(self.text, span.start)
+    }
+
+    /// One `[listeners.NAME]` table, checked, over the flags' defaults and
+    /// the file's `[defaults]`.
+    fn listener(&self, name: String, table: Spanned<RawListener>, defaults: &RawLimits) -> Result<ListenerConfig> {
+        let path = self.path.display();
+        let table_line = self.line(table.span());
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            bail!(
+                "{path}:{table_line}: listeners.{name}: a listener's name may hold only letters, digits, `-` and `_`"
+            );
+        }
+        let listener = table.into_inner();
+        let missing = |k: &str| anyhow::anyhow!("{path}:{table_line}: listeners.{name}: `{k}` is missing");
+        let Some(address) = listener.address else { return Err(missing("address")) };
+        let Some(guest) = listener.guest else { return Err(missing("guest")) };
+        if let Some((key, _)) = listener.config.iter().find(|(key, _)| key.is_empty()) {
+            bail!("{path}:{table_line}: listeners.{name}.config: a key is empty{key}");
+        }
+        let address_line = self.line(address.span());
+        let addr: SocketAddr = address.get_ref().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "{path}:{address_line}: listeners.{name}.address: `{}` is not IP:PORT (examples: \
+                 127.0.0.1:12345, [::1]:8080, 0.0.0.0:0)",
+                address.get_ref()
+            )
+        })?;
+        let mut args = FlagDefaults::parse_from(["host"]);
+        defaults.apply(&mut args);
+        listener.limits.apply(&mut args);
+        // A path is relative to the file, like the guest's.
+        args.kv.kv = match listener.kv {
+            None => None,
+            Some(kv) => match Backend::parse(&kv) {
+                Ok(Backend::Memory) => Some(kv),
+                Ok(Backend::Path(db)) => Some(self.dir.join(db).display().to_string()),
+                Err(e) => bail!("{path}:{table_line}: listeners.{name}.kv: {e}"),
+            },
+        };
+        let guest_settings = GuestSettings::from_args(
+            self.dir.join(guest.get_ref()),
+            listener.allow_connect,
+            listener.grant.into_iter().map(|g| g.0).collect(),
+            listener.config.into_iter().map(|(key, value)| (key, value.0)).collect(),
+            &args.kv,
+            &args.limits,
+            &args.overload,
+        )?;
+        let settings = ListenerSettings {
+            address: addr,
+            backlog: listener.backlog.map_or(args.listen.backlog, |b| b.0),
+            watch: listener.watch,
+            drain_timeout: listener.drain_timeout.map(|d| d.0),
+            guest: guest_settings,
+        };
+        let guest_line = self.line(guest.span());
+        let origin = Origin::File { file: self.path.to_path_buf(), table_line, guest_line, address_line };
+        Ok(ListenerConfig { name, settings, origin })
     }
 }
 

@@ -31,7 +31,7 @@ pub fn install(store: &mut Store<GuestState>) {
     store.epoch_deadline_callback(|mut ctx| {
         let state = ctx.data_mut();
         if state.clock.guest_time() > state.policy.limits.cpu_timeout {
-            state.cpu_exhausted = true;
+            state.clock.exhausted = true;
             return Ok(UpdateDeadline::Interrupt);
         }
         Ok(UpdateDeadline::YieldCustom(EPOCH_TICKS_PER_CHECK, state.clock.yield_now()))
@@ -45,6 +45,8 @@ pub fn install(store: &mut Store<GuestState>) {
 /// call such as a sleep, which therefore counts against it too.
 pub struct CpuClock {
     shared: Arc<ClockState>,
+    /// Set when the epoch callback interrupted the guest for CPU time.
+    exhausted: bool,
 }
 
 struct ClockState {
@@ -80,7 +82,13 @@ impl CpuClock {
                 excluded_ns: AtomicU64::new(0),
                 waiting_since: AtomicU64::new(0),
             }),
+            exhausted: false,
         }
+    }
+
+    /// Whether the guest was interrupted for using up `--cpu-timeout`.
+    pub fn exhausted(&self) -> bool {
+        self.exhausted
     }
 
     /// Marks the start of a wait on the peer, which is not charged.

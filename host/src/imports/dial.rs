@@ -76,7 +76,7 @@ impl dialer::Host for GuestState {
             DialTarget::Denied => {
                 if self.may_warn() {
                     let address = crate::imports::log::clipped(&address);
-                    tracing::warn!(parent: self.span.get(), "dial to {address} denied: not allowed by --allow-connect");
+                    tracing::warn!(parent: self.span().get(), "dial to {address} denied: not allowed by --allow-connect");
                 }
                 return Ok(Err(ErrorCode::Denied));
             }
@@ -85,29 +85,29 @@ impl dialer::Host for GuestState {
         // below the table's capacity so the cap is hit here, cleanly, before
         // a socket is opened.
         let max = self.policy.limits.max_resources;
-        if self.dialed + 1 >= max {
-            if self.dialed + 1 == max {
-                tracing::warn!(parent: self.span.get(), "resource limit: guest holds {} connections (--max-resources)", self.dialed);
+        if self.connections.dialed() + 1 >= max {
+            if self.connections.dialed() + 1 == max {
+                tracing::warn!(parent: self.span().get(), "resource limit: guest holds {} connections (--max-resources)", self.connections.dialed());
             }
             return Ok(Err(ErrorCode::ResourceLimit));
         }
         let (budget, end) = self.wait_budget();
         let started = self.clock.begin_wait();
-        let waited = bounded(budget, &self.signal, false, started, TcpStream::connect(&addrs[..])).await;
+        let waited = bounded(budget, self.signal(), false, started, TcpStream::connect(&addrs[..])).await;
         self.clock.end_wait(started);
         let stream = match waited {
             Waited::Done(Ok(stream)) => stream,
             Waited::Done(Err(e)) => {
                 let address = crate::imports::log::clipped(&address);
-                tracing::info!(parent: self.span.get(), "dial to {address} failed: {e}");
+                tracing::info!(parent: self.span().get(), "dial to {address} failed: {e}");
                 return Ok(Err(code_for(&e)));
             }
             Waited::TimedOut => {
-                report_timeout(self.span.get(), &self.policy.limits, end, "connect");
+                report_timeout(self.span().get(), &self.policy.limits, end, "connect");
                 return Ok(Err(ErrorCode::TimedOut));
             }
             Waited::Evicted => {
-                report_eviction(self.span.get(), "connect");
+                report_eviction(self.span().get(), "connect");
                 return Ok(Err(ErrorCode::TimedOut));
             }
             Waited::ShutDown => unreachable!("a dial is never at a request boundary"),
@@ -119,8 +119,7 @@ impl dialer::Host for GuestState {
         };
         match self.table.push(Connection::dialed(stream, peer)) {
             Ok(res) => {
-                self.dialed += 1;
-                self.live_connections += 1;
+                self.connections.dialed_one();
                 Ok(Ok(res))
             }
             Err(ResourceTableError::Full) => Ok(Err(ErrorCode::ResourceLimit)),

@@ -4,8 +4,24 @@
 /// follows (a Rust guest aborts when allocation fails) can be reported as
 /// the memory limit rather than as a bare `unreachable`.
 pub struct MemoryGuard {
-    pub max: usize,
-    pub denied: bool,
+    max: usize,
+    denied: bool,
+}
+
+impl MemoryGuard {
+    pub fn new(max: u64) -> Self {
+        MemoryGuard { max: max as usize, denied: false }
+    }
+
+    /// Whether a growth past the cap was refused since the last `reset`.
+    pub fn denied(&self) -> bool {
+        self.denied
+    }
+
+    /// For an instance that serves another connection.
+    pub fn reset(&mut self) {
+        self.denied = false;
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryGuard {

@@ -2,8 +2,9 @@
 
 use crate::config::limits::Limits;
 use crate::imports::budget::{self, CpuClock};
+use crate::imports::connection::Connections;
 use crate::imports::dial::DialPolicy;
-use crate::imports::keyvalue::KvStore;
+use crate::imports::keyvalue::{KvStore, KvUse};
 use crate::imports::log::{GuestLog, LogStdio};
 use crate::imports::memory::MemoryGuard;
 use crate::imports::overload::{OverloadPolicy, Signal};
@@ -42,36 +43,38 @@ pub enum Stdout {
     Inherit,
 }
 
+/// What one guest instance's store holds: one part per interface, each
+/// with its own fields behind its own methods (defined beside the
+/// interface), and the connection now served. The hub of the imports
+/// layer: wasmtime's bindings implement every interface's `Host` trait on
+/// the store's data type, so each interface's host functions are methods
+/// of this type, and reach their own part of it.
 pub struct GuestState {
     wasi: WasiCtx,
+    /// wasmtime's resource table, shared by every interface (connections,
+    /// buckets, WASI streams live in it).
     pub table: ResourceTable,
-    pub memory: MemoryGuard,
-    pub clock: CpuClock,
+    /// The listener's settings: read-only, shared by its stores.
     pub policy: Arc<Policy>,
+    /// `--max-memory`, the store's limiter.
+    pub memory: MemoryGuard,
+    /// `--cpu-timeout`: the guest's own time.
+    pub clock: CpuClock,
     /// The connection's log budget, shared with the guest's stdio streams.
     pub log: Arc<Mutex<GuestLog>>,
+    /// The guest's connection resources (`types`, `dialer`).
+    pub connections: Connections,
+    /// Its use of `wasi:keyvalue`.
+    pub kv: KvUse,
     /// How the listener reaches the connection now served (eviction,
     /// shutdown); a fresh, never-raised one between connections.
-    pub signal: Arc<Signal>,
+    signal: Arc<Signal>,
     /// The connection's span (listener, generation, peer): the parent of
     /// every event about it. Events name it explicitly instead of the task
     /// entering it on every poll, which would cost each `recv` and `send`.
-    pub span: Arc<ConnSpan>,
+    span: Arc<ConnSpan>,
     /// When the connection must be closed whatever it is doing.
-    pub deadline: Option<Instant>,
-    /// Connections the guest holds that it dialed itself.
-    pub dialed: u32,
-    /// Connection resources alive in this store; an instance is reused only
-    /// if it let go of all of them.
-    pub live_connections: u32,
-    /// Set when the epoch callback interrupted the guest for CPU time.
-    pub cpu_exhausted: bool,
-    /// `wasi:keyvalue` operations of the connection, for `--kv-max-ops`.
-    pub kv_ops: u64,
-    /// Bytes the guest's compare-and-swap handles hold in the host (each
-    /// gives its own back when dropped), bounded by `--max-memory`; made
-    /// at the first, so a connection that makes none allocates nothing.
-    pub kv_cas_held: Option<Arc<std::sync::atomic::AtomicU64>>,
+    deadline: Option<Instant>,
     /// Warnings the guest's own doing may still put in the host log for
     /// this connection (a denied dial, a spent quota, ...): a guest looping
     /// on a refused call must not flood the log.
@@ -82,11 +85,7 @@ pub struct GuestState {
     /// The first limit or stop the host imposed on the connection (a wait
     /// timed out, a quota refused, an eviction, shutdown): how it ended,
     /// unless the guest then faulted.
-    pub ended_by: Option<Outcome>,
-    /// The accepted connection's resource, and its byte counts once the
-    /// guest dropped it.
-    pub accepted: Option<u32>,
-    accepted_bytes: Option<(u64, u64)>,
+    ended_by: Option<Outcome>,
 }
 
 impl GuestState {
@@ -103,8 +102,7 @@ impl GuestState {
         }
         self.ended_by = None;
         self.warnings_left = HOST_WARNINGS;
-        self.accepted = None;
-        self.accepted_bytes = None;
+        self.connections.start();
         let limits = &self.policy.limits;
         let mut log = self.log.lock().unwrap();
         if reused {
@@ -117,9 +115,8 @@ impl GuestState {
         }
         self.clock = CpuClock::start();
         self.deadline = limits.max_lifetime.map(|d| Instant::now() + d);
-        self.cpu_exhausted = false;
-        self.memory.denied = false;
-        self.kv_ops = 0;
+        self.memory.reset();
+        self.kv.start();
     }
 }
 
@@ -146,22 +143,24 @@ impl GuestState {
         self.ended_by.get_or_insert(outcome);
     }
 
-    /// The guest dropped a connection resource: the accepted one's byte
-    /// counts are kept for its record.
-    pub(crate) fn connection_dropped(&mut self, c: &crate::imports::connection::Connection) {
-        if !c.dialed {
-            self.accepted_bytes = Some((c.bytes_in, c.bytes_out));
-        }
+    /// The connection's signal from its listener.
+    pub fn signal(&self) -> &Arc<Signal> {
+        &self.signal
     }
 
-    /// The accepted connection's bytes in and out so far.
-    fn accepted_bytes(&self) -> (u64, u64) {
-        if let Some(bytes) = self.accepted_bytes {
-            return bytes;
-        }
-        let Some(rep) = self.accepted else { return (0, 0) };
-        let key = wasmtime::component::Resource::<crate::imports::connection::Connection>::new_borrow(rep);
-        self.table.get(&key).map(|c| (c.bytes_in, c.bytes_out)).unwrap_or((0, 0))
+    /// The connection's span, the parent of every event about it.
+    pub fn span(&self) -> &Arc<ConnSpan> {
+        &self.span
+    }
+
+    /// When the connection must be closed (`--max-lifetime`).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The first limit or stop the host imposed on the connection.
+    pub fn ended_by(&self) -> Option<Outcome> {
+        self.ended_by
     }
 
     /// Writes the connection's record and counts it: one `info` event in
@@ -171,7 +170,7 @@ impl GuestState {
         if !std::mem::take(&mut self.recording) {
             return;
         }
-        let (bytes_in, bytes_out) = self.accepted_bytes();
+        let (bytes_in, bytes_out) = self.connections.accepted_bytes(&self.table);
         let lasted = self.span.started.elapsed();
         self.policy.metrics.closed(outcome, trap, lasted, bytes_in, bytes_out);
         let duration_ms = lasted.as_micros() as f64 / 1000.0;
@@ -236,23 +235,18 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store
     let state = GuestState {
         wasi: wasi.build(),
         table,
-        memory: MemoryGuard { max: limits.max_memory as usize, denied: false },
+        memory: MemoryGuard::new(limits.max_memory),
         clock: CpuClock::start(),
         policy: policy.clone(),
         log,
         signal: Arc::default(),
         span: Arc::default(),
         deadline: limits.max_lifetime.map(|d| Instant::now() + d),
-        dialed: 0,
-        live_connections: 0,
-        cpu_exhausted: false,
-        kv_ops: 0,
-        kv_cas_held: None,
+        connections: Connections::default(),
+        kv: KvUse::default(),
         warnings_left: HOST_WARNINGS,
         recording: false,
         ended_by: None,
-        accepted: None,
-        accepted_bytes: None,
     };
     crate::ops::metrics::global().slots_in_use.inc();
     let mut store = Store::new(engine, state);

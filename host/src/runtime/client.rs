@@ -56,7 +56,7 @@ async fn run(pre: InstancePre<GuestState>, policy: Arc<Policy>, guest: &str, arg
         stop = stop => Fault::Stopped(stop),
     };
     if policy.verbose {
-        fault.log_backtrace(store.data().span.get());
+        fault.log_backtrace(store.data().span().get());
     }
     bail!("guest {guest} stopped: {}", fault.describe(store.data()))
 }

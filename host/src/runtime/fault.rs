@@ -68,11 +68,11 @@ impl Fault {
         };
         let limits = &state.policy.limits;
         match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) if state.cpu_exhausted => {
+            Some(Trap::Interrupt) if state.clock.exhausted() => {
                 format!("interrupted: CPU time limit reached (--cpu-timeout {:?})", limits.cpu_timeout)
             }
             Some(Trap::StackOverflow) => "trap: stack overflow (the guest recursed too deeply)".to_string(),
-            Some(Trap::UnreachableCodeReached) if state.memory.denied => format!(
+            Some(Trap::UnreachableCodeReached) if state.memory.denied() => format!(
                 "trap: memory limit reached (--max-memory {} bytes); the guest aborted when it could not grow",
                 limits.max_memory
             ),
@@ -93,8 +93,8 @@ impl Fault {
             Fault::Trap(err) => err,
         };
         let kind = match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) if state.cpu_exhausted => return (Outcome::CpuLimit, None),
-            Some(Trap::UnreachableCodeReached) if state.memory.denied => return (Outcome::MemoryLimit, None),
+            Some(Trap::Interrupt) if state.clock.exhausted() => return (Outcome::CpuLimit, None),
+            Some(Trap::UnreachableCodeReached) if state.memory.denied() => return (Outcome::MemoryLimit, None),
             Some(Trap::UnreachableCodeReached) => 0,
             Some(Trap::StackOverflow) => 1,
             Some(Trap::MemoryOutOfBounds) => 2,

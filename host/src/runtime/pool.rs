@@ -96,7 +96,7 @@ impl Pool {
     pub fn put_back(&self, instance: Instance) {
         let limits = &self.policy.limits;
         if instance.served >= limits.connections_per_instance
-            || instance.store.data().live_connections > 0
+            || !instance.store.data().connections.all_closed()
             || self.retired.load(Ordering::Relaxed)
         {
             return;

@@ -73,8 +73,7 @@ async fn run_guest(
             None => generation.pool.instantiate(store).await?,
         };
         let conn = store.data_mut().table.push(conn)?;
-        store.data_mut().live_connections += 1;
-        store.data_mut().accepted = Some(conn.rep());
+        store.data_mut().connections.accepted(conn.rep());
         let result = guest.netplug_protocol_handler().call_handle(&mut *store, conn).await?;
         Ok::<_, wasmtime::Error>((result, guest))
     };
@@ -95,7 +94,7 @@ async fn run_guest(
 fn report(generation: &Generation, stats: &Stats, ended: &Ended, state: &mut GuestState) {
     let (outcome, trap) = match ended {
         Ended::Fault(fault) => fault.outcome(state),
-        Ended::Returned(_, _) if state.ended_by.is_some() => (state.ended_by.unwrap(), None),
+        Ended::Returned(_, _) if state.ended_by().is_some() => (state.ended_by().unwrap(), None),
         Ended::Returned(Ok(()), _) => (Outcome::Ok, None),
         Ended::Returned(Err(_), _) => (Outcome::GuestError, None),
     };
@@ -106,21 +105,21 @@ fn report(generation: &Generation, stats: &Stats, ended: &Ended, state: &mut Gue
         // The host ended one of its waits (an idle timeout, a quota, an
         // eviction, shutdown) and the guest passed the error on, as `?`
         // does: that end is in the record, and no fault of the guest's.
-        Ended::Returned(Err(reason), _) if state.ended_by.is_some() => {
+        Ended::Returned(Err(reason), _) if state.ended_by().is_some() => {
             let reason = crate::imports::log::clipped(reason);
-            tracing::info!(parent: state.span.get(), "guest {} ended on the host's limit: {reason}", generation.guest);
+            tracing::info!(parent: state.span().get(), "guest {} ended on the host's limit: {reason}", generation.guest);
         }
         Ended::Returned(Err(reason), _) => {
             stats.guest_errors.fetch_add(1, Ordering::Relaxed);
             let reason = crate::imports::log::clipped(reason);
-            tracing::warn!(parent: state.span.get(), "guest {} returned an error: {reason}", generation.guest);
+            tracing::warn!(parent: state.span().get(), "guest {} returned an error: {reason}", generation.guest);
         }
         Ended::Fault(fault) => {
             stats.faults.fetch_add(1, Ordering::Relaxed);
             if state.policy.verbose {
-                fault.log_backtrace(state.span.get());
+                fault.log_backtrace(state.span().get());
             }
-            tracing::error!(parent: state.span.get(), "guest {} closed: {}", generation.guest, fault.describe(state));
+            tracing::error!(parent: state.span().get(), "guest {} closed: {}", generation.guest, fault.describe(state));
         }
     }
     state.record(outcome, trap);

@@ -90,7 +90,7 @@ impl GuestState {
         let normal = self.policy.limits.idle_timeout;
         let timeout = self.policy.overload.idle_timeout(normal);
         let idle = WaitEnd::Idle { timeout, overloaded: timeout < normal };
-        match self.deadline {
+        match self.deadline() {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left < timeout {
@@ -111,7 +111,7 @@ impl GuestState {
         self.end_by(Outcome::QuotaOut);
         if self.may_warn() {
             let max = self.policy.limits.max_bytes_out.unwrap_or_default();
-            tracing::warn!(parent: self.span.get(), "byte quota: send of {len} bytes would pass --max-bytes-out {max}");
+            tracing::warn!(parent: self.span().get(), "byte quota: send of {len} bytes would pass --max-bytes-out {max}");
         }
     }
 
@@ -135,14 +135,14 @@ impl GuestState {
     /// A wait on the guest's peers (`what`) ran out at `end`: logged, and
     /// the connection's outcome is the limit that ended it.
     pub(crate) fn timed_out(&mut self, end: WaitEnd, what: &str) {
-        report_timeout(self.span.get(), &self.policy.limits, end, what);
+        report_timeout(self.span().get(), &self.policy.limits, end, what);
         self.end_by(if matches!(end, WaitEnd::Lifetime) { Outcome::Lifetime } else { Outcome::IdleTimeout });
     }
 
     /// A wait on the guest's peers (`what`) was ended to admit a new
     /// connection: logged, and the connection's outcome is `overload`.
     pub(crate) fn evicted(&mut self, what: &str) {
-        report_eviction(self.span.get(), what);
+        report_eviction(self.span().get(), what);
         self.end_by(Outcome::Overload);
     }
 
@@ -170,7 +170,7 @@ impl GuestState {
                 ErrorCode::TimedOut
             }
             Waited::ShutDown => {
-                tracing::debug!(parent: self.span.get(), "host shutting down: ending the connection between requests");
+                tracing::debug!(parent: self.span().get(), "host shutting down: ending the connection between requests");
                 self.end_by(Outcome::Shutdown);
                 ErrorCode::Closed
             }
@@ -195,7 +195,7 @@ impl GuestState {
             let left = quota.saturating_sub(bytes_in);
             if left == 0 {
                 if self.may_warn() {
-                    tracing::warn!(parent: self.span.get(), "byte quota: --max-bytes-in {quota} received, refusing recv");
+                    tracing::warn!(parent: self.span().get(), "byte quota: --max-bytes-in {quota} received, refusing recv");
                 }
                 self.end_by(Outcome::QuotaIn);
                 return Ok(Err(ErrorCode::QuotaExceeded));
@@ -256,7 +256,7 @@ impl GuestState {
         let at_boundary = c.answered && c.bytes_in > 0;
         let stream = c.stream.clone();
         let started = self.clock.begin_wait();
-        let waited = match bounded(budget, &self.signal, at_boundary, started, read_when_ready(&stream, want)).await {
+        let waited = match bounded(budget, self.signal(), at_boundary, started, read_when_ready(&stream, want)).await {
             // A request already queued is served even at shutdown.
             Waited::ShutDown => match try_read_head(&stream, want) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Waited::ShutDown,
@@ -291,7 +291,7 @@ pub(super) async fn send_from_guest(
     let (budget, end) = store.data().wait_budget();
     let started = store.data().clock.begin_wait();
     let stream = store.data().table.get(&conn)?.stream.clone();
-    let signal = store.data().signal.clone();
+    let signal = store.data().signal().clone();
     let mut sent = 0;
     let waited = loop {
         if sent == len {

@@ -102,11 +102,7 @@ fn link_resource(types: &mut LinkerInstance<'_, GuestState>) -> wasmtime::Result
     types.resource("connection", ResourceType::host::<Connection>(), |mut store, rep| {
         let state = store.data_mut();
         let c = state.table.delete(Resource::<Connection>::new_own(rep))?;
-        state.live_connections -= 1;
-        state.connection_dropped(&c);
-        if c.dialed {
-            state.dialed -= 1;
-        }
+        state.connections.dropped(&c);
         // Dropping the stream closes the socket.
         Ok(())
     })
@@ -195,4 +191,66 @@ fn link_addresses(types: &mut LinkerInstance<'_, GuestState>) -> wasmtime::Resul
             Ok((c.stream.local_addr().map(|a| a.to_string()).unwrap_or_default(),))
         },
     )
+}
+
+/// The guest's connection resources as the instance counts them: how many
+/// are alive (an instance is reused only if it let go of all of them), how
+/// many it dialed (`--max-resources`), and the accepted one, whose byte
+/// counts its record reports.
+#[derive(Default)]
+pub struct Connections {
+    live: u32,
+    dialed: u32,
+    /// The accepted connection's resource.
+    accepted: Option<u32>,
+    /// Its byte counts, once the guest dropped it.
+    accepted_bytes: Option<(u64, u64)>,
+}
+
+impl Connections {
+    /// The connection the listener accepted, handed to the guest.
+    pub fn accepted(&mut self, rep: u32) {
+        self.live += 1;
+        self.accepted = Some(rep);
+    }
+
+    /// A connection the guest dialed.
+    pub fn dialed_one(&mut self) {
+        self.live += 1;
+        self.dialed += 1;
+    }
+
+    /// Connections the guest holds that it dialed itself.
+    pub fn dialed(&self) -> u32 {
+        self.dialed
+    }
+
+    /// Whether the guest let go of every connection.
+    pub fn all_closed(&self) -> bool {
+        self.live == 0
+    }
+
+    fn dropped(&mut self, c: &Connection) {
+        self.live -= 1;
+        if c.dialed {
+            self.dialed -= 1;
+        } else {
+            self.accepted_bytes = Some((c.bytes_in, c.bytes_out));
+        }
+    }
+
+    /// The accepted connection's bytes in and out so far.
+    pub fn accepted_bytes(&self, table: &wasmtime::component::ResourceTable) -> (u64, u64) {
+        if let Some(bytes) = self.accepted_bytes {
+            return bytes;
+        }
+        let Some(rep) = self.accepted else { return (0, 0) };
+        table.get(&Resource::<Connection>::new_borrow(rep)).map(|c| (c.bytes_in, c.bytes_out)).unwrap_or((0, 0))
+    }
+
+    /// For an instance that serves another connection.
+    pub fn start(&mut self) {
+        self.accepted = None;
+        self.accepted_bytes = None;
+    }
 }

@@ -287,7 +287,7 @@ async fn relay(
     let (quota_in, quota_out) = (limits.max_bytes_in, limits.max_bytes_out);
     let normal_idle = limits.idle_timeout;
     let started = state.clock.begin_wait();
-    let signal = state.signal.clone();
+    let signal = state.signal().clone();
     signal.begin_wait(started);
     // The idle timer runs from the last byte moved; it is not re-armed per
     // chunk, only when it fires early (bytes moved since it was set).
@@ -372,7 +372,7 @@ fn runs_out_at(state: &GuestState, last: Instant, normal_idle: Duration) -> (Ins
     let idle = state.policy.overload.idle_timeout(normal_idle);
     let idle_end = WaitEnd::Idle { timeout: idle, overloaded: idle < normal_idle };
     let (mut until, mut end) = (last + idle, idle_end);
-    if let Some(deadline) = state.deadline {
+    if let Some(deadline) = state.deadline() {
         if deadline < until {
             (until, end) = (deadline, WaitEnd::Lifetime);
         }
@@ -437,13 +437,13 @@ fn record_stop(
         }
         Stop::QuotaIn => {
             let quota = limits.max_bytes_in.unwrap_or_default();
-            tracing::warn!(parent: state.span.get(), "byte quota: --max-bytes-in {quota} received, ending splice");
+            tracing::warn!(parent: state.span().get(), "byte quota: --max-bytes-in {quota} received, ending splice");
             state.end_by(Outcome::QuotaIn);
             ErrorCode::QuotaExceeded
         }
         Stop::QuotaOut => {
             let quota = limits.max_bytes_out.unwrap_or_default();
-            tracing::warn!(parent: state.span.get(), "byte quota: --max-bytes-out {quota} sent, ending splice");
+            tracing::warn!(parent: state.span().get(), "byte quota: --max-bytes-out {quota} sent, ending splice");
             state.end_by(Outcome::QuotaOut);
             ErrorCode::QuotaExceeded
         }

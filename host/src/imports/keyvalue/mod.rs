@@ -91,7 +91,7 @@ mod usage;
 mod values;
 
 pub use crate::config::kv::{Backend, KvConfig, KvLimits, GRANT};
-pub use ops::Cas;
+pub use ops::{Cas, KvUse};
 pub(crate) use values::{compare_and_swap, increment, incremented, incremented_signed, page};
 
 use crate::imports::budget::CpuClock;

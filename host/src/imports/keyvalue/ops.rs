@@ -4,7 +4,7 @@
 //! whose held bytes count against the connection's `--max-memory`.
 
 use super::{compare_and_swap, increment, Bucket, Failure, KvStore, Outcome, Page};
-use crate::imports::state::{ConnSpan, GuestState};
+use crate::imports::state::GuestState;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -59,20 +59,37 @@ impl Cas {
     }
 }
 
+/// What one connection used of the store: its operations, for
+/// `--kv-max-ops`, and the bytes its compare-and-swap handles hold in the
+/// host (each gives its own back when dropped), bounded by `--max-memory`;
+/// made at the first, so a connection that makes none allocates nothing.
+#[derive(Default)]
+pub struct KvUse {
+    ops: u64,
+    cas_held: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+impl KvUse {
+    /// For an instance that serves another connection.
+    pub fn start(&mut self) {
+        self.ops = 0;
+    }
+}
+
 /// Counts one operation against the connection's `--kv-max-ops` and returns
-/// the listener's store, or the error the guest gets. Fields, not `self`,
-/// so the store is borrowed from the policy while the count is updated.
-fn admit_op<'a>(kv: &'a Option<Arc<KvStore>>, ops: &mut u64, span: &ConnSpan) -> Result<&'a KvStore, Failure> {
+/// the listener's store, or the error the guest gets (and, the first time
+/// past the limit, the limit to warn about). Fields, not `self`, so the
+/// store is borrowed from the policy while the count is updated.
+fn admit_op<'a>(kv: &'a Option<Arc<KvStore>>, ops: &mut u64) -> Result<&'a KvStore, (Failure, Option<u64>)> {
     // Unreachable in practice: a guest importing wasi:keyvalue is refused
     // at load unless --kv is given.
-    let kv = kv.as_deref().ok_or(Failure::AccessDenied)?;
+    let kv = kv.as_deref().ok_or((Failure::AccessDenied, None))?;
     if let Some(max) = kv.limits.max_ops {
         if *ops >= max {
-            if *ops == max {
-                tracing::warn!(parent: span.get(), "key-value operation limit: {max} operations (--kv-max-ops)");
-            }
+            let warn = (*ops == max).then_some(max);
             *ops = ops.saturating_add(1);
-            return Err(Failure::Other(format!("operation limit reached: {max} per connection (--kv-max-ops)")));
+            let failure = Failure::Other(format!("operation limit reached: {max} per connection (--kv-max-ops)"));
+            return Err((failure, warn));
         }
     }
     *ops += 1;
@@ -82,9 +99,14 @@ fn admit_op<'a>(kv: &'a Option<Arc<KvStore>>, ops: &mut u64, span: &ConnSpan) ->
 /// Counts the operation and returns the store, or returns the refusal.
 macro_rules! op {
     ($state:expr) => {
-        match admit_op(&$state.policy.kv, &mut $state.kv_ops, &$state.span) {
+        match admit_op(&$state.policy.kv, &mut $state.kv.ops) {
             Ok(kv) => kv,
-            Err(e) => return Ok(Err(e)),
+            Err((e, warn)) => {
+                if let Some(max) = warn {
+                    tracing::warn!(parent: $state.span().get(), "key-value operation limit: {max} operations (--kv-max-ops)");
+                }
+                return Ok(Err(e));
+            }
         }
     };
 }
@@ -207,7 +229,7 @@ impl GuestState {
             Err(e) => return Ok(Err(e)),
         };
         let max = self.policy.limits.max_memory;
-        Ok(CasCharge::new(self.kv_cas_held.get_or_insert_with(Arc::default), &key, current.as_deref(), max)
+        Ok(CasCharge::new(self.kv.cas_held.get_or_insert_with(Arc::default), &key, current.as_deref(), max)
             .map(|charge| Cas { bucket, key, current, _charge: charge }))
     }
 
@@ -229,7 +251,7 @@ impl GuestState {
         Ok(swapped.and_then(|done| match done {
             Ok(()) => Ok(Ok(())),
             Err(current) => {
-                CasCharge::new(self.kv_cas_held.get_or_insert_with(Arc::default), &key, current.as_deref(), max)
+                CasCharge::new(self.kv.cas_held.get_or_insert_with(Arc::default), &key, current.as_deref(), max)
                     .map(|charge| Err(Cas { bucket, key, current, _charge: charge }))
             }
         }))
