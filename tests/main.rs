@@ -25,6 +25,7 @@ mod fleet;
 mod http;
 mod json_logs;
 mod keyvalue;
+mod layers;
 mod locked_down;
 mod overload;
 mod precompiled;

@@ -8,7 +8,7 @@ use crate::guest::{engine, linker};
 use crate::imports::bindings::client::ClientPre;
 use crate::imports::state::{new_store, GuestState, Policy, Stdout};
 use crate::runtime::fault::{stop_signal, Fault};
-use crate::runtime::supervisor::policy;
+use crate::runtime::prepare::policy;
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 use wasmtime::component::InstancePre;

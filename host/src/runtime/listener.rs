@@ -3,6 +3,7 @@
 
 use crate::imports::state::{ConnSpan, Policy};
 use crate::runtime::generation::{Current, Generation};
+use crate::runtime::session::Stats;
 use anyhow::Result;
 use futures_util::FutureExt;
 use std::future::Future;
@@ -26,21 +27,6 @@ pub struct Service {
     /// The generation new connections get.
     pub current: Arc<Current>,
     pub stats: Stats,
-}
-
-/// Connection counts, reported at shutdown.
-#[derive(Default)]
-pub struct Stats {
-    pub accepted: AtomicU64,
-    pub completed: AtomicU64,
-    pub guest_errors: AtomicU64,
-    pub faults: AtomicU64,
-    /// Connection tasks that panicked (a host bug, never a guest's doing).
-    pub panics: AtomicU64,
-    /// Connections closed to admit new ones at `--max-connections`.
-    pub evicted: AtomicU64,
-    /// Connections of a replaced generation closed at `--drain-timeout`.
-    pub drained: AtomicU64,
 }
 
 /// First pause after a failed accept; doubled on each failure in a row.

@@ -8,6 +8,7 @@ pub(crate) mod generation;
 pub(crate) mod listener;
 pub(crate) mod plan;
 pub(crate) mod pool;
+pub(crate) mod prepare;
 pub(crate) mod reload;
 pub mod server;
 pub(crate) mod session;

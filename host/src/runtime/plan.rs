@@ -6,8 +6,8 @@
 use crate::config::file::ServeFile;
 use crate::config::serve::ListenerSettings;
 use crate::guest::load::Admitted;
+use crate::runtime::prepare::{prepare, Prepared, Shared};
 use crate::runtime::reload::Loader;
-use crate::runtime::supervisor::{prepare, Prepared, Shared};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::Path;

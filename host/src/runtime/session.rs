@@ -9,13 +9,27 @@ use crate::imports::state::{ConnSpan, GuestState};
 use crate::ops::metrics::Outcome;
 use crate::runtime::fault::{stop_signal, Fault};
 use crate::runtime::generation::Generation;
-use crate::runtime::listener::Stats;
 use crate::runtime::pool::Instance;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use wasmtime::Store;
+
+/// Connection counts, reported at shutdown.
+#[derive(Default)]
+pub struct Stats {
+    pub accepted: AtomicU64,
+    pub completed: AtomicU64,
+    pub guest_errors: AtomicU64,
+    pub faults: AtomicU64,
+    /// Connection tasks that panicked (a host bug, never a guest's doing).
+    pub panics: AtomicU64,
+    /// Connections closed to admit new ones at `--max-connections`.
+    pub evicted: AtomicU64,
+    /// Connections of a replaced generation closed at `--drain-timeout`.
+    pub drained: AtomicU64,
+}
 
 /// How a connection's guest ended.
 enum Ended {
