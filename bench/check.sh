@@ -61,7 +61,8 @@ measured=()
 printf '| row | baseline instr/op | now | now/baseline | runs |\n|---|---:|---:|---:|---|\n'
 for row in "${ROWS[@]}"; do
     mode=${row%% *}
-    read -r now runs <<<"$(per_op "$HOST" "$row" "$WORK/cache" "$GUESTS" "$REPS")"
+    counted=$(per_op "$HOST" "$row" "$WORK/cache" "$GUESTS" "$REPS") || { echo "$0: a run of row '$row' failed" >&2; exit 1; }
+    read -r now runs <<<"$counted"
     tolerance=$(tolerance_of "$mode")
     if [ "$tolerance" = "$DEFAULT_TOLERANCE" ]; then
         measured+=("$mode	$now")

@@ -39,7 +39,9 @@ warm_cache "$B" "$WORK/cache-B" "$GUESTS_B"
 printf '| row | A instr/op | B instr/op | B/A | A runs | B runs |\n|---|---:|---:|---:|---|---|\n'
 for row in "${ROWS[@]}"; do
     # Interleaved: the two builds' runs alternate, REPS each.
-    read -r a runs_a <<<"$(per_op "$A" "$row" "$WORK/cache-A" "$GUESTS_A" "$REPS")"
-    read -r b runs_b <<<"$(per_op "$B" "$row" "$WORK/cache-B" "$GUESTS_B" "$REPS")"
+    counted_a=$(per_op "$A" "$row" "$WORK/cache-A" "$GUESTS_A" "$REPS") || { echo "$0: a run of A failed" >&2; exit 1; }
+    counted_b=$(per_op "$B" "$row" "$WORK/cache-B" "$GUESTS_B" "$REPS") || { echo "$0: a run of B failed" >&2; exit 1; }
+    read -r a runs_a <<<"$counted_a"
+    read -r b runs_b <<<"$counted_b"
     printf '| %s | %d | %d | %.3f | %s | %s |\n' "${row%% *}" "$a" "$b" "$(echo "$b / $a" | bc -l)" "$runs_a" "$runs_b"
 done

@@ -68,6 +68,9 @@ count() {
     local out="$WORK/cg.out"
     # Port 0, read back from the host's `listening on` line: a port picked
     # here could be taken meanwhile (by any client's ephemeral port).
+    # The previous run's file goes first: the background job truncates it
+    # only once it starts, and its old port must not be read meanwhile.
+    rm -f "$WORK/host.out"
     # shellcheck disable=SC2046 # the flags are words
     NETPLUG_CACHE_DIR=$cache valgrind --tool=callgrind --callgrind-out-file="$out" \
         "$host" run "$guests/$guest" --port 0 --addr 127.0.0.1 --max-connections 4 $(row_flags "$mode") \
@@ -75,7 +78,7 @@ count() {
     local pid=$!
     local i port=""
     for i in $(seq 240); do
-        port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/host.out")
+        port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/host.out" 2>/dev/null)
         [ -n "$port" ] && break
         kill -0 $pid 2>/dev/null || { cat "$WORK/host.log" >&2; return 1; }
         sleep 0.5
@@ -101,8 +104,10 @@ per_op() {
     read -r mode guest short long <<<"$row"
     local best_s="" best_l="" rep s l runs=""
     for rep in $(seq "$reps"); do
-        s=$(count "$host" "$guest" "$mode" "$short" "$cache" "$guests")
-        l=$(count "$host" "$guest" "$mode" "$long" "$cache" "$guests")
+        # A failed run fails the row: a count read from nothing would pass
+        # for one.
+        s=$(count "$host" "$guest" "$mode" "$short" "$cache" "$guests") || return 1
+        l=$(count "$host" "$guest" "$mode" "$long" "$cache" "$guests") || return 1
         if [ -z "$best_s" ] || [ "$s" -lt "$best_s" ]; then best_s=$s; fi
         if [ -z "$best_l" ] || [ "$l" -lt "$best_l" ]; then best_l=$l; fi
         runs="$runs${runs:+,}$(((l - s) / (long - short)))"
