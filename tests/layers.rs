@@ -29,8 +29,10 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
             let code = text.split("#[cfg(test)]").next().unwrap();
             let used = graph.entry(module.clone()).or_insert_with(BTreeSet::new);
             for (at, _) in code.match_indices("crate::") {
-                let path: String =
-                    code[at + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':').collect();
+                let path: String = code[at + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
                 let mut names = path.split("::").filter(|s| !s.is_empty());
                 if let (Some(layer), Some(name)) = (names.next(), names.next()) {
                     let target = format!("{layer}::{name}");

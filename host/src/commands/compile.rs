@@ -1,7 +1,7 @@
 //! `host compile`: admit a guest as `host run` would, compile it with the
 //! settings `host run` compiles with, and write the machine code to a
 //! `.cwasm` that `host run` and `host inspect` load without compiling (the
-//! file's format is in `precompiled.rs`).
+//! file's format is in `guest/precompiled.rs`).
 
 use crate::config::flags::CompileCommand;
 use crate::guest::engine;

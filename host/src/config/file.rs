@@ -57,7 +57,7 @@ pub struct ServeFile {
 impl ServeFile {
     /// Reads and checks the file at `path`: syntax, keys, values, and the
     /// listeners as a whole (unique names and addresses). Guests are not
-    /// loaded here (see `serve.rs`).
+    /// loaded here (see `runtime/prepare.rs`).
     pub fn read(path: &Path) -> Result<ServeFile> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the configuration file {}", path.display()))?;

@@ -20,8 +20,8 @@ pub enum Backend {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct KvLimits {
-    /// What the whole store may hold (`usage.rs`), shared by every
-    /// connection of the listener.
+    /// What the whole store may hold (`imports/keyvalue/usage.rs`),
+    /// shared by every connection of the listener.
     pub max_bytes: u64,
     pub max_key_size: u64,
     pub max_value_size: u64,
@@ -68,5 +68,5 @@ mod tests {
 }
 
 /// The package `host run` adds to the guest's grants when `--kv` is given
-/// (`guest::grant` lets `wasi:keyvalue` through only then).
+/// (`guest::load::grant` lets `wasi:keyvalue` through only then).
 pub const GRANT: &str = "wasi:keyvalue";

@@ -1,6 +1,6 @@
 //! The wasm engine, built once per process: Cranelift, epoch interruption,
 //! and a pooling allocator sized by the caller; and the epoch ticker that
-//! drives the CPU budget (see `budget.rs`).
+//! drives the CPU budget (see `imports/budget.rs`).
 
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,10 +1,11 @@
 //! The linker every guest instance is built from: exactly what a guest may
 //! use. WASI's stdio, clocks and random (configured empty per store, see
-//! `store.rs`), `wasi:config/store` (the operator's `--config` pairs,
-//! `wasi_config.rs`), and the netplug interfaces: `types` (the connection,
-//! `connection/`), `log` (`guest_log.rs`) and `dialer` (`dial.rs`).
-//! `wasi:keyvalue` (`keyvalue/`) is linked too, but only a guest admitted
-//! with `--kv` may import it.
+//! `new_store` in `imports/state.rs`), `wasi:config/store` (the operator's
+//! `--config` pairs, `imports/wasi_config.rs`), and the netplug interfaces:
+//! `types` (the connection, `imports/connection/`), `log`
+//! (`imports/log.rs`) and `dialer` (`imports/dial.rs`). `wasi:keyvalue`
+//! (`imports/keyvalue/`) is linked too, but only a guest admitted with
+//! `--kv` may import it.
 
 use crate::imports::bindings::server::netplug::protocol::{dialer, log};
 use crate::imports::state::GuestState;

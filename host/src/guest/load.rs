@@ -131,8 +131,9 @@ pub fn world_of(engine: &Engine, component: &Component, path: &Path) -> Result<W
 const GRANTED: &[&str] =
     &["netplug:protocol/", "wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:config/"];
 
-/// The `wasi:keyvalue` interfaces the host links (`keyvalue/draft.rs`,
-/// `keyvalue/draft2.rs`), each granted with `--kv`.
+/// The `wasi:keyvalue` interfaces the host links
+/// (`imports/keyvalue/draft.rs`, `imports/keyvalue/draft2.rs`), each
+/// granted with `--kv`.
 const KEYVALUE: &[&str] =
     &["store@0.2.0-draft", "atomics@0.2.0-draft", "store@0.2.0-draft2", "atomics@0.2.0-draft2", "batch@0.2.0-draft2"];
 

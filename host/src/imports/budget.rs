@@ -2,7 +2,7 @@
 //! measured, and the two things that stop it when the budget is spent.
 //!
 //! - While the guest computes, the engine's epoch (advanced by the ticker in
-//!   `engine.rs`) reaches the store's deadline every tick; the callback
+//!   `guest/engine.rs`) reaches the store's deadline every tick; the callback
 //!   installed by `install` checks the budget there, interrupts the guest
 //!   past it, and otherwise yields so one busy guest cannot starve the other
 //!   connections on its thread.

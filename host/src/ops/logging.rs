@@ -19,11 +19,18 @@ use tracing_subscriber::EnvFilter;
 /// connection records (target `netplug::record`).
 pub fn init(level: LevelFilter, json: bool, access_log: bool) -> Result<()> {
     let layer = match json {
-        false => tracing_subscriber::fmt::layer()
+        // Colors on a terminal, in the default format; elsewhere the same
+        // text, written for less (`log_format.rs`).
+        false if std::io::stderr().is_terminal() => tracing_subscriber::fmt::layer()
             .with_timer(crate::ops::log_time::LogTime)
             .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(true)
             .with_target(true)
+            .boxed(),
+        false => tracing_subscriber::fmt::layer()
+            .event_format(crate::ops::log_format::PlainText)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
             .boxed(),
         true => tracing_subscriber::fmt::layer()
             .json()

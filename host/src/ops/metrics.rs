@@ -1,6 +1,7 @@
 //! The host's metrics, served as Prometheus text on the admin address
 //! (`GET /metrics`, see `admin.rs`), and each connection's outcome, which
-//! its closing record (`record.rs`) and the metrics share.
+//! its closing record (`GuestState::record`, `imports/state.rs`) and the
+//! metrics share.
 //!
 //! One process-wide registry. Each listener resolves its labelled handles
 //! once, when it is created (`ListenerMetrics`, held in its `Policy`), so a
@@ -299,9 +300,9 @@ impl Metrics {
     }
 }
 
-/// One listener's key-value store's metric handles (`keyvalue/usage.rs`
-/// keeps them current). `Default` gives handles in no registry, for a
-/// store opened outside a listener.
+/// One listener's key-value store's metric handles
+/// (`imports/keyvalue/usage.rs` keeps them current). `Default` gives
+/// handles in no registry, for a store opened outside a listener.
 #[derive(Clone, Default)]
 pub struct KvMetrics {
     pub bytes: Gauge,

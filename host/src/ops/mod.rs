@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod listen;
+mod log_format;
 mod log_time;
 pub mod logging;
 pub(crate) mod metrics;

@@ -83,8 +83,9 @@ impl Stopping {
 /// At most `--max-connections` run at once. A connection accepted while all
 /// are busy waits for a slot, and makes one by closing the connection that
 /// has waited longest on its peer if one has waited long enough (see
-/// `overload.rs`); meanwhile further clients wait in the listen backlog.
-/// A failing connection is logged and counted; it never ends the loop.
+/// `imports/overload.rs`); meanwhile further clients wait in the listen
+/// backlog. A failing connection is logged and counted; it never ends the
+/// loop.
 ///
 /// The socket is shared: a listener replaced by a reload hands it to its
 /// successor, which accepts on it at once, so no client is refused.
@@ -167,9 +168,10 @@ async fn accept_until_stopped(
 
 /// Admission at `--max-connections`: waits for a slot, meanwhile closing
 /// the connection that has waited longest on its peer whenever one has
-/// waited long enough (`overload.rs`), looking again every `EVICT_RETRY`
-/// as one may become idle long enough meanwhile. Tasks that end are reaped
-/// (their slots come back); `Break` if the listener stops first.
+/// waited long enough (`imports/overload.rs`), looking again every
+/// `EVICT_RETRY` as one may become idle long enough meanwhile. Tasks that
+/// end are reaped (their slots come back); `Break` if the listener stops
+/// first.
 async fn wait_for_slot(
     service: &Service,
     limit: &Arc<Semaphore>,

@@ -8,7 +8,7 @@
 //! see the same buckets and data under the same grant and limits. Granted
 //! only with `host run --kv memory` (`memory.rs`) or `--kv PATH`
 //! (`durable.rs`, a redb file that survives restarts); a guest importing
-//! them without `--kv` is refused at load (`guest::grant`).
+//! them without `--kv` is refused at load (`guest::load::grant`).
 //!
 //! `store.open(name)` opens a bucket: a namespace of the store, created on
 //! first use, any name (`""` included) up to `MAX_BUCKETS` of them. The
