@@ -78,7 +78,7 @@ count() {
     local pid=$!
     local i port=""
     for i in $(seq 240); do
-        port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/host.out" 2>/dev/null)
+        port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/host.out" 2>/dev/null || true)
         [ -n "$port" ] && break
         kill -0 $pid 2>/dev/null || { cat "$WORK/host.log" >&2; return 1; }
         sleep 0.5
