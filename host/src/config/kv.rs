@@ -50,6 +50,10 @@ impl Backend {
     }
 }
 
+/// The package `host run` adds to the guest's grants when `--kv` is given
+/// (`guest::load::grant` lets `wasi:keyvalue` through only then).
+pub const GRANT: &str = "wasi:keyvalue";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,7 +70,3 @@ mod tests {
         assert!(Backend::parse("redis://h:6379").unwrap_err().contains("URLs are not supported"));
     }
 }
-
-/// The package `host run` adds to the guest's grants when `--kv` is given
-/// (`guest::load::grant` lets `wasi:keyvalue` through only then).
-pub const GRANT: &str = "wasi:keyvalue";
