@@ -3,8 +3,8 @@
 //! ConfigMap carries deploy/netplug.toml verbatim; names and ports agree
 //! across that file, the Dockerfile, the Deployment and the Service; and the
 //! host accepts the shipped configuration with the guests compiled as the
-//! image compiles them. (The image itself is not built here: that needs a
-//! Docker engine.)
+//! image compiles them. (The image itself is built and run by container.rs,
+//! with buildah.)
 
 use crate::support::*;
 use std::collections::{BTreeMap, BTreeSet};

@@ -18,6 +18,7 @@ mod bad_input;
 mod cache;
 mod closed_stdout;
 mod config;
+mod container;
 mod deploy;
 mod docs;
 mod echo;

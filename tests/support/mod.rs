@@ -620,6 +620,8 @@ pub fn installed(tools: &[&str]) -> bool {
     for tool in &missing {
         let package = match *tool {
             "redis-cli" | "redis-benchmark" => "redis-tools",
+            "unshare" => "util-linux",
+            "chroot" => "coreutils",
             other => other,
         };
         let test = std::thread::current().name().unwrap_or("a test").to_string();
