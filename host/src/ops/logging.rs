@@ -29,6 +29,7 @@ pub fn init(level: LevelFilter, json: bool, access_log: bool) -> Result<()> {
             .boxed(),
         false => tracing_subscriber::fmt::layer()
             .event_format(crate::ops::log_format::PlainText)
+            .fmt_fields(crate::ops::log_format::PlainFields)
             .with_writer(std::io::stderr)
             .with_ansi(false)
             .boxed(),
