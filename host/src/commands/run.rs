@@ -3,7 +3,7 @@
 //! guest is run once against `--connect` (`runtime/client.rs`).
 
 use crate::config::flags::RunCommand;
-use crate::config::serve::ServeConfig;
+use crate::config::serve::{ClientConfig, ServeConfig};
 use crate::guest::{engine, load};
 use crate::runtime::server::Server;
 use crate::runtime::{client, shutdown};
@@ -13,7 +13,7 @@ pub fn run(cmd: RunCommand) -> Result<()> {
     let tokio =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     if cmd.connect.is_some() {
-        let config = ServeConfig::client(&cmd)?;
+        let config = ClientConfig::from_run(&cmd)?;
         return tokio.block_on(client::run_once(config));
     }
     let Some(config) = ServeConfig::from_run(&cmd)? else { return Err(neither(&cmd)) };

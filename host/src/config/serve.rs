@@ -224,17 +224,6 @@ impl ServeConfig {
             verbose: cmd.log.verbose,
         }))
     }
-
-    /// What `host run` runs a client guest with (`--connect`).
-    pub fn client(cmd: &RunCommand) -> Result<ClientConfig> {
-        Ok(ClientConfig {
-            guest: GuestSettings::from_run(cmd)?,
-            connect: cmd.connect.clone().unwrap_or_default(),
-            args: cmd.args.clone(),
-            cache_dir: cache_dir(cmd.no_cache),
-            verbose: cmd.log.verbose,
-        })
-    }
 }
 
 /// A client guest's one run (`host run GUEST --connect HOST:PORT`).
@@ -247,6 +236,19 @@ pub struct ClientConfig {
     pub args: Vec<String>,
     pub cache_dir: Option<PathBuf>,
     pub verbose: bool,
+}
+
+impl ClientConfig {
+    /// What `host run` runs a client guest with (`--connect`).
+    pub fn from_run(cmd: &RunCommand) -> Result<ClientConfig> {
+        Ok(ClientConfig {
+            guest: GuestSettings::from_run(cmd)?,
+            connect: cmd.connect.clone().unwrap_or_default(),
+            args: cmd.args.clone(),
+            cache_dir: cache_dir(cmd.no_cache),
+            verbose: cmd.log.verbose,
+        })
+    }
 }
 
 /// The compiled-guest cache's directory, unless `--no-cache`:
