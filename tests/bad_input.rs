@@ -119,6 +119,9 @@ fn server_guest_without_a_port_and_client_guest_without_a_target() {
     let client = guest("hello_client");
     let err = refused(&["run", client.to_str().unwrap()]);
     assert!(err.contains("hello_client.wasm is a client guest: give --connect"), "{err}");
+    // With --port too: the same advice, not the one for a listener.
+    let err = refused(&["run", client.to_str().unwrap(), "--port", "0"]);
+    assert!(err.contains("hello_client.wasm is a client guest: give --connect"), "{err}");
 }
 
 #[test]

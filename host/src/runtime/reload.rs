@@ -78,7 +78,11 @@ impl Loader {
         let admitted = load::admit(&self.engine, &self.path, self.cache.as_deref(), &self.grants, self.kv_grant)?;
         if admitted.world == World::Client {
             let name = load::display_name(&self.path);
-            bail!("{name} is a client guest; a listener serves a server guest");
+            match self.kv_grant {
+                // `host run GUEST --port N`: the same command runs it.
+                KvGrant::Run => bail!("{name} is a client guest: give --connect HOST:PORT to run it"),
+                _ => bail!("{name} is a client guest; a listener serves a server guest"),
+            }
         }
         Ok(admitted)
     }
