@@ -10,7 +10,6 @@
 use crate::support::*;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// HAProxy's health-check interval; a host is out after one failed check.
@@ -62,55 +61,6 @@ fn guest_path(name: &str) -> PathBuf {
     guest(name)
 }
 
-/// HAProxy in front of the members, in the foreground, killed on drop.
-struct Balancer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Balancer {
-    fn start(dir: &Path, members: &[Member]) -> Balancer {
-        let port = free_port("127.0.0.1");
-        let mut config = format!(
-            "global\n    maxconn 2000\n\
-             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 20s\n    timeout server 20s\n\
-             \x20   retries 3\n    option redispatch\n\
-             listen fleet\n    bind 127.0.0.1:{port}\n    balance roundrobin\n\
-             \x20   option httpchk GET /readyz\n    http-check expect status 200\n\
-             \x20   default-server inter {}ms fall 1 rise 1\n",
-            CHECK_INTERVAL.as_millis()
-        );
-        for (i, m) in members.iter().enumerate() {
-            config.push_str(&format!("    server h{i} {}:{} check port {}\n", m.ip, m.port, m.admin));
-        }
-        let path = dir.join("haproxy.cfg");
-        std::fs::write(&path, config).unwrap();
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy is not installed: `apt-get install haproxy` (.ci/run installs it)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let start = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(start.elapsed() < PATIENCE, "haproxy did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Balancer { child, addr }
-    }
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The generation the admin endpoint reports for the listener.
 fn generation(member: &Member) -> String {
     let (status, body) = http_request(member.admin_addr(), "GET", "/metrics");
@@ -132,7 +82,9 @@ fn a_fleet_behind_haproxy_swaps_restarts_and_loses_a_host_without_failing_exchan
     std::fs::create_dir_all(&dir).unwrap();
     let members: Vec<Member> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"].iter().map(|ip| Member::new(&dir, ip)).collect();
     let mut hosts: Vec<Option<Host>> = members.iter().map(|m| Some(m.start())).collect();
-    let balancer = Balancer::start(&dir, &members);
+    let backends: Vec<(SocketAddr, SocketAddr)> =
+        members.iter().map(|m| (format!("{}:{}", m.ip, m.port).parse().unwrap(), m.admin_addr())).collect();
+    let balancer = Balancer::start(&dir, &backends, CHECK_INTERVAL);
     let load = SeedLoad::start(balancer.addr, CLIENTS, &[b"HELLO,WORLD", b"HELLO,AGAIN"]);
     // Every host in rotation before the phases start.
     std::thread::sleep(CHECK_INTERVAL * 3);

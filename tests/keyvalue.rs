@@ -17,7 +17,7 @@ const GUEST: &str = "kv_counter";
 
 /// One connection: sends `lines`, closes its write side, returns the reply
 /// lines (one per command).
-fn session(addr: SocketAddr, lines: &[&str]) -> Vec<String> {
+pub(crate) fn session(addr: SocketAddr, lines: &[&str]) -> Vec<String> {
     let mut stream = connect(addr);
     let mut text = lines.join("\n");
     text.push('\n');
@@ -37,7 +37,12 @@ fn scratch_dir(name: &str) -> PathBuf {
 
 #[test]
 fn concurrent_increments_are_exact() {
-    let host = Host::serve(GUEST, &["--kv", "memory"]);
+    increments_are_exact(&Host::serve(GUEST, &["--kv", "memory"]));
+}
+
+/// 32 connections at once each add 100 to one counter: the total is
+/// exact.
+pub(crate) fn increments_are_exact(host: &Host) {
     let addr = host.addr;
     let mut last = Vec::new();
     for reply in hammer(addr, 32, 1, "INCR hits 100") {
@@ -128,7 +133,10 @@ fn increment_refuses_overflow_and_text() {
 
 #[test]
 fn buckets_are_separate_namespaces() {
-    let host = Host::serve(GUEST, &["--kv", "memory"]);
+    buckets_are_separate(&Host::serve(GUEST, &["--kv", "memory"]));
+}
+
+pub(crate) fn buckets_are_separate(host: &Host) {
     let reply = session(host.addr, &["SET k one", "BUCKET other", "GET k", "SET k two", "KEYS", "BUCKET", "GET k"]);
     assert_eq!(reply, ["OK", "OK", "(nil)", "OK", "k", "OK", "one"]);
     // Another connection sees both, each in its bucket.
@@ -154,7 +162,12 @@ fn a_reused_instance_gets_a_fresh_operation_quota() {
 /// pages `list-keys` by 1000 keys).
 #[test]
 fn the_sdk_wrappers_reach_the_store() {
-    let host = Host::serve("kv_sdk", &["--kv", "memory"]);
+    the_sdk_wrappers_work_on("memory");
+}
+
+/// The SDK's calls on the store `kv` names, empty at first.
+pub(crate) fn the_sdk_wrappers_work_on(kv: &str) {
+    let host = Host::serve("kv_sdk", &["--kv", kv]);
     let reply = session(
         host.addr,
         &[
@@ -172,9 +185,11 @@ fn the_sdk_wrappers_reach_the_store() {
     // draft2's batch, one operation per key.
     let reply = session(host.addr, &["MSET a 1 b 2", "MGET a b c", "MDEL a c", "MGET a b"]);
     assert_eq!(reply, ["OK", "a=1 b=2 (nil)", "OK", "(nil) b=2"]);
-    let host = Host::serve("kv_sdk", &["--kv", "memory", "--kv-max-ops", "3"]);
-    let reply = session(host.addr, &["MSET a 1 b 2 c 3"]);
+    let host = Host::serve("kv_sdk", &["--kv", kv, "--kv-max-ops", "3"]);
+    let reply = session(host.addr, &["MSET x 1 y 2 z 3"]);
     assert!(reply[0].starts_with("ERR") && reply[0].contains("--kv-max-ops"), "{reply:?}");
+    // A batch past the limit does nothing (open, then one per key).
+    assert_eq!(session(host.addr, &["MGET x y"]), ["(nil) (nil)"]);
     // Without --kv, a guest that uses the wrappers imports the store and is
     // refused; one that does not (echo) imports nothing of it.
     let out = run_host(&["inspect", guest("kv_sdk").to_str().unwrap()]);
@@ -187,7 +202,7 @@ fn the_sdk_wrappers_reach_the_store() {
 
 /// `connections` connections at once, each sending `line` `each` times in
 /// one session; every connection's replies.
-fn hammer(addr: SocketAddr, connections: usize, each: usize, line: &'static str) -> Vec<Vec<String>> {
+pub(crate) fn hammer(addr: SocketAddr, connections: usize, each: usize, line: &'static str) -> Vec<Vec<String>> {
     let threads: Vec<_> =
         (0..connections).map(|_| std::thread::spawn(move || session(addr, &vec![line; each]))).collect();
     threads.into_iter().map(|thread| thread.join().unwrap()).collect()
@@ -195,7 +210,7 @@ fn hammer(addr: SocketAddr, connections: usize, each: usize, line: &'static str)
 
 /// `Bucket::update` (compare-and-swap, retried) appends without losing one,
 /// and `compare_and_swap` from no value has exactly one winner.
-fn compare_and_swap_loses_nothing(host: &Host, connections: usize, each: usize) {
+pub(crate) fn compare_and_swap_loses_nothing(host: &Host, connections: usize, each: usize) {
     let replies = hammer(host.addr, connections, each, "APPEND log x");
     for reply in &replies {
         assert_eq!(reply.len(), each);

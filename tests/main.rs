@@ -26,6 +26,7 @@ mod fleet;
 mod http;
 mod json_logs;
 mod keyvalue;
+mod kv_redis;
 mod layers;
 mod locked_down;
 mod overload;

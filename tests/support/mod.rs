@@ -566,6 +566,12 @@ impl RedisServer {
     /// With more `redis-server` arguments (`--maxmemory 8mb`, ...).
     pub fn start_with(extra: &[&str]) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        RedisServer::start_at(port, extra)
+    }
+
+    /// On `port` (again, after a `stop`), with more arguments; its working
+    /// directory is the port's, so a cluster node finds its nodes file.
+    pub fn start_at(port: u16, extra: &[&str]) -> RedisServer {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
@@ -593,7 +599,68 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Kills the server and waits for it to be gone.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// HAProxy in TCP mode in front of `backends` (each a service address
+/// and the admin address whose `/readyz` is its health check, every
+/// `check_interval`; out after one failed check, in after one good one),
+/// in the foreground, killed on drop.
+pub struct Balancer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Balancer {
+    pub fn start(dir: &Path, backends: &[(SocketAddr, SocketAddr)], check_interval: Duration) -> Balancer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut config = format!(
+            "global\n    maxconn 2000\n\
+             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 20s\n    timeout server 20s\n\
+             \x20   retries 3\n    option redispatch\n\
+             listen fleet\n    bind 127.0.0.1:{port}\n    balance roundrobin\n\
+             \x20   option httpchk GET /readyz\n    http-check expect status 200\n\
+             \x20   default-server inter {}ms fall 1 rise 1\n",
+            check_interval.as_millis()
+        );
+        for (i, (service, admin)) in backends.iter().enumerate() {
+            config.push_str(&format!("    server h{i} {service} check addr {} port {}\n", admin.ip(), admin.port()));
+        }
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy is not installed: `apt-get install haproxy` (.ci/run installs it)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let start = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(start.elapsed() < PATIENCE, "haproxy did not start listening");
+            // Poll interval.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Balancer { child, addr }
+    }
+}
+
+impl Drop for Balancer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -168,7 +168,7 @@ impl Doc<'_> {
         args.kv.kv = match listener.kv {
             None => None,
             Some(kv) => match Backend::parse(&kv) {
-                Ok(Backend::Memory) => Some(kv),
+                Ok(Backend::Memory | Backend::Redis(_) | Backend::RedisCluster(_)) => Some(kv),
                 Ok(Backend::Path(db)) => Some(self.dir.join(db).display().to_string()),
                 Err(e) => bail!("{path}:{table_line}: listeners.{name}.kv: {e}"),
             },
@@ -283,7 +283,7 @@ struct RawListener {
     allow_connect: Vec<String>,
     #[serde(default)]
     grant: Vec<Grant>,
-    /// `memory` or a database path, as `--kv`.
+    /// `memory`, a Redis URL or a database path, as `--kv`.
     kv: Option<String>,
     #[serde(default)]
     limits: RawLimits,

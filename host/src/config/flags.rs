@@ -206,21 +206,26 @@ pub struct GuestConfigArgs {
 /// shares.
 #[derive(Args, Debug, Clone)]
 pub struct KvArgs {
-    /// Grant `wasi:keyvalue` (`store` and `atomics`): one store shared by
-    /// every connection. `memory` keeps it in the host's memory until it
-    /// exits; anything else is the path of a database file (redb) that
-    /// survives restarts, created if missing in a directory that must exist.
-    /// Without it, a guest importing `wasi:keyvalue` is refused.
-    /// A path must contain a `/` or end in `.redb` (`./cache.redb`), so that
-    /// a misspelt `memory` is an error, not a new file.
-    #[arg(long, value_name = "memory|PATH", value_parser = parse_kv)]
+    /// Grant `wasi:keyvalue` (`store`, `atomics`, `batch`): one store shared
+    /// by every connection. `memory` keeps it in the host's memory until it
+    /// exits; `redis://[USER:PASS@]HOST:PORT[/DB]` keeps it on a Redis
+    /// server and `redis+cluster://HOST:PORT,HOST:PORT,...` on a Redis
+    /// Cluster, shared by every host pointed there (buckets are key
+    /// prefixes; the server's `maxmemory` bounds it); anything else is the
+    /// path of a database file (redb) that survives restarts, created if
+    /// missing in a directory that must exist. Without it, a guest
+    /// importing `wasi:keyvalue` is refused. A path must contain a `/` or
+    /// end in `.redb` (`./cache.redb`), so that a misspelt `memory` is an
+    /// error, not a new file.
+    #[arg(long, value_name = "memory|URL|PATH", value_parser = parse_kv)]
     pub kv: Option<String>,
 
     /// What the whole store may hold: keys, values and 96 bytes per
     /// entry, counted by the host. Past it, a write that would grow the
     /// store fails with a `store full:` error; reads, deletes and writes
     /// that do not grow it go on. It keeps one listener's shared state
-    /// from taking the machine's memory (or disk) with it.
+    /// from taking the machine's memory (or disk) with it. A Redis store
+    /// is bounded by the server's own `maxmemory` instead.
     #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
     pub kv_max_bytes: u64,
 
@@ -526,7 +531,7 @@ impl KvArgs {
     }
 }
 
-/// `--kv`: `memory` or a database path (`keyvalue::Backend::parse`).
+/// `--kv`: `memory`, a Redis URL or a database path (`Backend::parse`).
 fn parse_kv(text: &str) -> Result<String, String> {
     crate::config::kv::Backend::parse(text).map(|_| text.to_string())
 }

@@ -179,6 +179,7 @@ pub struct Metrics {
     kv_keys: Family<Labels, Gauge>,
     kv_max_bytes: Family<Labels, Gauge>,
     kv_refused_writes: Family<Labels, Counter>,
+    kv_store_errors: Family<Labels, Counter>,
     /// Live guest instances (stores), all listeners together.
     pub slots_in_use: Gauge,
     /// Instance slots of the engine's pool.
@@ -218,6 +219,7 @@ impl Metrics {
             kv_keys: Family::default(),
             kv_max_bytes: Family::default(),
             kv_refused_writes: Family::default(),
+            kv_store_errors: Family::default(),
             slots_in_use: Gauge::default(),
             slots_capacity: Gauge::default(),
             registry: Registry::default(),
@@ -245,6 +247,11 @@ impl Metrics {
             "kv_writes_refused",
             "Writes refused because the key-value store was at its bound",
             m.kv_refused_writes.clone(),
+        );
+        r.register(
+            "kv_store_errors",
+            "Errors a Redis key-value store returned, or calls it did not answer in time",
+            m.kv_store_errors.clone(),
         );
         r.register("pool_slots_in_use", "Guest instances alive in the engine's pool", m.slots_in_use.clone());
         r.register("pool_slots_capacity", "Instance slots of the engine's pool", m.slots_capacity.clone());
@@ -283,6 +290,7 @@ impl Metrics {
             keys: self.kv_keys.get_or_create(&labels).clone(),
             max_bytes: self.kv_max_bytes.get_or_create(&labels).clone(),
             refused_writes: self.kv_refused_writes.get_or_create(&labels).clone(),
+            store_errors: self.kv_store_errors.get_or_create(&labels).clone(),
         }
     }
 
@@ -309,6 +317,8 @@ pub struct KvMetrics {
     pub keys: Gauge,
     pub max_bytes: Gauge,
     pub refused_writes: Counter,
+    /// Errors a Redis store returned, or calls it did not answer in time.
+    pub store_errors: Counter,
 }
 
 /// One listener's metric handles.

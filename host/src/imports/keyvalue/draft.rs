@@ -3,7 +3,7 @@
 //! built against that version. Every call is one of the operations of
 //! `mod.rs`, on the same store as draft2's.
 
-use super::{incremented, Bucket};
+use super::Bucket;
 use crate::imports::state::GuestState;
 use anyhow::Result;
 use wasmtime::component::{HasSelf, Linker, Resource};
@@ -48,7 +48,7 @@ impl atomics::Host for GuestState {
         key: String,
         delta: u64,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        ours(self.kv_increment(&bucket, key, move |current, key| incremented(current, key, delta)).await)
+        ours(self.kv_increment(&bucket, key, delta).await)
     }
 }
 

@@ -6,7 +6,7 @@
 //! whole, as the interface says). Every call is one or more of the
 //! operations of `mod.rs`, on the same store as draft's.
 
-use super::{incremented_signed, Bucket, Cas};
+use super::{Bucket, Cas};
 use crate::imports::state::GuestState;
 use anyhow::Result;
 use wasmtime::component::{HasSelf, Linker, Resource};
@@ -83,7 +83,7 @@ impl atomics::Host for GuestState {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, Error>> {
-        ours(self.kv_increment(&bucket, key, move |current, key| incremented_signed(current, key, delta)).await)
+        ours(self.kv_increment(&bucket, key, delta).await)
     }
 
     async fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), CasError>> {
@@ -107,22 +107,7 @@ impl batch::Host for GuestState {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, Error>> {
-        // The answer goes into the guest's memory, so it may be no larger
-        // than that: past it the host would hold (and then fail to copy) a
-        // result of as many large values as the guest can name keys.
-        let max = self.policy.limits.max_memory;
-        let mut found = Vec::with_capacity(keys.len().min(1024));
-        let mut bytes = 0u64;
-        for key in keys {
-            let value = or_return!(self.kv_get(&bucket, key.clone()).await);
-            bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
-            if bytes > max {
-                let why = format!("get-many's values pass the connection's {max} bytes (--max-memory)");
-                return Ok(Err(Error::Other(why)));
-            }
-            found.push(value.map(|value| (key, value)));
-        }
-        Ok(Ok(found))
+        ours(self.kv_get_many(&bucket, keys).await)
     }
 
     async fn set_many(
@@ -130,10 +115,7 @@ impl batch::Host for GuestState {
         bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        for (key, value) in key_values {
-            or_return!(self.kv_set(&bucket, key, value, 0).await);
-        }
-        Ok(Ok(()))
+        ours(self.kv_set_many(&bucket, key_values).await)
     }
 
     async fn delete_many(
@@ -141,10 +123,7 @@ impl batch::Host for GuestState {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        for key in keys {
-            or_return!(self.kv_delete(&bucket, key).await);
-        }
-        Ok(Ok(()))
+        ours(self.kv_delete_many(&bucket, keys).await)
     }
 }
 

@@ -87,12 +87,15 @@ mod durable;
 mod expiry;
 mod memory;
 mod ops;
+mod remote;
 mod usage;
 mod values;
 
 pub use crate::config::kv::{Backend, KvConfig, KvLimits, GRANT};
 pub use ops::{Cas, KvUse};
-pub(crate) use values::{compare_and_swap, increment, incremented, incremented_signed, page};
+#[cfg(test)]
+pub(crate) use values::incremented;
+pub(crate) use values::{compare_and_swap, increment, page, Delta};
 
 use crate::imports::budget::CpuClock;
 use crate::imports::state::GuestState;
@@ -121,22 +124,26 @@ pub struct KvStore {
 enum Data {
     Memory(memory::Memory),
     Durable(Arc<durable::Durable>),
+    Remote(Arc<remote::Remote>),
 }
 
 impl Data {
-    fn usage(&self) -> &usage::Usage {
+    /// What the host counts of the store; a Redis store counts its own.
+    fn usage(&self) -> Option<&usage::Usage> {
         match self {
-            Data::Memory(memory) => memory.usage(),
-            Data::Durable(db) => db.usage(),
+            Data::Memory(memory) => Some(memory.usage()),
+            Data::Durable(db) => Some(db.usage()),
+            Data::Remote(_) => None,
         }
     }
 
     /// Deletes the entries whose deadline has passed (`expiry.rs` calls it
-    /// on its own thread); how many.
+    /// on its own thread); how many. Redis expires its entries itself.
     fn sweep(&self, now: u64) -> Result<u64, String> {
         match self {
             Data::Memory(memory) => Ok(memory.sweep(now)),
             Data::Durable(db) => db.sweep(now),
+            Data::Remote(_) => Ok(0),
         }
     }
 }
@@ -146,6 +153,7 @@ impl fmt::Debug for KvStore {
         let backend = match &*self.data {
             Data::Memory(_) => "memory".to_string(),
             Data::Durable(db) => db.path().display().to_string(),
+            Data::Remote(store) => store.shown().to_string(),
         };
         f.debug_struct("KvStore").field("backend", &backend).field("limits", &self.limits).finish()
     }
@@ -155,13 +163,22 @@ impl KvStore {
     /// Opens the store, with `metrics` following what it holds, and starts
     /// its expiry sweep (which ends when the store is dropped).
     pub fn open(config: &KvConfig, metrics: KvMetrics) -> Result<KvStore> {
-        let usage = Arc::new(usage::Usage::new(config.limits.max_bytes, metrics));
         let data = match &config.backend {
-            Backend::Memory => Data::Memory(memory::Memory::new(usage)),
-            Backend::Path(path) => Data::Durable(Arc::new(durable::Durable::open(path, usage)?)),
+            Backend::Redis(_) | Backend::RedisCluster(_) => {
+                Data::Remote(Arc::new(remote::Remote::open(&config.backend, metrics.store_errors)?))
+            }
+            Backend::Memory => {
+                Data::Memory(memory::Memory::new(Arc::new(usage::Usage::new(config.limits.max_bytes, metrics))))
+            }
+            Backend::Path(path) => {
+                let usage = Arc::new(usage::Usage::new(config.limits.max_bytes, metrics));
+                Data::Durable(Arc::new(durable::Durable::open(path, usage)?))
+            }
         };
         let data = Arc::new(data);
-        expiry::start_sweeping(&data)?;
+        if data.usage().is_some() {
+            expiry::start_sweeping(&data)?;
+        }
         Ok(KvStore { data, backend: config.backend.clone(), limits: config.limits.clone() })
     }
 
@@ -171,7 +188,9 @@ impl KvStore {
         if self.backend != config.backend {
             return None;
         }
-        self.data.usage().set_max(config.limits.max_bytes);
+        if let Some(usage) = self.data.usage() {
+            usage.set_max(config.limits.max_bytes);
+        }
         Some(KvStore { data: self.data.clone(), backend: self.backend.clone(), limits: config.limits.clone() })
     }
 
@@ -180,8 +199,11 @@ impl KvStore {
             return Err(format!("bucket name of {} bytes is over the limit of {MAX_BUCKET_NAME}", name.len()));
         }
         match &*self.data {
-            Data::Memory(memory) => memory.bucket(name).map(Bucket::Memory),
-            Data::Durable(db) => durable::Table::open(db, name).map(|table| Bucket::Durable(Arc::new(table))),
+            Data::Memory(memory) => memory.bucket(name).map(|bucket| Bucket::Local(Local::Memory(bucket))),
+            Data::Durable(db) => {
+                durable::Table::open(db, name).map(|table| Bucket::Local(Local::Durable(Arc::new(table))))
+            }
+            Data::Remote(store) => Ok(Bucket::Remote(Arc::new(remote::Bucket::open(store, name)))),
         }
     }
 
@@ -259,11 +281,20 @@ pub(crate) trait BucketOps: Send + Sync {
 /// version's). Cheap to clone.
 #[derive(Clone)]
 pub enum Bucket {
+    /// In this host: its operations are `BucketOps` steps.
+    Local(Local),
+    /// On a Redis server or cluster (`remote.rs`): each operation is a
+    /// command, awaited on the host's runtime.
+    Remote(Arc<remote::Bucket>),
+}
+
+#[derive(Clone)]
+pub enum Local {
     Memory(Arc<memory::Bucket>),
     Durable(Arc<durable::Table>),
 }
 
-impl Bucket {
+impl Local {
     /// Runs `op` on the backend: in place for the memory store, which never
     /// waits, on the blocking pool for the durable one.
     async fn call<T: Send + 'static>(
@@ -272,13 +303,35 @@ impl Bucket {
         op: impl FnOnce(&dyn BucketOps) -> Result<T, String> + Send + 'static,
     ) -> Outcome<T> {
         match self {
-            Bucket::Memory(bucket) => Ok(op(&**bucket).map_err(Failure::Other)),
-            Bucket::Durable(table) => {
+            Local::Memory(bucket) => Ok(op(&**bucket).map_err(Failure::Other)),
+            Local::Durable(table) => {
                 let table = table.clone();
                 blocking(clock, move || op(&*table)).await
             }
         }
     }
+}
+
+/// Waits for a Redis store's answer to `call`, at most `bound` (the
+/// connection's idle timeout: the store's speed is no more the guest's
+/// doing than its peer's), without charging the wait to the guest's CPU
+/// budget.
+async fn awaited<T>(
+    clock: &CpuClock,
+    bound: std::time::Duration,
+    bucket: &remote::Bucket,
+    call: impl std::future::Future<Output = Result<T, String>>,
+) -> Outcome<T> {
+    let began = clock.begin_wait();
+    let answer = tokio::time::timeout(bound, call).await;
+    clock.end_wait(began);
+    Ok(match answer {
+        Ok(answer) => answer.map_err(Failure::Other),
+        Err(_) => {
+            let why = format!("no answer within {} (the idle timeout)", humantime::format_duration(bound));
+            Err(Failure::Other(bucket.store().failed(&why, true)))
+        }
+    })
 }
 
 /// Runs a durable store's transaction on the blocking pool: redb blocks

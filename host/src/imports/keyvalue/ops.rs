@@ -3,9 +3,8 @@
 //! key and value, and runs on the bucket; and the compare-and-swap handle,
 //! whose held bytes count against the connection's `--max-memory`.
 
-use super::{compare_and_swap, increment, Bucket, Failure, KvStore, Outcome, Page};
+use super::{awaited, compare_and_swap, increment, Bucket, Delta, Failure, KvStore, Outcome, Page};
 use crate::imports::state::GuestState;
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use wasmtime::component::{Resource, ResourceTableError};
@@ -151,11 +150,13 @@ impl GuestState {
     }
 
     pub(crate) async fn kv_get(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<Option<Vec<u8>>> {
-        let bucket = match self.kv_key_op(bucket, &key, None)? {
-            Ok(bucket) => bucket,
-            Err(e) => return Ok(Err(e)),
-        };
-        bucket.call(&self.clock, move |b| b.get(&key)).await
+        match self.kv_key_op(bucket, &key, None)? {
+            Err(e) => Ok(Err(e)),
+            Ok(Bucket::Local(local)) => local.call(&self.clock, move |b| b.get(&key)).await,
+            Ok(Bucket::Remote(remote)) => {
+                awaited(&self.clock, self.policy.limits.idle_timeout, &remote, remote.get(&key)).await
+            }
+        }
     }
 
     /// `set`, and `expiry.set-until` with a `deadline` (0: none).
@@ -166,47 +167,187 @@ impl GuestState {
         value: Vec<u8>,
         deadline: u64,
     ) -> Outcome<()> {
-        let bucket = match self.kv_key_op(bucket, &key, Some(&value))? {
-            Ok(bucket) => bucket,
-            Err(e) => return Ok(Err(e)),
-        };
-        bucket.call(&self.clock, move |b| b.set(key, value, deadline)).await
+        match self.kv_key_op(bucket, &key, Some(&value))? {
+            Err(e) => Ok(Err(e)),
+            Ok(Bucket::Local(local)) => local.call(&self.clock, move |b| b.set(key, value, deadline)).await,
+            Ok(Bucket::Remote(remote)) => {
+                awaited(&self.clock, self.policy.limits.idle_timeout, &remote, remote.set(&key, &value, deadline)).await
+            }
+        }
     }
 
     pub(crate) async fn kv_delete(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<()> {
-        let bucket = match self.kv_key_op(bucket, &key, None)? {
-            Ok(bucket) => bucket,
-            Err(e) => return Ok(Err(e)),
-        };
-        bucket.call(&self.clock, move |b| b.delete(&key)).await
+        match self.kv_key_op(bucket, &key, None)? {
+            Err(e) => Ok(Err(e)),
+            Ok(Bucket::Local(local)) => local.call(&self.clock, move |b| b.delete(&key)).await,
+            Ok(Bucket::Remote(remote)) => {
+                awaited(&self.clock, self.policy.limits.idle_timeout, &remote, remote.delete(&key)).await
+            }
+        }
     }
 
     pub(crate) async fn kv_exists(&mut self, bucket: &Resource<Bucket>, key: String) -> Outcome<bool> {
-        let bucket = match self.kv_key_op(bucket, &key, None)? {
-            Ok(bucket) => bucket,
-            Err(e) => return Ok(Err(e)),
-        };
-        bucket.call(&self.clock, move |b| b.exists(&key)).await
+        match self.kv_key_op(bucket, &key, None)? {
+            Err(e) => Ok(Err(e)),
+            Ok(Bucket::Local(local)) => local.call(&self.clock, move |b| b.exists(&key)).await,
+            Ok(Bucket::Remote(remote)) => {
+                awaited(&self.clock, self.policy.limits.idle_timeout, &remote, remote.exists(&key)).await
+            }
+        }
     }
 
     pub(crate) async fn kv_list_keys(&mut self, bucket: &Resource<Bucket>, cursor: Option<u64>) -> Outcome<Page> {
         op!(self);
-        let bucket = self.table.get(bucket)?.clone();
-        bucket.call(&self.clock, move |b| b.list_keys(cursor)).await
+        match self.table.get(bucket)?.clone() {
+            Bucket::Local(local) => local.call(&self.clock, move |b| b.list_keys(cursor)).await,
+            Bucket::Remote(remote) => {
+                awaited(&self.clock, self.policy.limits.idle_timeout, &remote, remote.list_keys(cursor)).await
+            }
+        }
     }
 
-    /// An increment, `add` being either version's arithmetic.
-    pub(crate) async fn kv_increment<N: fmt::Display + Copy + Send + 'static>(
+    /// Either version's increment, by `delta`: in the host, its arithmetic
+    /// under the backend's atomic update; on a Redis store, `INCRBY`.
+    pub(crate) async fn kv_increment<N: Delta>(
         &mut self,
         bucket: &Resource<Bucket>,
         key: String,
-        add: impl Fn(Option<&[u8]>, &str) -> Result<N, String> + Send + 'static,
+        delta: N,
     ) -> Outcome<N> {
-        let bucket = match self.kv_key_op(bucket, &key, None)? {
+        match self.kv_key_op(bucket, &key, None)? {
+            Err(e) => Ok(Err(e)),
+            Ok(Bucket::Local(local)) => {
+                local
+                    .call(&self.clock, move |b| increment(b, key, move |current, key| delta.added_to(current, key)))
+                    .await
+            }
+            Ok(Bucket::Remote(remote)) => {
+                let signed = match delta.signed(&key) {
+                    Ok(signed) => signed,
+                    Err(why) => return Ok(Err(Failure::Other(why))),
+                };
+                let sum =
+                    awaited(&self.clock, self.policy.limits.idle_timeout, &remote, remote.increment(&key, signed))
+                        .await?;
+                Ok(sum.and_then(|sum| N::from_sum(sum, &key).map_err(Failure::Other)))
+            }
+        }
+    }
+
+    /// Counts one operation per key and checks every key (and value)
+    /// before any runs: a batch past `--kv-max-ops`, or with one key or
+    /// value over its limit, does nothing.
+    fn kv_batch_op<'k>(
+        &mut self,
+        bucket: &Resource<Bucket>,
+        entries: impl Iterator<Item = (&'k str, Option<&'k [u8]>)>,
+    ) -> Outcome<Bucket> {
+        for (key, value) in entries {
+            let kv = op!(self);
+            check!(kv.check_key(key));
+            check!(value.map_or(Ok(()), |value| kv.check_value(value)));
+        }
+        Ok(Ok(self.table.get(bucket)?.clone()))
+    }
+
+    /// `get-many`: each key's value, in order. The answer goes into the
+    /// guest's memory, so it may be no larger than the connection's
+    /// `--max-memory`: past it the host would hold (and then fail to copy)
+    /// as many large values as the guest can name keys. A Redis store is
+    /// asked in one `MGET` per as many keys as fit that bound at the
+    /// largest value size.
+    pub(crate) async fn kv_get_many(
+        &mut self,
+        bucket: &Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> Outcome<Vec<Option<(String, Vec<u8>)>>> {
+        let bucket = match self.kv_batch_op(bucket, keys.iter().map(|key| (key.as_str(), None)))? {
             Ok(bucket) => bucket,
             Err(e) => return Ok(Err(e)),
         };
-        bucket.call(&self.clock, move |b| increment(b, key, add)).await
+        let max = self.policy.limits.max_memory;
+        let over = || Failure::Other(format!("get-many's values pass the connection's {max} bytes (--max-memory)"));
+        let mut found = Vec::with_capacity(keys.len().min(1024));
+        let mut bytes = 0u64;
+        let mut keep = |key: String, value: Option<Vec<u8>>, found: &mut Vec<_>| {
+            bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
+            found.push(value.map(|value| (key, value)));
+            bytes <= max
+        };
+        match bucket {
+            Bucket::Local(local) => {
+                for key in keys {
+                    let read = key.clone();
+                    let value = match local.call(&self.clock, move |b| b.get(&read)).await? {
+                        Ok(value) => value,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    if !keep(key, value, &mut found) {
+                        return Ok(Err(over()));
+                    }
+                }
+            }
+            Bucket::Remote(remote) => {
+                let kv = self.policy.kv.as_deref().expect("a bucket was opened on the store");
+                let per_call = (max / (kv.limits.max_key_size + kv.limits.max_value_size).max(1)).max(1) as usize;
+                for chunk in keys.chunks(per_call) {
+                    let values =
+                        match awaited(&self.clock, self.policy.limits.idle_timeout, &remote, remote.get_many(chunk))
+                            .await?
+                        {
+                            Ok(values) => values,
+                            Err(e) => return Ok(Err(e)),
+                        };
+                    for (key, value) in chunk.iter().zip(values) {
+                        if !keep(key.clone(), value, &mut found) {
+                            return Ok(Err(over()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Ok(found))
+    }
+
+    /// `set-many`: on a Redis store, one `MSET`.
+    pub(crate) async fn kv_set_many(
+        &mut self,
+        bucket: &Resource<Bucket>,
+        entries: Vec<(String, Vec<u8>)>,
+    ) -> Outcome<()> {
+        let checked = entries.iter().map(|(key, value)| (key.as_str(), Some(value.as_slice())));
+        match self.kv_batch_op(bucket, checked)? {
+            Err(e) => Ok(Err(e)),
+            Ok(Bucket::Local(local)) => {
+                for (key, value) in entries {
+                    if let Err(e) = local.call(&self.clock, move |b| b.set(key, value, 0)).await? {
+                        return Ok(Err(e));
+                    }
+                }
+                Ok(Ok(()))
+            }
+            Ok(Bucket::Remote(remote)) => {
+                awaited(&self.clock, self.policy.limits.idle_timeout, &remote, remote.set_many(&entries)).await
+            }
+        }
+    }
+
+    /// `delete-many`: on a Redis store, one `DEL`.
+    pub(crate) async fn kv_delete_many(&mut self, bucket: &Resource<Bucket>, keys: Vec<String>) -> Outcome<()> {
+        match self.kv_batch_op(bucket, keys.iter().map(|key| (key.as_str(), None)))? {
+            Err(e) => Ok(Err(e)),
+            Ok(Bucket::Local(local)) => {
+                for key in keys {
+                    if let Err(e) = local.call(&self.clock, move |b| b.delete(&key)).await? {
+                        return Ok(Err(e));
+                    }
+                }
+                Ok(Ok(()))
+            }
+            Ok(Bucket::Remote(remote)) => {
+                awaited(&self.clock, self.policy.limits.idle_timeout, &remote, remote.delete_many(&keys)).await
+            }
+        }
     }
 
     pub(crate) fn kv_drop<T: 'static>(&mut self, resource: Resource<T>) -> wasmtime::Result<()> {
@@ -220,9 +361,14 @@ impl GuestState {
             Ok(bucket) => bucket,
             Err(e) => return Ok(Err(e)),
         };
-        let read = {
-            let key = key.clone();
-            bucket.call(&self.clock, move |b| b.get(&key)).await?
+        let read = match &bucket {
+            Bucket::Local(local) => {
+                let key = key.clone();
+                local.call(&self.clock, move |b| b.get(&key)).await?
+            }
+            Bucket::Remote(remote) => {
+                awaited(&self.clock, self.policy.limits.idle_timeout, remote, remote.get(&key)).await?
+            }
         };
         let current = match read {
             Ok(current) => current,
@@ -243,9 +389,20 @@ impl GuestState {
         let Cas { bucket, key, current, _charge } = cas;
         // The handle is spent: its bytes are no longer held.
         drop(_charge);
-        let swapped = {
-            let key = key.clone();
-            bucket.call(&self.clock, move |b| compare_and_swap(b, key, current.as_deref(), value, deadline)).await?
+        let swapped = match &bucket {
+            Bucket::Local(local) => {
+                let key = key.clone();
+                local.call(&self.clock, move |b| compare_and_swap(b, key, current.as_deref(), value, deadline)).await?
+            }
+            Bucket::Remote(remote) => {
+                awaited(
+                    &self.clock,
+                    self.policy.limits.idle_timeout,
+                    remote,
+                    remote.compare_and_swap(&key, current.as_deref(), &value, deadline),
+                )
+                .await?
+            }
         };
         let max = self.policy.limits.max_memory;
         Ok(swapped.and_then(|done| match done {

@@ -58,6 +58,47 @@ pub(crate) fn incremented_signed(current: Option<&[u8]>, key: &str, delta: i64) 
     value.checked_add(delta).ok_or_else(|| format!("incrementing `{key}` ({value}) by {delta} overflows 64 bits"))
 }
 
+/// Either version's increment: `u64` (draft) or `i64` (draft2). Its
+/// arithmetic in the host, and what it asks of a Redis store's `INCRBY`,
+/// whose numbers are signed 64-bit.
+pub(crate) trait Delta: fmt::Display + Copy + Send + 'static {
+    /// The stored value (none for a missing key) plus this, checked.
+    fn added_to(self, current: Option<&[u8]>, key: &str) -> Result<Self, String>;
+    /// This, as `INCRBY`'s argument.
+    fn signed(self, key: &str) -> Result<i64, String>;
+    /// `INCRBY`'s sum, as this version's type.
+    fn from_sum(sum: i64, key: &str) -> Result<Self, String>;
+}
+
+impl Delta for u64 {
+    fn added_to(self, current: Option<&[u8]>, key: &str) -> Result<u64, String> {
+        incremented(current, key, self)
+    }
+
+    fn signed(self, key: &str) -> Result<i64, String> {
+        i64::try_from(self)
+            .map_err(|_| format!("incrementing `{key}` by {self} passes a Redis store's 64-bit signed numbers"))
+    }
+
+    fn from_sum(sum: i64, key: &str) -> Result<u64, String> {
+        u64::try_from(sum).map_err(|_| format!("the value of `{key}` is {sum}, not a decimal unsigned 64-bit integer"))
+    }
+}
+
+impl Delta for i64 {
+    fn added_to(self, current: Option<&[u8]>, key: &str) -> Result<i64, String> {
+        incremented_signed(current, key, self)
+    }
+
+    fn signed(self, _key: &str) -> Result<i64, String> {
+        Ok(self)
+    }
+
+    fn from_sum(sum: i64, _key: &str) -> Result<i64, String> {
+        Ok(sum)
+    }
+}
+
 /// Adds `delta` with `add` (one of the above) and stores the sum in decimal,
 /// as one atomic step on the backend; the entry keeps its deadline.
 pub(crate) fn increment<N: fmt::Display + Copy>(
