@@ -124,6 +124,7 @@ fn orchestrate(args: &[String]) -> Result<()> {
     }
     if wanted("resp") {
         rows.extend(runner.resp_rows());
+        rows.extend(runner.resp_on_redis_rows());
     }
     if wanted("proxy") {
         rows.extend(runner.proxy_rows());

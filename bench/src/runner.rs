@@ -453,6 +453,84 @@ impl Runner {
         rows
     }
 
+    /// Row 12: resp.wasm on a Redis store (`--kv redis://`) against the
+    /// same redis-server asked directly: what the host, the guest and the
+    /// store's round trip add to a GET and a SET. The store runs on the
+    /// load generator's CPU, so the host is alone on the server's; the
+    /// store's CPU during the host's runs is its `upstream_cpu`.
+    /// redis-benchmark, 32 clients, one request at a time; the host and the
+    /// direct runs alternate.
+    pub fn resp_on_redis_rows(&mut self) -> Vec<Row> {
+        let installed = redisb::installed();
+        let has_guest = self.guest_or_note("resp on redis", "resp.wasm");
+        let mut rows = Vec::new();
+        let store = if installed && has_guest {
+            let tag = self.tag("resp-kv-store", &Kind::Redis);
+            match Server::start_on(&Kind::Redis, &self.paths, &tag, Duration::from_secs(60), LOADGEN_CPU) {
+                Ok(store) => Some(store),
+                Err(e) => {
+                    self.notes.push(format!("resp on redis: the store did not start: {e:#}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        for (name, test) in [("GET", "get"), ("SET", "set")] {
+            let mut row = Row::new(&format!("12. resp {name} on --kv redis://, 32 clients (native: that redis-server)"), "req/s", true);
+            row.cpu_unit = "µs/req";
+            let Some(store) = &store else {
+                row.na = Some(if installed {
+                    "resp.wasm missing or the store did not start (see the notes)"
+                } else {
+                    "redis-server / redis-benchmark not installed (apt-get install redis-server redis-tools)"
+                });
+                rows.push(row);
+                continue;
+            };
+            eprintln!("» resp {name} on --kv redis://, 32 clients");
+            let load = self.redis_load(&format!("resp-kv-{test}"), test, 32, 1);
+            let url = format!("redis://{}", store.addr);
+            let host = Kind::host(
+                "resp.wasm",
+                ["--kv", &url, "--idle-timeout", "1h", "--cpu-timeout", "1h"].map(String::from).to_vec(),
+            );
+            let (mut on_host, mut direct) = (Vec::new(), Vec::new());
+            for rep in 0..self.plan.reps {
+                for turn in 0..2 {
+                    if (turn + rep) % 2 == 0 {
+                        self.upstream = Some(store.pid());
+                        let sample = self.measure(&load.what, &host, load.mode, &load.args);
+                        self.upstream = None;
+                        match sample {
+                            Ok(sample) => on_host.push(sample),
+                            Err(e) => self.notes.push(format!("{} host: failed: {e:#}", load.what)),
+                        }
+                    } else {
+                        match self.measure_direct(&load, store) {
+                            Ok(sample) => direct.push(sample),
+                            Err(e) => self.notes.push(format!("{} direct: failed: {e:#}", load.what)),
+                        }
+                    }
+                }
+            }
+            row.host = load.metric.stat(&on_host);
+            row.native = load.metric.stat(&direct);
+            rows.push(row);
+        }
+        rows
+    }
+
+    /// `load` (redis-benchmark) sent straight to the running `server`.
+    fn measure_direct(&mut self, load: &Load, server: &Server) -> Result<Sample> {
+        let tag = format!("{:03}-{}-direct", self.seq + 1, load.what);
+        self.seq += 1;
+        let budget = Duration::from_secs_f64(60.0 + 20.0 * self.plan.duration);
+        let (sample, _) = redisb::run(server.addr, server.pid(), &load.args, budget).with_context(|| tag.clone())?;
+        self.raw.push(format!("{tag} {} {}", load.mode, sample_line(&sample)));
+        Ok(sample)
+    }
+
     /// Row 11: proxy.wasm against HAProxy (TCP mode, one thread), each in
     /// front of the same upstream, which runs on the load generator's CPU
     /// so the proxy under test is alone on the server's: redis-benchmark
