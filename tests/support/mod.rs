@@ -445,8 +445,14 @@ pub fn compile_image_guests(dir: &Path) {
 /// instead of the image's directory; with `loopback`, every address
 /// `127.0.0.1:0`; without `admin`, its `[admin]` table left out.
 pub fn image_config(guest_dir: &Path, loopback: bool, admin: bool) -> String {
-    let text = std::fs::read_to_string(image_config_path()).unwrap();
-    assert!(text.contains(IMAGE_GUEST_DIR), "deploy/netplug.toml takes its guests from {IMAGE_GUEST_DIR}");
+    image_config_from(&image_config_path(), guest_dir, loopback, admin)
+}
+
+/// [`image_config`] of another configuration for the image, `path`
+/// (deploy/kubernetes/redis/netplug.toml).
+pub fn image_config_from(path: &Path, guest_dir: &Path, loopback: bool, admin: bool) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(IMAGE_GUEST_DIR), "{} takes its guests from {IMAGE_GUEST_DIR}", path.display());
     let mut out = String::new();
     let mut in_admin = false;
     for line in text.lines() {
