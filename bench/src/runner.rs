@@ -477,7 +477,11 @@ impl Runner {
             None
         };
         for (name, test) in [("GET", "get"), ("SET", "set")] {
-            let mut row = Row::new(&format!("12. resp {name} on --kv redis://, 32 clients (native: that redis-server)"), "req/s", true);
+            let mut row = Row::new(
+                &format!("12. resp {name} on --kv redis://, 32 clients (native: that redis-server)"),
+                "req/s",
+                true,
+            );
             row.cpu_unit = "µs/req";
             let Some(store) = &store else {
                 row.na = Some(if installed {
