@@ -220,7 +220,20 @@ fn a_kv_typo_is_refused_and_creates_nothing() {
         assert!(err.contains("./") && err.contains(".redb"), "suggests a path: {err}");
         assert!(!dir.join(typo).exists(), "--kv {typo} created a file");
     }
-    let out = run_host(&["run", resp.to_str().unwrap(), "--port", "0", "--kv", "redis://127.0.0.1:6379"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("store URLs are not supported"));
+    // A URL of a store the host does not speak, or a Redis URL with TLS
+    // (not built in), or one that is not a URL: one line, naming what is
+    // taken, and never the password.
+    for (url, says) in [
+        ("memcached://127.0.0.1:11211", "the store URLs are redis://"),
+        ("rediss://user:secret@127.0.0.1:6379", "TLS is not built in"),
+        ("redis+cluster://127.0.0.1:7000,127.0.0.1", "is not HOST:PORT"),
+    ] {
+        let out = run_host(&["run", resp.to_str().unwrap(), "--port", "0", "--kv", url]);
+        assert!(!out.status.success(), "--kv {url} accepted");
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        assert!(err.contains(says), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!err.contains("secret"), "{err}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -172,7 +172,7 @@ fn every_error_in_the_file_names_the_file_line_and_key() {
         (format!("{good}[listeners.a.limits]\nmax-bytes-in = \"lots\"\n"), ":5: listeners.a.limits.max-bytes-in: `lots` is not a size"),
         (format!("instances = 3\n{good}"), "instances = 3 is fewer than"),
         (format!("{good}kv = \"memry\"\n"), ":1: listeners.a.kv: `memry` is neither `memory` nor a database path"),
-        (format!("{good}kv = \"redis://127.0.0.1:6379\"\n"), ":1: listeners.a.kv: `redis://127.0.0.1:6379`: store URLs"),
+        (format!("{good}kv = \"rediss://127.0.0.1:6379\"\n"), ":1: listeners.a.kv: `rediss://127.0.0.1:6379`: the store URLs"),
         (format!("{good}[listeners.a.limits]\nkv-max-bytes = \"lots\"\n"), ":5: listeners.a.limits.kv-max-bytes: `lots` is not a size"),
     ];
     for (text, expected) in cases {

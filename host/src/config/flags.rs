@@ -217,7 +217,9 @@ pub struct KvArgs {
     /// importing `wasi:keyvalue` is refused. A path must contain a `/` or
     /// end in `.redb` (`./cache.redb`), so that a misspelt `memory` is an
     /// error, not a new file.
-    #[arg(long, value_name = "memory|URL|PATH", value_parser = parse_kv)]
+    // Checked by `config` rather than by clap, whose message would repeat
+    // the value, and with it a URL's password.
+    #[arg(long, value_name = "memory|URL|PATH")]
     pub kv: Option<String>,
 
     /// What the whole store may hold: keys, values and 96 bytes per
@@ -531,10 +533,6 @@ impl KvArgs {
     }
 }
 
-/// `--kv`: `memory`, a Redis URL or a database path (`Backend::parse`).
-fn parse_kv(text: &str) -> Result<String, String> {
-    crate::config::kv::Backend::parse(text).map(|_| text.to_string())
-}
 
 #[cfg(test)]
 mod tests {
