@@ -133,7 +133,10 @@ fn every_flag_of_run_serve_and_bundle_is_in_the_configuration_page() {
     for subcommand in ["run", "serve", "bundle"] {
         let flags = long_flags(&help(&[subcommand]));
         let few = if subcommand == "bundle" { 1 } else { 3 };
-        assert!(flags.contains("--help") && flags.len() > few, "host {subcommand} --help names too few flags: {flags:?}");
+        assert!(
+            flags.contains("--help") && flags.len() > few,
+            "host {subcommand} --help names too few flags: {flags:?}"
+        );
         for flag in flags {
             if !names_flag(&page, &flag) {
                 missing.push(format!("host {subcommand} {flag}"));
