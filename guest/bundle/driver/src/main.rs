@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("error: {e}\n{USAGE}");
-            return ExitCode::from(2);
+            return ExitCode::FAILURE;
         }
     };
     let local = match listen(&settings) {

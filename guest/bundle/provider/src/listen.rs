@@ -25,7 +25,13 @@ impl Guest for Provider {
             .address
             .parse()
             .map_err(|_| format!("cannot listen on `{}`: not an IP:PORT address", settings.address))?;
-        let fail = |what: &str, e: NetError| format!("cannot listen on {addr}: {what}: {e:?}");
+        let fail = |what: &str, e: NetError| {
+            let hint = match e {
+                NetError::AccessDenied => " (the runtime denies the network: wasmtime needs -S inherit-network=y)",
+                _ => "",
+            };
+            format!("cannot listen on {addr}: {what}: {}{hint}", e.name())
+        };
         let network = instance_network();
         let socket = create_tcp_socket(address::family(addr)).map_err(|e| fail("socket", e))?;
         socket.start_bind(&network, address::to_wasi(addr)).map_err(|e| fail("bind", e))?;
@@ -48,7 +54,7 @@ impl Guest for Provider {
                         return Ok(Connection::new(conn));
                     }
                     Err(NetError::WouldBlock) => socket.subscribe().block(),
-                    Err(e) => return Err(format!("accept failed: {e:?}")),
+                    Err(e) => return Err(format!("accept failed: {}", e.name())),
                 }
             }
         })
