@@ -1,9 +1,11 @@
-//! Row 8: the seed exchange against `host bundle`'s hello on the stock
+//! Row 12: the seed exchange against `host bundle`'s hello on the stock
 //! wasmtime CLI (docs/portability.md), beside `host run hello.wasm`, in
 //! the same interleaved run. The bundle stands in the host+guest column
 //! and `host run` in the native one: the ratio is what a stock runtime
 //! costs against the host. The bundle serves one connection at a time, so
-//! above 1 concurrent the clients queue. Without the wasmtime CLI
+//! above 1 concurrent the clients queue; it has no graceful stop either
+//! (SIGTERM ends it), which the runner does not note as an unclean exit.
+//! Without the wasmtime CLI
 //! (target/tools/bin/wasmtime, installed by .ci/run) the row says so.
 
 use crate::report::Row;
@@ -14,7 +16,7 @@ use std::process::Command;
 
 pub fn rows(runner: &mut Runner) -> Vec<Row> {
     let name = |conns: usize| {
-        format!("8. seed exchange, {conns} concurrent: bundled hello on stock wasmtime vs host run (native column)")
+        format!("12. seed exchange, {conns} concurrent: bundled hello.wasm on stock wasmtime (native column: host run)")
     };
     let skipped = |why: &'static str| {
         [1usize, 8]
