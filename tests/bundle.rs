@@ -180,6 +180,37 @@ fn bundled_proxy_relays_to_redis_with_upstream_from_the_environment() {
 }
 
 #[test]
+fn an_idle_client_times_out_and_the_next_one_is_served() {
+    let Some(wasmtime) = wasmtime() else { return };
+    let app = stock(&wasmtime, &bundle("hello", "idle"), &[("NETPLUG_IDLE_TIMEOUT", "1")]);
+    let mut idle = connect(app.addr);
+    let started = Instant::now();
+    // The greeting, then nothing from this client: the guest's recv times
+    // out after a second and the connection closes.
+    assert_eq!(read_to_end(&mut idle), b"HELLO,WORLD");
+    assert!(started.elapsed() < Duration::from_secs(10), "closed after {:?}", started.elapsed());
+    app.wait_for_log("with the guest's error", |l| l.contains("guest error: recv failed: timed-out"));
+    assert_eq!(seed_exchange(app.addr).0, b"HELLO,WORLD");
+}
+
+#[test]
+fn a_trap_ends_the_bundle_for_every_later_client() {
+    let Some(wasmtime) = wasmtime() else { return };
+    let mut app = stock(&wasmtime, &bundle("hostile", "trap"), &[]);
+    assert_eq!(seed_exchange(app.addr).0, b"HELLO,WORLD", "a good client first");
+    let mut hostile = connect(app.addr);
+    hostile.write_all(b"oob").unwrap();
+    let _ = read_to_end(&mut hostile);
+    let started = Instant::now();
+    while app.is_running() {
+        assert!(started.elapsed() < PATIENCE, "the bundle outlived its guest's trap");
+        // Poll interval.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(std::net::TcpStream::connect(app.addr).is_err(), "nothing serves after the trap");
+}
+
+#[test]
 fn host_run_and_the_bundle_give_the_same_answers() {
     let Some(wasmtime) = wasmtime() else { return };
     let echo_input: Vec<u8> = b"line one\nline two\n".repeat(1000);
