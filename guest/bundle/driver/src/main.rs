@@ -45,6 +45,9 @@ fn main() -> ExitCode {
             Ok(conn) => conn,
             Err(e) => {
                 eprintln!(" WARN {e}");
+                // A failure that lasts (out of file descriptors) must not
+                // spin the CPU and flood the log.
+                std::thread::sleep(std::time::Duration::from_millis(100));
                 continue;
             }
         };
