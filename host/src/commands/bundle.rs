@@ -4,9 +4,12 @@
 use super::compile::write_atomically;
 use crate::config::flags::BundleCommand;
 use crate::guest::bundle;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 pub fn run(cmd: &BundleCommand) -> Result<()> {
+    if cmd.output.is_dir() {
+        bail!("cannot write {}: it is a directory; give -o the file to write", cmd.output.display());
+    }
     let bytes = std::fs::read(&cmd.guest).with_context(|| format!("cannot read {}", cmd.guest.display()))?;
     let app = bundle::compose(&cmd.guest, &bytes)?;
     write_atomically(&cmd.output, &app.bytes)?;
