@@ -1,5 +1,5 @@
 //! The documentation stays true to the binary and to itself: every long
-//! flag `host run` and `host serve` print in `--help` is documented in
+//! flag `host run`, `host serve` and `host bundle` print in `--help` is documented in
 //! docs/configuration.md, and every flag its tables name is one some
 //! subcommand prints (a renamed or removed flag fails here); README.md
 //! links every page of docs/ and bench/README.md and stays short; and every
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 const README_MAX_LINES: usize = 230;
 
 /// Every subcommand, for the flags the binary knows (`[]`: the top level).
-const SUBCOMMANDS: [&[&str]; 6] = [&[], &["run"], &["serve"], &["compile"], &["inspect"], &["wit"]];
+const SUBCOMMANDS: [&[&str]; 7] = [&[], &["run"], &["serve"], &["compile"], &["bundle"], &["inspect"], &["wit"]];
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
@@ -127,12 +127,16 @@ fn docs_pages() -> Vec<PathBuf> {
 }
 
 #[test]
-fn every_flag_of_run_and_serve_is_in_the_configuration_page() {
+fn every_flag_of_run_serve_and_bundle_is_in_the_configuration_page() {
     let page = read(&repo_root().join("docs/configuration.md"));
     let mut missing = Vec::new();
-    for subcommand in ["run", "serve"] {
+    for subcommand in ["run", "serve", "bundle"] {
         let flags = long_flags(&help(&[subcommand]));
-        assert!(flags.contains("--help") && flags.len() > 3, "host {subcommand} --help names too few flags: {flags:?}");
+        let few = if subcommand == "bundle" { 1 } else { 3 };
+        assert!(
+            flags.contains("--help") && flags.len() > few,
+            "host {subcommand} --help names too few flags: {flags:?}"
+        );
         for flag in flags {
             if !names_flag(&page, &flag) {
                 missing.push(format!("host {subcommand} {flag}"));

@@ -15,6 +15,7 @@ mod support;
 
 mod admin;
 mod bad_input;
+mod bundle;
 mod cache;
 mod closed_stdout;
 mod config;

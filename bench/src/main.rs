@@ -13,6 +13,7 @@
 //! not installed.
 
 mod ab;
+mod bundle;
 mod loadgen;
 mod native;
 mod proc_stats;
@@ -31,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-const USAGE: &str = "usage: bench [--quick] [--out DIR] [--reps N] [--duration SECS] [--mem-conns N] [--skip-memory] [--only seed,echo,memory,startup,swap,http,resp,proxy]
+const USAGE: &str = "usage: bench [--quick] [--out DIR] [--reps N] [--duration SECS] [--mem-conns N] [--skip-memory] [--only seed,echo,memory,startup,swap,http,resp,proxy,bundle]
        bench ab --a HOST_BIN --b HOST_BIN [--label-a TEXT] [--label-b TEXT] [--reps N] [--duration SECS] [--rows LIST] [--out DIR]
        bench native seed|echo|http [--port N] [--addr IP]
        bench loadgen seed|echo-rr|echo-tput|idle --addr A --server-pid P [...]";
@@ -128,6 +129,9 @@ fn orchestrate(args: &[String]) -> Result<()> {
     }
     if wanted("proxy") {
         rows.extend(runner.proxy_rows());
+    }
+    if wanted("bundle") {
+        rows.extend(bundle::rows(&mut runner));
     }
 
     // Anything the servers wrote to stderr at warn level is worth a look.

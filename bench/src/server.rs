@@ -30,6 +30,9 @@ pub enum Kind {
     /// HAProxy in TCP mode, one thread, relaying to `upstream`: the peer of
     /// proxy.wasm. Its configuration is generated in the logs directory.
     Haproxy { upstream: SocketAddr },
+    /// A `host bundle` component run by the stock wasmtime CLI
+    /// (src/bundle.rs); it prints `listening on ADDR` as `host run` does.
+    Stock { wasmtime: PathBuf, app: PathBuf },
 }
 
 /// One of the two host builds an A/B run compares.
@@ -118,6 +121,10 @@ impl Kind {
                 // -db: foreground, no daemon; -q: no warnings on start.
                 cmd.arg("haproxy").args(["-db", "-q", "-f"]).arg(config);
             }
+            Kind::Stock { wasmtime, app } => {
+                cmd.arg(wasmtime).args(["run", "-S", "inherit-network=y"]).arg(app);
+                cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--log-level", "warn"]);
+            }
         }
         cmd
     }
@@ -136,6 +143,7 @@ impl Kind {
             Kind::Python => "python",
             Kind::Redis => "redis",
             Kind::Haproxy { .. } => "haproxy",
+            Kind::Stock { .. } => "stock",
         }
     }
 }

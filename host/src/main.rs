@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     let serves = match &cli.command {
         Command::Run(_) => true,
         Command::Serve(cmd) => !cmd.check,
-        Command::Compile(_) | Command::Inspect(_) | Command::Wit(_) => false,
+        Command::Compile(_) | Command::Bundle(_) | Command::Inspect(_) | Command::Wit(_) => false,
     };
     if !serves {
         stop_on_closed_stdout();
@@ -51,6 +51,7 @@ fn main() -> ExitCode {
                 .and_then(|()| netplug::commands::serve::serve(cmd))
         }
         Command::Compile(cmd) => netplug::commands::compile::run(&cmd),
+        Command::Bundle(cmd) => netplug::commands::bundle::run(&cmd),
         Command::Inspect(cmd) => netplug::commands::inspect::run(&cmd.guest),
         Command::Wit(cmd) => netplug::commands::wit::run(&cmd),
     };
@@ -97,7 +98,7 @@ fn clap_exit(e: clap::Error) -> ExitCode {
             let first = text.lines().next().unwrap_or("invalid arguments");
             let sub = std::env::args()
                 .nth(1)
-                .filter(|a| ["run", "serve", "compile", "inspect", "wit"].contains(&a.as_str()))
+                .filter(|a| ["run", "serve", "compile", "bundle", "inspect", "wit"].contains(&a.as_str()))
                 .unwrap_or_default();
             eprintln!("{first} (see `host {sub} --help`)");
             ExitCode::from(2)

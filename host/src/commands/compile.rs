@@ -42,7 +42,7 @@ pub fn run(cmd: &CompileCommand) -> Result<()> {
 /// Writes `bytes` to a new file beside `path` and renames it over `path`,
 /// so that a host starting meanwhile sees the old file or the new one,
 /// never half of one, and an interrupted compile leaves no damaged `.cwasm`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let shown = path.display();
     let name = path.file_name().with_context(|| format!("cannot write {shown}: it names no file"))?;
     let mut tmp_name = std::ffi::OsString::from(".");

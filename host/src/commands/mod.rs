@@ -2,6 +2,7 @@
 //! line is parsed. The top layer: it may use every layer below (runtime,
 //! guest, imports, ops, config); nothing below uses it.
 
+pub mod bundle;
 pub mod compile;
 pub mod inspect;
 pub mod run;

@@ -27,6 +27,7 @@ pub enum Command {
     Run(Box<RunCommand>),
     Serve(ServeCommand),
     Compile(CompileCommand),
+    Bundle(BundleCommand),
     Inspect(InspectCommand),
     Wit(WitCommand),
 }
@@ -446,6 +447,32 @@ pub struct CompileCommand {
     pub grant: Vec<String>,
 }
 
+/// Bundle a server guest into one component that runs on a stock WebAssembly
+/// runtime, without this host: `wasmtime run -S inherit-network=y APP.wasm
+/// --listen 127.0.0.1:12345`.
+///
+/// The guest, unchanged, is composed with this repository's adapter: a
+/// provider of what the guest imports (`netplug:protocol` `types`, `log`,
+/// `dialer` and `wasi:config/store`, over the standard `wasi:sockets`,
+/// `wasi:io` and `wasi:clocks`), and a driver that exports `wasi:cli/run`,
+/// listens and hands each connection to the guest's `handler`. The bundle
+/// imports only standard WASI 0.2 interfaces. Its one instance serves the
+/// connections one after another, without the host's limits (no CPU
+/// budget, no byte quotas, no per-connection isolation): see
+/// docs/portability.md. A guest that imports what a stock runtime lacks
+/// (`wasi:keyvalue`) is refused, as is a client guest. The file is written
+/// whole or not at all, and one line on stdout says what was written.
+#[derive(Parser, Debug)]
+pub struct BundleCommand {
+    /// The server guest component (a `.wasm` built for wasm32-wasip2).
+    #[arg(value_name = "GUEST.wasm")]
+    pub guest: PathBuf,
+
+    /// Where to write the bundled component. An existing file is replaced.
+    #[arg(short, long, value_name = "APP.wasm")]
+    pub output: PathBuf,
+}
+
 /// Print a guest's world, imports and exports, and what the host would grant
 /// or refuse.
 #[derive(Parser, Debug)]
@@ -532,7 +559,6 @@ impl KvArgs {
         Ok(Some(KvConfig { backend, limits }))
     }
 }
-
 
 #[cfg(test)]
 mod tests {
