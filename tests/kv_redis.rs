@@ -108,6 +108,36 @@ fn a_host_starts_and_stays_ready_while_its_store_is_down() {
     assert_eq!(host.count_log("key-value calls fail until it answers"), 1, "{}", host.log().join("\n"));
 }
 
+/// A store that accepts and never answers (redis-server stopped with
+/// SIGSTOP) holds a call for the connection's idle timeout, not longer,
+/// and that wait is not charged as the guest's CPU: the guest gets the
+/// store's error, not a CPU-budget trap, and the host goes on once the
+/// store answers again.
+#[test]
+fn a_wait_on_a_silent_store_is_bounded_by_the_idle_timeout() {
+    if !installed(&["redis-server"]) {
+        return;
+    }
+    let redis = RedisServer::start();
+    let host = Host::serve("kv_sdk", &["--kv", &url_of(&redis), "--idle-timeout", "1s", "--cpu-timeout", "200ms"]);
+    assert_eq!(session(host.addr, &["SET k v"]), ["OK"]);
+    signal(redis.pid(), "STOP");
+    let started = Instant::now();
+    let reply = session(host.addr, &["GET k"]);
+    let waited = started.elapsed();
+    signal(redis.pid(), "CONT");
+    assert_eq!(reply.len(), 1, "{reply:?}");
+    assert!(reply[0].starts_with("ERR store error: no answer within 1s"), "{reply:?}");
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "waited {waited:?}");
+    assert_eq!(host.count_log("CPU"), 0, "{}", host.log().join("\n"));
+    // The store answers again: so does the host, with the same process.
+    let deadline = Instant::now() + PATIENCE;
+    while session(host.addr, &["GET k"]) != ["v"] {
+        assert!(Instant::now() < deadline, "the host did not read from the store again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A RESP client sending `INCR`s through one connection, made again when
 /// it breaks.
 struct Counter {

@@ -606,6 +606,10 @@ impl RedisServer {
 }
 
 impl RedisServer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server and waits for it to be gone.
     pub fn stop(&mut self) {
         let _ = self.child.kill();

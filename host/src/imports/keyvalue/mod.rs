@@ -316,21 +316,27 @@ impl Local {
 /// connection's idle timeout: the store's speed is no more the guest's
 /// doing than its peer's), without charging the wait to the guest's CPU
 /// budget.
-async fn awaited<T>(
-    clock: &CpuClock,
+///
+/// Boxed: the wait holds a timer, and a host function's future is as large
+/// as its largest branch, so unboxed it would make every key-value call
+/// of the in-host stores allocate and move that much more.
+fn awaited<'a, T: 'a>(
+    clock: &'a CpuClock,
     bound: std::time::Duration,
-    bucket: &remote::Bucket,
-    call: impl std::future::Future<Output = Result<T, String>>,
-) -> Outcome<T> {
-    let began = clock.begin_wait();
-    let answer = tokio::time::timeout(bound, call).await;
-    clock.end_wait(began);
-    Ok(match answer {
-        Ok(answer) => answer.map_err(Failure::Other),
-        Err(_) => {
-            let why = format!("no answer within {} (the idle timeout)", humantime::format_duration(bound));
-            Err(Failure::Other(bucket.store().failed(&why, true)))
-        }
+    bucket: &'a remote::Bucket,
+    call: impl std::future::Future<Output = Result<T, String>> + 'a,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = Outcome<T>> + 'a>> {
+    Box::pin(async move {
+        let began = clock.begin_wait();
+        let answer = tokio::time::timeout(bound, call).await;
+        clock.end_wait(began);
+        Ok(match answer {
+            Ok(answer) => answer.map_err(Failure::Other),
+            Err(_) => {
+                let why = format!("no answer within {} (the idle timeout)", humantime::format_duration(bound));
+                Err(Failure::Other(bucket.store().failed(&why, true)))
+            }
+        })
     })
 }
 
