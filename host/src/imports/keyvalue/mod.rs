@@ -327,6 +327,7 @@ fn awaited<'a, T: 'a>(
     call: impl std::future::Future<Output = Result<T, String>> + 'a,
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = Outcome<T>> + 'a>> {
     Box::pin(async move {
+        let reachability = bucket.store().begin();
         let began = clock.begin_wait();
         let answer = tokio::time::timeout(bound, call).await;
         clock.end_wait(began);
@@ -334,7 +335,7 @@ fn awaited<'a, T: 'a>(
             Ok(answer) => answer.map_err(Failure::Other),
             Err(_) => {
                 let why = format!("no answer within {} (the idle timeout)", humantime::format_duration(bound));
-                Err(Failure::Other(bucket.store().failed(&why, true)))
+                Err(Failure::Other(bucket.store().lost(reachability, &why)))
             }
         })
     })

@@ -35,7 +35,7 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, RedisError, RedisFuture, RedisResult, Value};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,9 +80,12 @@ pub struct Remote {
     /// The URL without its password, for the log.
     shown: String,
     link: Link,
-    /// Whether the last call found the store unreachable: one warning per
-    /// episode, and one line when it ends.
-    unreachable: AtomicBool,
+    /// Changes of reachability so far: odd while the store is unreachable.
+    /// One warning when an outage starts, one line when it ends; a call
+    /// changes it only from the state it began in, so that a call that
+    /// failed before the store came back, and ends after one that found
+    /// it back, does not start a second outage in the log.
+    episodes: AtomicU64,
     errors: Counter,
     cas: redis::Script,
 }
@@ -166,7 +169,7 @@ impl Remote {
             }
             other => bail!("{} is not a Redis store", other.shown()),
         };
-        Ok(Remote { shown, link, unreachable: AtomicBool::new(false), errors, cas: redis::Script::new(CAS_SCRIPT) })
+        Ok(Remote { shown, link, episodes: AtomicU64::new(0), errors, cas: redis::Script::new(CAS_SCRIPT) })
     }
 
     pub fn shown(&self) -> &str {
@@ -182,36 +185,52 @@ impl Remote {
         }
     }
 
+    /// Where the store's reachability stands, as a call begins: what
+    /// [`outcome`](Remote::outcome) and [`lost`](Remote::lost) take.
+    pub fn begin(&self) -> u64 {
+        self.episodes.load(Relaxed)
+    }
+
     /// Sends `cmd` and reads its answer as a `T`.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, String> {
+        let began = self.begin();
         let answer = match self.conn().await {
             Ok(mut conn) => cmd.query_async(&mut conn).await,
             Err(e) => Err(e),
         };
-        self.outcome(answer)
+        self.outcome(began, answer)
     }
 
-    /// A call's answer, or its error as the guest's message: counted, and
-    /// logged once per episode when the store cannot be reached.
-    fn outcome<T>(&self, answer: RedisResult<T>) -> Result<T, String> {
+    /// The answer to a call that began at `began`, or its error as the
+    /// guest's message: counted, and logged when it starts an outage.
+    fn outcome<T>(&self, began: u64, answer: RedisResult<T>) -> Result<T, String> {
         match answer {
             Ok(value) => {
-                if self.unreachable.load(Relaxed) && self.unreachable.swap(false, Relaxed) {
+                let now = self.episodes.load(Relaxed);
+                if !now.is_multiple_of(2) && self.episodes.compare_exchange(now, now + 1, Relaxed, Relaxed).is_ok() {
                     tracing::info!("key-value store {} answers again", self.shown);
                 }
                 Ok(value)
             }
-            Err(e) => Err(self.failed(&e.to_string(), is_unreachable(&e))),
+            Err(e) if is_unreachable(&e) => Err(self.lost(began, &e.to_string())),
+            Err(e) => Err(self.refused(&e.to_string())),
         }
     }
 
-    /// Counts a failed call (and, the first time it is unreachable, warns);
-    /// the message the guest gets.
-    pub fn failed(&self, why: &str, unreachable: bool) -> String {
-        self.errors.inc();
-        if unreachable && !self.unreachable.swap(true, Relaxed) {
+    /// A call that began at `began` could not reach the store: counted,
+    /// and, if the store was reachable then and still is, the warning that
+    /// starts an outage. The guest's message.
+    pub fn lost(&self, began: u64, why: &str) -> String {
+        if began.is_multiple_of(2) && self.episodes.compare_exchange(began, began + 1, Relaxed, Relaxed).is_ok() {
             tracing::warn!("key-value store {} unreachable: {why}; key-value calls fail until it answers", self.shown);
         }
+        self.refused(why)
+    }
+
+    /// A call the store answered with an error: counted. The guest's
+    /// message.
+    fn refused(&self, why: &str) -> String {
+        self.errors.inc();
         format!("store error: {why}")
     }
 }
@@ -287,15 +306,16 @@ impl Bucket {
         let mut invocation = self.store.cas.key(self.key(key));
         invocation.arg(if expected.is_some() { "1" } else { "0" }).arg(expected.unwrap_or_default());
         invocation.arg(value).arg(deadline);
+        let began = self.store.begin();
         let answer = match self.store.conn().await {
             Ok(mut conn) => invocation.invoke_async::<Vec<Value>>(&mut conn).await,
             Err(e) => Err(e),
         };
-        match self.store.outcome(answer)?.as_slice() {
+        match self.store.outcome(began, answer)?.as_slice() {
             [Value::Int(1)] => Ok(Ok(())),
             [Value::Int(0), Value::Nil] | [Value::Int(0)] => Ok(Err(None)),
             [Value::Int(0), Value::BulkString(now)] => Ok(Err(Some(now.clone()))),
-            other => Err(self.store.failed(&format!("unexpected compare-and-swap answer {other:?}"), false)),
+            other => Err(self.store.refused(&format!("unexpected compare-and-swap answer {other:?}"))),
         }
     }
 
@@ -353,16 +373,17 @@ impl Bucket {
         let mut scan = redis::cmd("SCAN");
         scan.arg(node_cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(SCAN_COUNT);
         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
+        let began = store.begin();
         let answer = match store.conn().await {
             Ok(Conn::Cluster(mut conn)) => conn.route_command(scan, routing).await,
             Ok(Conn::Single(_)) => unreachable!("a cluster's link gives cluster connections"),
             Err(e) => Err(e),
         };
-        let value = store.outcome(answer)?;
+        let value = store.outcome(began, answer)?;
         let (next, keys): (u64, Vec<Vec<u8>>) =
-            redis::from_redis_value(value).map_err(|e| store.failed(&format!("SCAN's answer: {e}"), false))?;
+            redis::from_redis_value(value).map_err(|e| store.refused(&format!("SCAN's answer: {e}")))?;
         if next >> NODE_SHIFT != 0 {
-            return Err(store.failed(&format!("node {host}:{port} gave a SCAN cursor past 48 bits"), false));
+            return Err(store.refused(&format!("node {host}:{port} gave a SCAN cursor past 48 bits")));
         }
         let next = match (next, index + 1 < primaries.len()) {
             (0, true) => ((index + 1) as u64) << NODE_SHIFT,
