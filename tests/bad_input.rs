@@ -188,7 +188,7 @@ fn a_keyvalue_guest_is_refused_naming_the_subcommands_own_grant() {
     assert!(!err.contains("--kv"), "compile takes no --kv: {err}");
 
     let err = refused(&["run", shown, "--port", "0"]);
-    assert!(err.contains("--kv memory or --kv PATH"), "{err}");
+    assert!(err.contains("--kv (memory, a redis:// URL or a database path)"), "{err}");
     assert!(!err.contains("--grant"), "run's --grant takes no wasi:keyvalue: {err}");
 
     let config = temp_file(

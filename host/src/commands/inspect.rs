@@ -42,7 +42,7 @@ pub fn run(path: &Path) -> Result<()> {
     }
     let verdict = match (&world, refused) {
         _ if mismatch.is_some() => "the host would refuse this guest",
-        (Ok(_), 0) if needs_kv => "the host would run this guest with --kv memory or --kv PATH",
+        (Ok(_), 0) if needs_kv => "the host would run this guest with --kv (memory, a redis:// URL or a database path)",
         (Ok(_), 0) => "the host would run this guest",
         _ => "the host would refuse this guest",
     };

@@ -139,7 +139,8 @@ const KEYVALUE: &[&str] =
 
 /// Why a guest importing `wasi:keyvalue` is refused without `--kv`; what
 /// [`grant`] says, and `host run` and `host inspect` with it.
-pub const NEEDS_KV: &str = "the shared key-value store is granted only with --kv memory or --kv PATH";
+pub const NEEDS_KV: &str =
+    "the shared key-value store is granted only with --kv (memory, a redis:// URL or a database path)";
 
 /// How the subcommand at hand grants `wasi:keyvalue`: refusing a guest that
 /// imports it names a flag or key that this subcommand accepts, not another's.
