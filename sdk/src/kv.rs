@@ -79,6 +79,10 @@ pub(crate) trait Backend: Sized {
     fn open(name: &str) -> io::Result<Self>;
     /// The value at `key`, or `None` when there is none.
     fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
+    /// The values at `keys`, in order; one call where the store batches.
+    fn get_many(&self, keys: &[&str]) -> io::Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
     /// Stores `value` at `key`, replacing any value and its deadline, to be
     /// deleted at `deadline` (milliseconds since the unix epoch; 0: never).
     fn set_until(&self, key: &str, value: &[u8], deadline: u64) -> io::Result<()>;
@@ -109,7 +113,7 @@ pub(crate) trait Backend: Sized {
 mod host {
     use super::Backend;
     use crate::bindings::server::netplug::protocol::expiry;
-    use crate::bindings::server::wasi::keyvalue0_2_0_draft2::{atomics, store};
+    use crate::bindings::server::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
     use std::io;
 
     fn error(e: store::Error) -> io::Error {
@@ -130,6 +134,13 @@ mod host {
         // The bytes are the list the host returned, not copied again.
         fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
             store::Bucket::get(self, key).map_err(error)
+        }
+
+        // `get-many`: one host call (and, on a Redis store, one `MGET`).
+        fn get_many(&self, keys: &[&str]) -> io::Result<Vec<Option<Vec<u8>>>> {
+            let keys: Vec<String> = keys.iter().map(|key| key.to_string()).collect();
+            let found = batch::get_many(self, &keys).map_err(error)?;
+            Ok(found.into_iter().map(|entry| entry.map(|(_, value)| value)).collect())
         }
 
         fn set_until(&self, key: &str, value: &[u8], deadline: u64) -> io::Result<()> {
@@ -199,6 +210,13 @@ impl Bucket {
     /// list the host returned, not copied again.
     pub fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
         Backend::get(&self.inner, key)
+    }
+
+    /// The values at `keys`, in order, in one call to the host: a pipelined
+    /// run of reads costs one crossing instead of one per key. Not atomic
+    /// as a whole.
+    pub fn get_many(&self, keys: &[&str]) -> io::Result<Vec<Option<Vec<u8>>>> {
+        Backend::get_many(&self.inner, keys)
     }
 
     /// Stores `value` at `key`, replacing any value (and its deadline).

@@ -25,6 +25,10 @@ impl protocol::Store for Shared {
         self.bucket.get(key).map_err(|e| e.to_string())
     }
 
+    fn get_many(&mut self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, String> {
+        self.bucket.get_many(keys).map_err(|e| e.to_string())
+    }
+
     fn set(&mut self, key: &str, value: &[u8], deadline: u64) -> Result<(), String> {
         self.bucket.set_until(key, value, deadline).map_err(|e| e.to_string())
     }

@@ -48,6 +48,11 @@ use std::borrow::Cow;
 /// stored bytes ([`encode`]). Errors are messages, replied as `-ERR ...`.
 pub trait Store {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    /// The values at `keys`, in order: a pipelined run of `GET`s reads
+    /// them in one call.
+    fn get_many(&mut self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, String> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
     /// Stores `value` at `key`; the host deletes it at `deadline` (unix ms,
     /// 0: never) whether or not it is read again.
     fn set(&mut self, key: &str, value: &[u8], deadline: u64) -> Result<(), String>;
@@ -141,6 +146,20 @@ impl Session {
         let out = &mut Out { bytes: out, resp3: self.resp3 };
         let after = loop {
             match parse(&self.buffer[pos..]) {
+                Parsed::Command(args, used) if is_get(&args) => {
+                    // A pipelined run of GETs is read in one call.
+                    let mut keys = vec![key_of(&args[1])];
+                    let mut end = pos + used;
+                    while let Parsed::Command(next, used) = parse(&self.buffer[end..]) {
+                        if !is_get(&next) {
+                            break;
+                        }
+                        keys.push(key_of(&next[1]));
+                        end += used;
+                    }
+                    get_run(&keys, store, out);
+                    pos = end;
+                }
                 Parsed::Command(args, used) => {
                     pos += used;
                     if execute(&args, store, out) == After::Close {
@@ -164,6 +183,50 @@ impl Session {
             self.buffer = Vec::new();
         }
         after
+    }
+}
+
+/// [`store_key`] of an argument, borrowing the request's bytes when the
+/// argument does.
+fn key_of<'a>(arg: &Cow<'a, [u8]>) -> Cow<'a, str> {
+    match arg {
+        Cow::Borrowed(bytes) => store_key(bytes),
+        Cow::Owned(bytes) => Cow::Owned(store_key(bytes).into_owned()),
+    }
+}
+
+/// Whether `args` is a `GET` with its one key.
+fn is_get(args: &[Cow<'_, [u8]>]) -> bool {
+    args.len() == 2 && args[0].eq_ignore_ascii_case(b"GET")
+}
+
+/// The replies to a run of `GET`s of `keys`, as `execute` gives them one by
+/// one, from one `get_many`; if that fails, each `GET` on its own, so that
+/// each gets its own reply.
+fn get_run(keys: &[Cow<'_, str>], store: &mut dyn Store, out: &mut Out<'_>) {
+    if keys.len() == 1 {
+        return reply_get(read(store, &keys[0]), out);
+    }
+    let names: Vec<&str> = keys.iter().map(|key| &**key).collect();
+    let Ok(values) = store.get_many(&names) else {
+        return keys.iter().for_each(|key| reply_get(read(store, key), out));
+    };
+    let mut now = None;
+    for (key, stored) in keys.iter().zip(values) {
+        let value = match stored {
+            None => Ok(None),
+            Some(stored) => unexpired(store, key, stored, &mut now),
+        };
+        reply_get(value, out);
+    }
+}
+
+/// `GET`'s reply to what [`read`] (or a run's read) found.
+fn reply_get(value: Result<Option<(u64, Vec<u8>)>, Failed>, out: &mut Out<'_>) {
+    match value {
+        Ok(Some((_, value))) => bulk(out, &value),
+        Ok(None) => nil(out),
+        Err(Failed(message)) => error(out, &message),
     }
 }
 
@@ -615,12 +678,23 @@ fn int_arg(arg: &[u8]) -> Result<i64, Failed> {
 /// A key's live value and deadline; an expired one is deleted and missing.
 fn read(store: &mut dyn Store, key: &str) -> Result<Option<(u64, Vec<u8>)>, Failed> {
     let Some(stored) = store.get(key)? else { return Ok(None) };
+    unexpired(store, key, stored, &mut None)
+}
+
+/// The value and deadline in `stored`, the bytes read at `key`, or none
+/// (and the key deleted) if its deadline has passed. `now` is the time,
+/// read at the first deadline seen.
+fn unexpired(
+    store: &mut dyn Store,
+    key: &str,
+    mut stored: Vec<u8>,
+    now: &mut Option<u64>,
+) -> Result<Option<(u64, Vec<u8>)>, Failed> {
     let (deadline, _) = decode(&stored);
-    if deadline != 0 && deadline <= store.now_ms() {
+    if deadline != 0 && deadline <= *now.get_or_insert_with(|| store.now_ms()) {
         store.delete(key)?;
         return Ok(None);
     }
-    let mut stored = stored;
     if stored.len() >= HEADER && stored[0] == TAG {
         stored.drain(..HEADER);
     }
@@ -1098,11 +1172,21 @@ mod tests {
         now: u64,
         /// Every write fails as the host's does past `--kv-max-bytes`.
         full: bool,
+        /// `get_many` calls made, and whether they fail.
+        batches: usize,
+        batches_fail: bool,
     }
 
     impl Store for Memory {
         fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
             Ok(self.dbs.entry(self.db).or_default().get(key).cloned())
+        }
+        fn get_many(&mut self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, String> {
+            self.batches += 1;
+            if self.batches_fail {
+                return Err("batch refused".to_string());
+            }
+            Ok(keys.iter().map(|key| self.dbs.entry(self.db).or_default().get(*key).cloned()).collect())
         }
         fn set(&mut self, key: &str, value: &[u8], _deadline: u64) -> Result<(), String> {
             if self.full {
@@ -1200,6 +1284,31 @@ mod tests {
 
     fn text(out: Vec<u8>) -> String {
         String::from_utf8(out).unwrap()
+    }
+
+    /// A pipelined run of GETs is one `get_many`, answered as one GET at a
+    /// time would be: missing keys nil, an expired key nil (and deleted),
+    /// the run broken by another command; if the batch fails, each GET is
+    /// read on its own.
+    #[test]
+    fn a_run_of_gets_is_one_batch_with_the_same_replies() {
+        for fail in [false, true] {
+            let mut store = memory();
+            store.batches_fail = fail;
+            talk(&mut store, b"SET a 1\r\nSET b 2\r\nPSETEX e 10 x\r\n");
+            store.now += 20;
+            let replies = talk(
+                &mut store,
+                b"GET a\r\nGET missing\r\nget b\r\n*2\r\n$3\r\nGET\r\n$1\r\ne\r\nSET c 3\r\nGET c\r\nGET a\r\n",
+            );
+            assert_eq!(
+                text(replies),
+                "$1\r\n1\r\n$-1\r\n$1\r\n2\r\n$-1\r\n+OK\r\n$1\r\n3\r\n$1\r\n1\r\n",
+                "fail: {fail}"
+            );
+            assert_eq!(store.batches, 2, "fail: {fail}");
+            assert!(!store.dbs[&0].contains_key("e"), "the expired key is deleted");
+        }
     }
 
     #[test]
