@@ -21,13 +21,18 @@ fn manifest_dir() -> PathBuf {
 }
 
 fn manifests() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(manifest_dir())
+    yaml_files(&manifest_dir(), 4)
+}
+
+/// The `.yaml` files directly in `dir`, sorted: at least `at_least`.
+fn yaml_files(dir: &Path, at_least: usize) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 4, "deploy/kubernetes: {files:?}");
+    assert!(files.len() >= at_least, "{}: {files:?}", dir.display());
     files
 }
 
@@ -296,14 +301,7 @@ fn redis_config_path() -> PathBuf {
 }
 
 fn redis_manifests() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(redis_dir())
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 2, "deploy/kubernetes/redis: {files:?}");
-    files
+    yaml_files(&redis_dir(), 2)
 }
 
 /// What the tests compare of deploy/kubernetes/redis, as READ_MANIFESTS

@@ -28,7 +28,7 @@ pub(crate) fn session(addr: SocketAddr, lines: &[&str]) -> Vec<String> {
 }
 
 /// A fresh directory for a test's database, under cargo's scratch space.
-fn scratch_dir(name: &str) -> PathBuf {
+pub(crate) fn scratch_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("netplug-kv-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -14,11 +14,13 @@
 //! - the same exact count on a three-node Redis Cluster, keys over every
 //!   node.
 
-use crate::keyvalue::{buckets_are_separate, compare_and_swap_loses_nothing, increments_are_exact, session};
+use crate::keyvalue::{
+    buckets_are_separate, compare_and_swap_loses_nothing, increments_are_exact, scratch_dir, session,
+};
 use crate::support::*;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -43,13 +45,6 @@ fn redis_cli(addr: SocketAddr, args: &[&str]) -> String {
         .expect("redis-cli runs");
     assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kv-redis-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]
@@ -242,7 +237,7 @@ fn a_fleet_on_one_redis_counts_exactly_through_a_kill_and_an_outage() {
     if !installed(&["redis-server", "redis-cli", "haproxy"]) {
         return;
     }
-    let dir = scratch("fleet");
+    let dir = scratch_dir("redis-fleet");
     let mut redis = RedisServer::start();
     let (mut hosts, balancer) = fleet(&dir, &url_of(&redis));
     let never = Arc::new(AtomicBool::new(false));
@@ -310,7 +305,7 @@ fn a_fleet_on_a_redis_cluster_counts_exactly_over_every_node() {
     if !installed(&["redis-server", "redis-cli", "haproxy"]) {
         return;
     }
-    let dir = scratch("cluster");
+    let dir = scratch_dir("redis-cluster");
     let ports: Vec<u16> =
         (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
     let nodes: Vec<RedisServer> = ports
