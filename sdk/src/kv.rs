@@ -83,6 +83,11 @@ pub(crate) trait Backend: Sized {
     fn get_many(&self, keys: &[&str]) -> io::Result<Vec<Option<Vec<u8>>>> {
         keys.iter().map(|key| self.get(key)).collect()
     }
+    /// Stores each value at its key, replacing any value and deadline; one
+    /// call where the store batches. Not atomic as a whole.
+    fn set_many(&self, entries: &[(&str, &[u8])]) -> io::Result<()> {
+        entries.iter().try_for_each(|(key, value)| self.set_until(key, value, 0))
+    }
     /// Stores `value` at `key`, replacing any value and its deadline, to be
     /// deleted at `deadline` (milliseconds since the unix epoch; 0: never).
     fn set_until(&self, key: &str, value: &[u8], deadline: u64) -> io::Result<()>;
@@ -141,6 +146,13 @@ mod host {
             let keys: Vec<String> = keys.iter().map(|key| key.to_string()).collect();
             let found = batch::get_many(self, &keys).map_err(error)?;
             Ok(found.into_iter().map(|entry| entry.map(|(_, value)| value)).collect())
+        }
+
+        // `set-many`: one host call (and, on a Redis store, one `MSET`).
+        fn set_many(&self, entries: &[(&str, &[u8])]) -> io::Result<()> {
+            let entries: Vec<(String, Vec<u8>)> =
+                entries.iter().map(|(key, value)| (key.to_string(), value.to_vec())).collect();
+            batch::set_many(self, &entries).map_err(error)
         }
 
         fn set_until(&self, key: &str, value: &[u8], deadline: u64) -> io::Result<()> {
@@ -217,6 +229,13 @@ impl Bucket {
     /// as a whole.
     pub fn get_many(&self, keys: &[&str]) -> io::Result<Vec<Option<Vec<u8>>>> {
         Backend::get_many(&self.inner, keys)
+    }
+
+    /// Stores each value at its key, replacing any value (and deadline),
+    /// in one call to the host. Not atomic as a whole: on an error, some
+    /// may be written.
+    pub fn set_many(&self, entries: &[(&str, &[u8])]) -> io::Result<()> {
+        Backend::set_many(&self.inner, entries)
     }
 
     /// Stores `value` at `key`, replacing any value (and its deadline).

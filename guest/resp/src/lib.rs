@@ -29,6 +29,10 @@ impl protocol::Store for Shared {
         self.bucket.get_many(keys).map_err(|e| e.to_string())
     }
 
+    fn set_many(&mut self, entries: &[(&str, &[u8])]) -> Result<(), String> {
+        self.bucket.set_many(entries).map_err(|e| e.to_string())
+    }
+
     fn set(&mut self, key: &str, value: &[u8], deadline: u64) -> Result<(), String> {
         self.bucket.set_until(key, value, deadline).map_err(|e| e.to_string())
     }

@@ -53,6 +53,11 @@ pub trait Store {
     fn get_many(&mut self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, String> {
         keys.iter().map(|key| self.get(key)).collect()
     }
+    /// Stores each value at its key with no deadline: a pipelined run of
+    /// plain `SET`s writes them in one call.
+    fn set_many(&mut self, entries: &[(&str, &[u8])]) -> Result<(), String> {
+        entries.iter().try_for_each(|(key, value)| self.set(key, value, 0))
+    }
     /// Stores `value` at `key`; the host deletes it at `deadline` (unix ms,
     /// 0: never) whether or not it is read again.
     fn set(&mut self, key: &str, value: &[u8], deadline: u64) -> Result<(), String>;
@@ -160,6 +165,20 @@ impl Session {
                     get_run(&keys, store, out);
                     pos = end;
                 }
+                Parsed::Command(args, used) if is_plain_set(&args) => {
+                    // A pipelined run of plain SETs is written in one call.
+                    let mut run = vec![args];
+                    let mut end = pos + used;
+                    while let Parsed::Command(next, used) = parse(&self.buffer[end..]) {
+                        if !is_plain_set(&next) {
+                            break;
+                        }
+                        run.push(next);
+                        end += used;
+                    }
+                    set_run(&run, store, out);
+                    pos = end;
+                }
                 Parsed::Command(args, used) => {
                     pos += used;
                     if execute(&args, store, out) == After::Close {
@@ -218,6 +237,30 @@ fn get_run(keys: &[Cow<'_, str>], store: &mut dyn Store, out: &mut Out<'_>) {
             Some(stored) => unexpired(store, key, stored, &mut now),
         };
         reply_get(value, out);
+    }
+}
+
+/// Whether `args` is a `SET` of a key to a value, with no options.
+fn is_plain_set(args: &[Cow<'_, [u8]>]) -> bool {
+    args.len() == 3 && args[0].eq_ignore_ascii_case(b"SET")
+}
+
+/// The replies to a run of plain `SET`s, as `execute` gives them one by
+/// one, from one `set_many`; if that fails (the store full, say), each
+/// `SET` on its own, so that each gets its own reply (a plain `SET` written
+/// twice is written once).
+fn set_run(run: &[Vec<Cow<'_, [u8]>>], store: &mut dyn Store, out: &mut Out<'_>) {
+    if run.len() > 1 {
+        let keys: Vec<Cow<'_, str>> = run.iter().map(|args| store_key(&args[1])).collect();
+        let values: Vec<Cow<'_, [u8]>> = run.iter().map(|args| encode(&args[2], 0)).collect();
+        let entries: Vec<(&str, &[u8])> = keys.iter().zip(&values).map(|(key, value)| (&**key, &**value)).collect();
+        if store.set_many(&entries).is_ok() {
+            run.iter().for_each(|_| ok(out));
+            return;
+        }
+    }
+    for args in run {
+        execute(args, store, out);
     }
 }
 
@@ -1181,6 +1224,13 @@ mod tests {
         fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
             Ok(self.dbs.entry(self.db).or_default().get(key).cloned())
         }
+        fn set_many(&mut self, entries: &[(&str, &[u8])]) -> Result<(), String> {
+            self.batches += 1;
+            if self.full {
+                return Err("store full: a write of 9 more bytes would pass the store's bound".to_string());
+            }
+            entries.iter().try_for_each(|(key, value)| self.set(key, value, 0))
+        }
         fn get_many(&mut self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, String> {
             self.batches += 1;
             if self.batches_fail {
@@ -1286,6 +1336,22 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// A pipelined run of plain SETs is one `set_many`, answered as one SET
+    /// at a time would be, clearing a TTL as SET does; a run broken by a SET
+    /// with options; a full store gives each its own OOM reply.
+    #[test]
+    fn a_run_of_sets_is_one_batch_with_the_same_replies() {
+        let mut store = memory();
+        talk(&mut store, b"SET t 0 EX 100\r\n");
+        let replies = talk(&mut store, b"SET a 1\r\nset b 2\r\nSET t 3\r\nSET c 4 NX\r\nSET d 5\r\nGET t\r\nTTL t\r\n");
+        assert_eq!(text(replies), "+OK\r\n+OK\r\n+OK\r\n+OK\r\n+OK\r\n$1\r\n3\r\n:-1\r\n");
+        assert_eq!(store.batches, 1, "the run of three, then two single SETs");
+        store.full = true;
+        let replies = talk(&mut store, b"SET x 1\r\nSET y 2\r\n");
+        assert_eq!(text(replies), String::from_utf8(OOM.repeat(2)).unwrap());
+        assert_eq!(store.batches, 2);
+    }
+
     /// A pipelined run of GETs is one `get_many`, answered as one GET at a
     /// time would be: missing keys nil, an expired key nil (and deleted),
     /// the run broken by another command; if the batch fails, each GET is
@@ -1297,6 +1363,7 @@ mod tests {
             store.batches_fail = fail;
             talk(&mut store, b"SET a 1\r\nSET b 2\r\nPSETEX e 10 x\r\n");
             store.now += 20;
+            store.batches = 0;
             let replies = talk(
                 &mut store,
                 b"GET a\r\nGET missing\r\nget b\r\n*2\r\n$3\r\nGET\r\n$1\r\ne\r\nSET c 3\r\nGET c\r\nGET a\r\n",
