@@ -151,7 +151,7 @@ impl Session {
         let out = &mut Out { bytes: out, resp3: self.resp3 };
         let after = loop {
             match parse(&self.buffer[pos..]) {
-                Parsed::Command(args, used) if is_get(&args) => {
+                Parsed::Command(args, used) if is_get(&args) && next_is(&self.buffer[pos + used..], is_get) => {
                     // A pipelined run of GETs is read in one call.
                     let mut keys = vec![key_of(&args[1])];
                     let mut end = pos + used;
@@ -165,7 +165,9 @@ impl Session {
                     get_run(&keys, store, out);
                     pos = end;
                 }
-                Parsed::Command(args, used) if is_plain_set(&args) => {
+                Parsed::Command(args, used)
+                    if is_plain_set(&args) && next_is(&self.buffer[pos + used..], is_plain_set) =>
+                {
                     // A pipelined run of plain SETs is written in one call.
                     let mut run = vec![args];
                     let mut end = pos + used;
@@ -214,6 +216,12 @@ fn key_of<'a>(arg: &Cow<'a, [u8]>) -> Cow<'a, str> {
     }
 }
 
+/// Whether the request at the start of `rest` is complete and `kind`: a
+/// run of one command takes the usual path, with nothing more to gather.
+fn next_is(rest: &[u8], kind: fn(&[Cow<'_, [u8]>]) -> bool) -> bool {
+    matches!(parse(rest), Parsed::Command(next, _) if kind(&next))
+}
+
 /// Whether `args` is a `GET` with its one key.
 fn is_get(args: &[Cow<'_, [u8]>]) -> bool {
     args.len() == 2 && args[0].eq_ignore_ascii_case(b"GET")
@@ -223,9 +231,6 @@ fn is_get(args: &[Cow<'_, [u8]>]) -> bool {
 /// one, from one `get_many`; if that fails, each `GET` on its own, so that
 /// each gets its own reply.
 fn get_run(keys: &[Cow<'_, str>], store: &mut dyn Store, out: &mut Out<'_>) {
-    if keys.len() == 1 {
-        return reply_get(read(store, &keys[0]), out);
-    }
     let names: Vec<&str> = keys.iter().map(|key| &**key).collect();
     let Ok(values) = store.get_many(&names) else {
         return keys.iter().for_each(|key| reply_get(read(store, key), out));
@@ -250,14 +255,12 @@ fn is_plain_set(args: &[Cow<'_, [u8]>]) -> bool {
 /// `SET` on its own, so that each gets its own reply (a plain `SET` written
 /// twice is written once).
 fn set_run(run: &[Vec<Cow<'_, [u8]>>], store: &mut dyn Store, out: &mut Out<'_>) {
-    if run.len() > 1 {
-        let keys: Vec<Cow<'_, str>> = run.iter().map(|args| store_key(&args[1])).collect();
-        let values: Vec<Cow<'_, [u8]>> = run.iter().map(|args| encode(&args[2], 0)).collect();
-        let entries: Vec<(&str, &[u8])> = keys.iter().zip(&values).map(|(key, value)| (&**key, &**value)).collect();
-        if store.set_many(&entries).is_ok() {
-            run.iter().for_each(|_| ok(out));
-            return;
-        }
+    let keys: Vec<Cow<'_, str>> = run.iter().map(|args| store_key(&args[1])).collect();
+    let values: Vec<Cow<'_, [u8]>> = run.iter().map(|args| encode(&args[2], 0)).collect();
+    let entries: Vec<(&str, &[u8])> = keys.iter().zip(&values).map(|(key, value)| (&**key, &**value)).collect();
+    if store.set_many(&entries).is_ok() {
+        run.iter().for_each(|_| ok(out));
+        return;
     }
     for args in run {
         execute(args, store, out);
