@@ -50,7 +50,13 @@ pub enum Stdout {
 /// the store's data type, so each interface's host functions are methods
 /// of this type, and reach their own part of it.
 pub struct GuestState {
-    wasi: WasiCtx,
+    /// Built at the guest's first WASI call: std makes every Rust guest
+    /// import WASI's stdio, environment and exit, yet a guest that neither
+    /// prints nor panics never calls them, and building the context (its
+    /// random generators, its stdio) costs each connection.
+    wasi: Option<WasiCtx>,
+    /// Where the guest's stdout goes, for the context when it is built.
+    stdout: Stdout,
     /// wasmtime's resource table, shared by every interface (connections,
     /// buckets, WASI streams live in it).
     pub table: ResourceTable,
@@ -214,7 +220,8 @@ impl Drop for GuestState {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        let ctx = self.wasi.get_or_insert_with(|| wasi_ctx(&self.stdout, &self.log));
+        WasiCtxView { ctx, table: &mut self.table }
     }
 }
 
@@ -224,16 +231,11 @@ impl WasiView for GuestState {
 pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store<GuestState> {
     let limits = &policy.limits;
     let log = Arc::new(Mutex::new(GuestLog::new(limits.max_log_lines, limits.max_log_bytes)));
-    let mut wasi = WasiCtx::builder();
-    match stdout {
-        Stdout::Log => wasi.stdout(LogStdio::new(log.clone(), Level::INFO)),
-        Stdout::Inherit => wasi.stdout(wasmtime_wasi::cli::stdout()),
-    };
-    wasi.stderr(LogStdio::new(log.clone(), Level::WARN));
     let mut table = ResourceTable::new();
     table.set_max_capacity(limits.max_resources as usize);
     let state = GuestState {
-        wasi: wasi.build(),
+        wasi: None,
+        stdout,
         table,
         memory: MemoryGuard::new(limits.max_memory),
         clock: CpuClock::start(),
@@ -261,6 +263,18 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store
     store.set_max_component_handles(MAX_COMPONENT_HANDLES);
     budget::install(&mut store);
     store
+}
+
+/// A guest's WASI context: no filesystem, no environment, no network of
+/// its own; stdio into the log (or stdout to the host's, see `Stdout`).
+fn wasi_ctx(stdout: &Stdout, log: &Arc<Mutex<GuestLog>>) -> WasiCtx {
+    let mut wasi = WasiCtx::builder();
+    match stdout {
+        Stdout::Log => wasi.stdout(LogStdio::new(log.clone(), Level::INFO)),
+        Stdout::Inherit => wasi.stdout(wasmtime_wasi::cli::stdout()),
+    };
+    wasi.stderr(LogStdio::new(log.clone(), Level::WARN));
+    wasi.build()
 }
 
 /// The least host-call fuel, whatever `--max-memory` says.
