@@ -7,18 +7,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// The value of the sample `series` (name and labels, exactly as printed)
-/// in a scrape of `/metrics`, if present.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn scrape(admin: SocketAddr) -> String {
-    let (status, body) = http_request(admin, "GET", "/metrics");
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 /// Scrapes until `series` reaches `want` (a record is counted just after
 /// the client sees its connection close), returning the last scrape.
 fn scrape_until(admin: SocketAddr, series: &str, want: f64) -> String {

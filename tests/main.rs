@@ -31,6 +31,7 @@ mod kv_redis;
 mod layers;
 mod locked_down;
 mod overload;
+mod pool;
 mod precompiled;
 mod proxy;
 mod records;

@@ -390,7 +390,8 @@ async fn tput_worker(sh: Arc<Shared>) -> WorkerOut {
 
 /// Opens `conns` idle connections (they send nothing, so the echo server
 /// waits in recv), waits until the server holds them all, reads its RSS,
-/// closes them, waits until the server has let them go, and does that
+/// closes them, waits until the server has let them go (and reads its RSS
+/// 0.5 s and 5 s after), and does that
 /// `rounds` times. Per-connection memory of every round is computed against
 /// the RSS before the first round, so growth between rounds shows up.
 async fn idle(o: &Opts) -> Result<String> {
@@ -418,10 +419,14 @@ async fn idle(o: &Opts) -> Result<String> {
         drop(conns);
         wait_until(Duration::from_secs(60), || proc_stats::fd_count(pid).map(|n| n <= base_fds + 2).unwrap_or(true))
             .await;
+        let closed = Instant::now();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_after = proc_stats::rss_bytes(pid)?;
+        // What the server still holds once the burst is 5 s over.
+        tokio::time::sleep_until((closed + Duration::from_secs(5)).into()).await;
+        let rss_5s = proc_stats::rss_bytes(pid)?;
         line += &format!(
-            " r{round}_rss={rss} r{round}_per_conn={per_conn:.0} r{round}_after_close={rss_after} r{round}_open_secs={open_secs:.3} r{round}_held={}",
+            " r{round}_rss={rss} r{round}_per_conn={per_conn:.0} r{round}_after_close={rss_after} r{round}_after_5s={rss_5s} r{round}_open_secs={open_secs:.3} r{round}_held={}",
             held as u8
         );
         if started.elapsed() > Duration::from_secs(300) {

@@ -64,10 +64,11 @@ impl Row {
         }
     }
 
-    /// Literal host ÷ native.
+    /// Literal host ÷ native; none where a side is not above zero (memory
+    /// kept after a burst can be below what there was before it).
     pub fn ratio(&self) -> Option<f64> {
         let (h, n) = (self.host.as_ref()?.value, self.native.as_ref()?.value);
-        (h.is_finite() && n.is_finite() && n > 0.0).then(|| h / n)
+        (h.is_finite() && n.is_finite() && n > 0.0 && h > 0.0).then(|| h / n)
     }
 
     /// Host's performance relative to native, higher is better whatever the

@@ -667,6 +667,7 @@ impl Runner {
         let args = vec!["--conns".into(), n.to_string(), "--rounds".into(), "2".into()];
         let mut raw = Vec::new();
         let mut per_round: [[Option<Stat>; 2]; 2] = Default::default();
+        let mut after_close: [[Option<Stat>; 2]; 2] = Default::default();
         for (i, kind) in [host, native].iter().enumerate() {
             match self.measure("memory", kind, "idle", &args) {
                 Ok(s) => {
@@ -674,6 +675,12 @@ impl Runner {
                         let key = format!("r{}_per_conn", r + 1);
                         if let Some(v) = s.get(&key) {
                             *slot = Some(Stat::single(v / 1024.0));
+                        }
+                        // Over the RSS before the first round, in MiB.
+                        if let (Some(after), Some(before)) =
+                            (s.get(&format!("r{}_after_5s", r + 1)), s.get("rss_before"))
+                        {
+                            after_close[i][r] = Some(Stat::single((after - before) / (1024.0 * 1024.0)));
                         }
                         if s.get(&format!("r{}_held", r + 1)) == Some(&0.0) {
                             self.notes.push(format!(
@@ -695,6 +702,15 @@ impl Runner {
         let mut rows = Vec::new();
         for (r, (host, native)) in host_rounds.into_iter().zip(native_rounds).enumerate() {
             let mut row = Row::new(&format!("3. memory per idle conn ({n}), round {}", r + 1), "KiB/conn", false);
+            row.host = host;
+            row.native = native;
+            row.latency = false;
+            rows.push(row);
+        }
+        let [host_after, native_after] = after_close;
+        for (r, (host, native)) in host_after.into_iter().zip(native_after).enumerate() {
+            let name = format!("3. memory 5 s after all {n} conns closed, over the start, round {}", r + 1);
+            let mut row = Row::new(&name, "MiB", false);
             row.host = host;
             row.native = native;
             row.latency = false;

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
+    netplug::ops::heap::set_release(release_heap);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
@@ -62,6 +63,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Returns the calling thread's unused heap pages to the system (and
+/// whatever else mimalloc holds free).
+fn release_heap() {
+    // SAFETY: mi_collect only walks mimalloc's own structures.
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 /// Restores SIGPIPE's default action, which Rust's runtime sets to ignore,

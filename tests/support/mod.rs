@@ -733,3 +733,15 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+/// The value of the sample `series` (name and labels, exactly as printed)
+/// in a scrape of `/metrics`, if present.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+pub fn scrape(admin: SocketAddr) -> String {
+    let (status, body) = http_request(admin, "GET", "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body
+}

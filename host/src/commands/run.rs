@@ -5,13 +5,12 @@
 use crate::config::flags::RunCommand;
 use crate::config::serve::{ClientConfig, ServeConfig};
 use crate::guest::{engine, load};
-use crate::runtime::server::Server;
+use crate::runtime::server::{self, Server};
 use crate::runtime::{client, shutdown};
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 pub fn run(cmd: RunCommand) -> Result<()> {
-    let tokio =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let tokio = server::async_runtime()?;
     if cmd.connect.is_some() {
         let config = ClientConfig::from_run(&cmd)?;
         return tokio.block_on(client::run_once(config));

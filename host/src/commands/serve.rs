@@ -8,7 +8,7 @@ use crate::config::file::ServeFile;
 use crate::config::flags::ServeCommand;
 use crate::runtime::server::{self, Server};
 use crate::runtime::shutdown;
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 pub fn serve(cmd: ServeCommand) -> Result<()> {
     let file = ServeFile::read(&cmd.config)?;
@@ -19,8 +19,7 @@ pub fn serve(cmd: ServeCommand) -> Result<()> {
         println!("{}: ok, {} listener(s): {}", path.display(), names.len(), names.join(", "));
         return Ok(());
     }
-    let tokio =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let tokio = server::async_runtime()?;
     tokio.block_on(async {
         let server = Server::bind(config)?;
         server.run(shutdown::signal()?).await

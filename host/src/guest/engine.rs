@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -63,8 +63,9 @@ pub fn build(slots: u32, max_memory: u64) -> Result<Engine> {
         // up to KEEP_RESIDENT bytes, instead of returning them all to the
         // kernel: the next instance in the slot then starts without page
         // faults. Slots keep those pages while unused, so resident memory
-        // settles at the highest concurrency seen, not per connection ever
-        // served. Without PAGEMAP_SCAN, wasmtime would memset the whole
+        // follows the highest concurrency seen, not per connection ever
+        // served, until a burst's idle slots are given back by renewing the
+        // pool (runtime/trim.rs). Without PAGEMAP_SCAN, wasmtime would memset the whole
         // KEEP_RESIDENT prefix on every free, which costs more than it saves.
         .pagemap_scan(wasmtime::Enabled::Auto)
         .linear_memory_keep_resident(if pagemap { KEEP_RESIDENT } else { 0 })
@@ -90,27 +91,49 @@ pub fn for_inspection() -> Result<Engine> {
     Engine::new(&base_config()).map_err(anyhow::Error::from).context("cannot create the wasm engine")
 }
 
-/// Advances the engine's epoch every `EPOCH_TICK` until dropped.
+/// Advances the epoch of every engine it was given, every `EPOCH_TICK`,
+/// until dropped. It holds them weakly: an engine replaced by a renewed
+/// pool (see `runtime/trim.rs`) is ticked while connections still run on
+/// it, and freed, pool and all, when the last of them ends.
 pub struct EpochTicker {
     stop: Arc<AtomicBool>,
+    engines: Arc<Mutex<Vec<Weak<Engine>>>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl EpochTicker {
-    pub fn start(engine: &Engine) -> Result<Self> {
+    pub fn start() -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let engine = engine.clone();
-        let flag = stop.clone();
+        let engines: Arc<Mutex<Vec<Weak<Engine>>>> = Arc::default();
+        let (flag, ticked) = (stop.clone(), engines.clone());
         let thread = std::thread::Builder::new()
             .name("epoch-ticker".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    ticked.lock().unwrap().retain(|engine| match engine.upgrade() {
+                        Some(engine) => {
+                            engine.increment_epoch();
+                            true
+                        }
+                        None => false,
+                    });
                 }
             })
             .context("cannot start the epoch ticker thread")?;
-        Ok(EpochTicker { stop, thread: Some(thread) })
+        Ok(EpochTicker { stop, engines, thread: Some(thread) })
+    }
+
+    /// Ticks `engine` for as long as anything holds it.
+    pub fn tick(&self, engine: &Arc<Engine>) {
+        self.engines.lock().unwrap().push(Arc::downgrade(engine));
+    }
+
+    /// Engines still held, the newest included.
+    pub fn engines(&self) -> usize {
+        let mut engines = self.engines.lock().unwrap();
+        engines.retain(|engine| engine.strong_count() > 0);
+        engines.len()
     }
 }
 

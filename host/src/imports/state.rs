@@ -250,7 +250,7 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store
         recording: false,
         ended_by: None,
     };
-    crate::ops::metrics::global().slots_in_use.inc();
+    crate::ops::metrics::global().slot_taken();
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);
     // What one host call may copy out of the guest (a list of strings can

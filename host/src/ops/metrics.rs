@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -184,6 +184,11 @@ pub struct Metrics {
     pub slots_in_use: Gauge,
     /// Instance slots of the engine's pool.
     pub slots_capacity: Gauge,
+    /// The most guest instances alive at once since the pool was last
+    /// renewed: about how many of its slots hold memory (runtime/trim.rs).
+    pub slots_peak: AtomicI64,
+    /// Renewals of the pool after a burst.
+    pub pool_renewals: Counter,
 }
 
 fn connection_buckets() -> Histogram {
@@ -222,6 +227,8 @@ impl Metrics {
             kv_store_errors: Family::default(),
             slots_in_use: Gauge::default(),
             slots_capacity: Gauge::default(),
+            slots_peak: AtomicI64::new(0),
+            pool_renewals: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -255,7 +262,18 @@ impl Metrics {
         );
         r.register("pool_slots_in_use", "Guest instances alive in the engine's pool", m.slots_in_use.clone());
         r.register("pool_slots_capacity", "Instance slots of the engine's pool", m.slots_capacity.clone());
+        r.register(
+            "pool_renewals",
+            "Renewals of the instance pool after a burst, returning its idle slots' memory",
+            m.pool_renewals.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// One more guest instance alive.
+    pub fn slot_taken(&self) {
+        let now = self.slots_in_use.inc() + 1;
+        self.slots_peak.fetch_max(now, Ordering::Relaxed);
     }
 
     /// The handles of listener `name`, resolved once; every series of the

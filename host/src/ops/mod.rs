@@ -2,6 +2,7 @@
 //! metrics, reload). Uses only config.
 
 pub(crate) mod admin;
+pub mod heap;
 pub(crate) mod listen;
 mod log_format;
 mod log_time;

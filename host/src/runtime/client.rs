@@ -18,7 +18,7 @@ use wasmtime::component::InstancePre;
 pub async fn run_once(config: ClientConfig) -> Result<()> {
     let guest = &config.guest;
     let name = load::display_name(&guest.path);
-    let engine = engine::build(guest.limits.slots_needed(), guest.limits.max_memory)?;
+    let engine = Arc::new(engine::build(guest.limits.slots_needed(), guest.limits.max_memory)?);
     let cache = config.cache_dir.clone().map(Cache::new);
     let admitted = load::admit(&engine, &guest.path, cache.as_ref(), &guest.grants, KvGrant::Run)?;
     if admitted.world == World::Server {
@@ -26,7 +26,8 @@ pub async fn run_once(config: ClientConfig) -> Result<()> {
     }
     let stem = guest.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let policy = policy(&stem, guest, &Origin::Flags, None, config.verbose)?;
-    let _ticker = engine::EpochTicker::start(&engine)?;
+    let ticker = engine::EpochTicker::start()?;
+    ticker.tick(&engine);
     let pre = linker::build(&engine)?
         .instantiate_pre(&admitted.component)
         .map_err(anyhow::Error::from)

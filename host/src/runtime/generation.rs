@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use wasmtime::Engine;
 
 /// Over how long a drained generation's remaining connections are closed.
 pub const DRAIN_SPREAD: Duration = Duration::from_secs(5);
@@ -25,13 +26,16 @@ pub struct Generation {
     /// The guest's file name, for log lines.
     pub guest: String,
     pub pool: Pool,
+    /// The engine its pool's instances take slots of: held while any of
+    /// its connections is open, which keeps the engine's epoch ticking.
+    _engine: Arc<Engine>,
     /// Becomes true when a replaced generation's drain timeout has passed.
     drained: watch::Sender<bool>,
 }
 
 impl Generation {
-    pub fn new(id: u64, guest: String, pre: ServerPre<GuestState>, policy: Arc<Policy>) -> Self {
-        Generation { id, guest, pool: Pool::new(pre, policy), drained: watch::Sender::new(false) }
+    pub fn new(id: u64, guest: String, pre: ServerPre<GuestState>, policy: Arc<Policy>, engine: Arc<Engine>) -> Self {
+        Generation { id, guest, pool: Pool::new(pre, policy), _engine: engine, drained: watch::Sender::new(false) }
     }
 
     /// Closes the generation's connections, spread over `DRAIN_SPREAD`
@@ -72,6 +76,14 @@ impl Current {
 
     pub fn drain_timeout(&self) -> Option<Duration> {
         self.drain_timeout
+    }
+
+    /// Makes `next`, the same guest and generation on a renewed pool, the
+    /// one new connections get, and retires the one it replaces: its
+    /// connections finish on it, never drained, as nothing changed for them.
+    pub fn rebase(&self, next: Generation) {
+        let old = self.current.swap(Arc::new(next));
+        old.pool.retire();
     }
 
     /// Makes `next` the generation new connections get, and retires the

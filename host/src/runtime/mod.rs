@@ -15,3 +15,4 @@ pub(crate) mod session;
 pub(crate) mod shutdown;
 pub(crate) mod slots;
 pub(crate) mod supervisor;
+pub(crate) mod trim;

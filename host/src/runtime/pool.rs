@@ -55,6 +55,11 @@ impl Pool {
         &self.policy
     }
 
+    /// The compiled guest its instances are made of.
+    pub fn component(&self) -> &wasmtime::component::Component {
+        self.pre.instance_pre().component()
+    }
+
     /// Drops the spare and idle instances, freeing their pool slots, and
     /// stops making or keeping more.
     pub fn retire(&self) {

@@ -2,7 +2,7 @@
 //! resolved) and its guest admitted, through what every listener shares.
 //! Used at start, by a reload's plan, and for a client guest's run.
 
-use crate::config::serve::{GuestSettings, ListenerConfig, Origin, ServeConfig, Source};
+use crate::config::serve::{GuestSettings, ListenerConfig, Origin, PoolSize, ServeConfig, Source};
 use crate::guest::cache::Cache;
 use crate::guest::load::{Admitted, KvGrant};
 use crate::guest::{engine, linker};
@@ -15,15 +15,16 @@ use crate::runtime::reload::Loader;
 use crate::runtime::slots::SlotBudget;
 use anyhow::Result;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use wasmtime::component::Linker;
 use wasmtime::Engine;
 
 /// What every listener shares: one engine with one pool of instance slots,
 /// one linker and one compiled-guest cache.
 pub(crate) struct Shared {
-    pub engine: Engine,
-    linker: Linker<GuestState>,
+    /// Replaced when the pool is renewed (runtime/trim.rs).
+    runtime: Mutex<Runtime>,
+    pool: PoolSize,
     cache: Option<Arc<Cache>>,
     verbose: bool,
     pub slots: Arc<SlotBudget>,
@@ -33,11 +34,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn new(config: &ServeConfig) -> Result<Shared> {
-        let engine = engine::build(config.pool.instances, config.pool.max_memory)?;
-        let linker = linker::build(&engine)?;
         Ok(Shared {
-            engine,
-            linker,
+            runtime: Mutex::new(Runtime::build(&config.pool)?),
+            pool: config.pool,
             cache: config.cache_dir.clone().map(|dir| Arc::new(Cache::new(dir))),
             verbose: config.verbose,
             slots: SlotBudget::new(config.pool.instances),
@@ -46,6 +45,42 @@ impl Shared {
                 Source::File(_) => KvGrant::Serve,
             },
         })
+    }
+
+    /// The pool's instance slots.
+    pub fn capacity(&self) -> u32 {
+        self.pool.instances
+    }
+
+    /// The engine and linker guests are loaded with now.
+    pub fn runtime(&self) -> Runtime {
+        self.runtime.lock().unwrap().clone()
+    }
+
+    /// Replaces the engine (and its pool) guests are loaded with by a new
+    /// one of the same size, and returns it. What runs on the old one
+    /// keeps it until it ends.
+    pub fn renew(&self) -> Result<Runtime> {
+        let renewed = Runtime::build(&self.pool)?;
+        *self.runtime.lock().unwrap() = renewed.clone();
+        Ok(renewed)
+    }
+}
+
+/// An engine with its pool of instance slots, and the linker for it.
+#[derive(Clone)]
+pub(crate) struct Runtime {
+    /// Held by every generation made on it; the epoch ticker holds it
+    /// weakly, and the pool is freed when the last holder is.
+    pub engine: Arc<Engine>,
+    pub linker: Linker<GuestState>,
+}
+
+impl Runtime {
+    fn build(pool: &PoolSize) -> Result<Runtime> {
+        let engine = engine::build(pool.instances, pool.max_memory)?;
+        let linker = linker::build(&engine)?;
+        Ok(Runtime { engine: Arc::new(engine), linker })
     }
 }
 
@@ -65,8 +100,7 @@ pub(crate) fn prepare(shared: &Shared, config: ListenerConfig, previous: Option<
     let previous_kv = previous.and_then(|p| p.policy.kv.as_deref());
     let policy = policy(&config.name, guest, &config.origin, previous_kv, shared.verbose)?;
     let loader = Arc::new(Loader::new(
-        shared.engine.clone(),
-        shared.linker.clone(),
+        shared.runtime(),
         shared.cache.clone(),
         guest.path.clone(),
         guest.grants.clone(),

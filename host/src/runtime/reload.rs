@@ -7,8 +7,9 @@
 use crate::guest::cache::Cache;
 use crate::guest::load::{self, Admitted, KvGrant, World};
 use crate::imports::bindings::server::ServerPre;
-use crate::imports::state::{GuestState, Policy};
+use crate::imports::state::Policy;
 use crate::runtime::generation::{Current, Generation};
+use crate::runtime::prepare::Runtime;
 use anyhow::{bail, Context, Result};
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::Instrument;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Component;
 use wasmtime::Engine;
 
 /// Editors and `cp` write a file in several steps: a change is acted on
@@ -26,8 +27,9 @@ pub const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// Everything needed to turn the guest file into a generation.
 pub struct Loader {
-    pub engine: Engine,
-    pub linker: Linker<GuestState>,
+    /// The engine and linker it loads with: the process's current ones,
+    /// replaced when the pool is renewed (`rebase`).
+    runtime: Mutex<Runtime>,
     /// Shared by every listener of the process.
     pub cache: Option<Arc<Cache>>,
     pub path: PathBuf,
@@ -45,8 +47,7 @@ pub struct Loader {
 
 impl Loader {
     pub fn new(
-        engine: Engine,
-        linker: Linker<GuestState>,
+        runtime: Runtime,
         cache: Option<Arc<Cache>>,
         path: PathBuf,
         grants: Vec<String>,
@@ -54,8 +55,7 @@ impl Loader {
         policy: Arc<Policy>,
     ) -> Self {
         Loader {
-            engine,
-            linker,
+            runtime: Mutex::new(runtime),
             cache,
             path,
             grants,
@@ -75,7 +75,8 @@ impl Loader {
     /// Reads, compiles and checks the guest file (a server guest importing
     /// only what this listener grants), or says why it cannot serve.
     pub fn admit(&self) -> Result<Admitted> {
-        let admitted = load::admit(&self.engine, &self.path, self.cache.as_deref(), &self.grants, self.kv_grant)?;
+        let engine = self.runtime.lock().unwrap().engine.clone();
+        let admitted = load::admit(&engine, &self.path, self.cache.as_deref(), &self.grants, self.kv_grant)?;
         if admitted.world == World::Client {
             let name = load::display_name(&self.path);
             match self.kv_grant {
@@ -90,17 +91,48 @@ impl Loader {
     /// Links an admitted component (world and imports checked) read from
     /// `bytes` as generation `id`.
     pub fn generation(&self, id: u64, component: &Component, bytes: &[u8]) -> Result<Generation> {
+        let generation = self.link(id, component)?;
+        *self.loaded.lock().unwrap() = Sha256::digest(bytes).into();
+        Ok(generation)
+    }
+
+    /// Links `component` as generation `id` on the current engine, moving
+    /// it there first if it was compiled for another (one replaced by a
+    /// renewed pool since).
+    fn link(&self, id: u64, component: &Component) -> Result<Generation> {
         let name = load::display_name(&self.path);
-        let pre = self
-            .linker
+        let Runtime { engine, linker } = self.runtime.lock().unwrap().clone();
+        let moved;
+        let component = if Engine::same(component.engine(), &engine) {
+            component
+        } else {
+            let compiled =
+                component.serialize().map_err(anyhow::Error::from).context("cannot copy a compiled guest")?;
+            // SAFETY: the bytes were serialized just now by this process,
+            // from a component an engine of the same configuration compiled.
+            moved = unsafe { Component::deserialize(&engine, &compiled) }
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("cannot move guest {name} to the renewed pool"))?;
+            &moved
+        };
+        let pre = linker
             .instantiate_pre(component)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("cannot link guest {name}"))?;
         let pre = ServerPre::new(pre)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{name} does not match the server world"))?;
-        *self.loaded.lock().unwrap() = Sha256::digest(bytes).into();
-        Ok(Generation::new(id, name, pre, self.policy.clone()))
+        Ok(Generation::new(id, name, pre, self.policy.clone(), engine))
+    }
+
+    /// Loads with `runtime` from now on, and moves the current generation
+    /// there (same number, same compiled guest): the pool was renewed.
+    pub async fn move_to(&self, current: &Current, runtime: Runtime) -> Result<()> {
+        let _installing = self.installing.lock().await;
+        *self.runtime.lock().unwrap() = runtime;
+        let serving = current.get();
+        current.rebase(self.link(serving.id, serving.pool.component())?);
+        Ok(())
     }
 
     /// Whether the file still holds the bytes of the current generation.

@@ -17,6 +17,7 @@ use crate::ops::listen;
 use crate::runtime::prepare::{prepare, without_store, Prepared, Shared};
 use crate::runtime::shutdown;
 use crate::runtime::supervisor::Supervisor;
+use crate::runtime::trim;
 use anyhow::{Context, Result};
 use std::future::Future;
 use std::io::Write;
@@ -25,6 +26,16 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
+
+/// The async runtime the host serves on: a worker thread per core, each
+/// releasing its heap's unused pages when asked (ops/heap.rs).
+pub fn async_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(crate::ops::heap::on_park)
+        .build()
+        .context("cannot start the async runtime")
+}
 
 /// A configuration ready to serve: guests admitted, addresses bound.
 pub struct Server {
@@ -77,7 +88,8 @@ impl Server {
     /// connections finish within `shutdown-timeout`.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let Server { config, shared, listeners, admin } = self;
-        let _ticker = engine::EpochTicker::start(&shared.engine)?;
+        let ticker = engine::EpochTicker::start()?;
+        ticker.tick(&shared.runtime().engine);
         let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
         let shutdown = shutdown::flag_on(shutdown);
         let health = Health::new(shutdown.clone());
@@ -114,8 +126,11 @@ impl Server {
         let mut stop = std::pin::pin!(async move {
             let _ = stopping.wait_for(|s| *s).await;
         });
+        let mut trim_check = tokio::time::interval(trim::CHECK_EVERY);
+        trim_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = trim_check.tick() => supervisor.trim(&ticker).await,
                 _ = hangup.recv() => {
                     let _ = supervisor.reload("SIGHUP").await;
                 }

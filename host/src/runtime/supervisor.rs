@@ -9,6 +9,7 @@
 //! generation, the rest are not touched).
 
 use crate::config::serve::{ListenerConfig, ServeConfig, Source};
+use crate::guest::engine::EpochTicker;
 use crate::ops::admin::Health;
 use crate::ops::listen;
 use crate::runtime::generation::Current;
@@ -18,6 +19,7 @@ use crate::runtime::prepare::{Prepared, Shared};
 use crate::runtime::reload::{self, Loader};
 use crate::runtime::session::Stats;
 use crate::runtime::slots::Reservation;
+use crate::runtime::trim;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -304,6 +306,15 @@ impl Supervisor {
             return None;
         }
         self.active.values().find(|a| a.config.settings.address == addr).map(|a| a.socket.clone())
+    }
+
+    /// Renews the instance pool if a burst left many slots idle
+    /// (runtime/trim.rs).
+    pub async fn trim(&self, ticker: &EpochTicker) {
+        if trim::due(ticker) {
+            let listeners = self.active.values().map(|a| (a.loader.as_ref(), a.current.as_ref(), &a.span));
+            trim::renew(&self.shared, ticker, listeners).await;
+        }
     }
 
     /// After the shutdown signal: waits for every accept loop (each bounded
