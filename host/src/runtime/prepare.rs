@@ -4,20 +4,18 @@
 
 use crate::config::serve::{GuestSettings, ListenerConfig, Origin, PoolSize, ServeConfig, Source};
 use crate::guest::cache::Cache;
+use crate::guest::linker::Runtime;
 use crate::guest::load::{Admitted, KvGrant};
-use crate::guest::{engine, linker};
 use crate::imports::dial::DialPolicy;
 use crate::imports::keyvalue::{Backend, KvStore};
 use crate::imports::overload::OverloadPolicy;
-use crate::imports::state::{GuestState, Policy};
+use crate::imports::state::Policy;
 use crate::imports::wasi_config::GuestConfig;
 use crate::runtime::reload::Loader;
 use crate::runtime::slots::SlotBudget;
 use anyhow::Result;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use wasmtime::component::Linker;
-use wasmtime::Engine;
 
 /// What every listener shares: one engine with one pool of instance slots,
 /// one linker and one compiled-guest cache.
@@ -64,23 +62,6 @@ impl Shared {
         let renewed = Runtime::build(&self.pool)?;
         *self.runtime.lock().unwrap() = renewed.clone();
         Ok(renewed)
-    }
-}
-
-/// An engine with its pool of instance slots, and the linker for it.
-#[derive(Clone)]
-pub(crate) struct Runtime {
-    /// Held by every generation made on it; the epoch ticker holds it
-    /// weakly, and the pool is freed when the last holder is.
-    pub engine: Arc<Engine>,
-    pub linker: Linker<GuestState>,
-}
-
-impl Runtime {
-    fn build(pool: &PoolSize) -> Result<Runtime> {
-        let engine = engine::build(pool.instances, pool.max_memory)?;
-        let linker = linker::build(&engine)?;
-        Ok(Runtime { engine: Arc::new(engine), linker })
     }
 }
 

@@ -5,11 +5,11 @@
 //! line naming the file and the reason; the next good file is picked up.
 
 use crate::guest::cache::Cache;
+use crate::guest::linker::Runtime;
 use crate::guest::load::{self, Admitted, KvGrant, World};
 use crate::imports::bindings::server::ServerPre;
 use crate::imports::state::Policy;
 use crate::runtime::generation::{Current, Generation};
-use crate::runtime::prepare::Runtime;
 use anyhow::{bail, Context, Result};
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};

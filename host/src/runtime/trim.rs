@@ -10,8 +10,9 @@
 //! its last connection ends. Connections still open on it are not touched.
 
 use crate::guest::engine::EpochTicker;
+use crate::guest::linker::Runtime;
 use crate::runtime::generation::Current;
-use crate::runtime::prepare::{Runtime, Shared};
+use crate::runtime::prepare::Shared;
 use crate::runtime::reload::Loader;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
