@@ -406,15 +406,16 @@ impl Runner {
 
     /// Row 10: resp.wasm on the shared store (`--kv memory`) against
     /// redis-server, by redis-benchmark with 32 clients: PING, SET, GET and
-    /// INCR one request at a time, then SET and GET pipelined 16 deep.
+    /// INCR one request at a time, then SET, GET and INCR pipelined 16 deep.
     pub fn resp_rows(&mut self) -> Vec<Row> {
-        const CASES: [(&str, &str, usize); 6] = [
+        const CASES: [(&str, &str, usize); 7] = [
             ("PING", "ping_mbulk", 1),
             ("SET", "set", 1),
             ("GET", "get", 1),
             ("INCR", "incr", 1),
             ("SET", "set", 16),
             ("GET", "get", 16),
+            ("INCR", "incr", 16),
         ];
         let installed = redisb::installed();
         if !installed {
@@ -659,6 +660,15 @@ impl Runner {
     pub fn memory_rows(&mut self) -> (Vec<Row>, Vec<(String, Sample)>) {
         let n = self.plan.mem_conns;
         eprintln!("» memory: {n} idle connections, 2 rounds");
+        // Renewing the pool after the burst takes a second pool's memory
+        // mappings (docs/operations.md, "Memory after a burst").
+        let map_count = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse().ok());
+        if let Some(limit) = map_count.filter(|&limit: &u64| limit < 8 * n as u64 + 8192) {
+            self.notes.push(format!(
+                "memory: vm.max_map_count is {limit}, too low for the host to renew a pool of {n} slots after the burst: \
+                 the rows after closing show the host keeping its slots' memory"
+            ));
+        }
         let host = Kind::host(
             "echo.wasm",
             vec!["--max-connections".into(), n.to_string(), "--idle-timeout".into(), "300s".into()],
