@@ -57,3 +57,22 @@ fn a_burst_that_ends_renews_the_pool_and_every_connection_carries_on() {
     host.wait_for_log("the CPU limit", |l| l.contains("CPU time limit reached (--cpu-timeout 300ms)"));
     assert_eq!(host.count_log("instance pool renewed"), 1, "renewed once");
 }
+
+#[test]
+fn a_renewed_pool_serves_the_same_file_until_it_changes_then_reloads() {
+    raise_fd_limit();
+    let dir = crate::keyvalue::scratch_dir("renewed-pool");
+    let path = dir.join("guest.wasm");
+    std::fs::copy(guest("hello"), &path).unwrap();
+    let host = Host::serve_path(&path, &["--watch", "--max-connections", "1000"]);
+    let burst: Vec<TcpStream> = (0..BURST).map(|_| greeted(host.addr)).collect();
+    drop(burst);
+    host.wait_for_log("the renewal", |l| l.contains("instance pool renewed"));
+    // Moved, not reloaded: the same generation of the same guest.
+    assert_eq!(seed_exchange(host.addr).0, b"HELLO,WORLD");
+    assert_eq!(host.count_log("serving"), 1, "no new generation: {:?}", host.log());
+    // A change of the file is still a reload, now on the renewed pool.
+    std::fs::write(&path, std::fs::read(guest("hello_v2")).unwrap()).unwrap();
+    host.wait_for_log("generation 2", |l| l.contains("generation 2 serving"));
+    assert_eq!(seed_exchange(host.addr).0, b"HELLO,AGAIN");
+}
