@@ -64,9 +64,10 @@ pub fn build(slots: u32, max_memory: u64) -> Result<Engine> {
         // kernel: the next instance in the slot then starts without page
         // faults. Slots keep those pages while unused, so resident memory
         // follows the highest concurrency seen, not per connection ever
-        // served, until a burst's idle slots are given back by renewing the
-        // pool (runtime/trim.rs). Without PAGEMAP_SCAN, wasmtime would memset the whole
-        // KEEP_RESIDENT prefix on every free, which costs more than it saves.
+        // served, until a burst's idle slots are given back by renewing
+        // the pool (runtime/trim.rs). Without PAGEMAP_SCAN, wasmtime would
+        // memset the whole KEEP_RESIDENT prefix on every free, which costs
+        // more than it saves.
         .pagemap_scan(wasmtime::Enabled::Auto)
         .linear_memory_keep_resident(if pagemap { KEEP_RESIDENT } else { 0 })
         .table_keep_resident(if pagemap { TABLE_KEEP_RESIDENT } else { 0 })

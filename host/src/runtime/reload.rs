@@ -28,7 +28,7 @@ pub const DEBOUNCE: Duration = Duration::from_millis(150);
 /// Everything needed to turn the guest file into a generation.
 pub struct Loader {
     /// The engine and linker it loads with: the process's current ones,
-    /// replaced when the pool is renewed (`rebase`).
+    /// replaced when the pool is renewed (`move_to`).
     runtime: Mutex<Runtime>,
     /// Shared by every listener of the process.
     pub cache: Option<Arc<Cache>>,

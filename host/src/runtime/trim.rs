@@ -16,6 +16,7 @@ use crate::runtime::prepare::Shared;
 use crate::runtime::reload::Loader;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// How often the pool's use is looked at.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -81,16 +82,16 @@ pub async fn renew<'a>(
     };
     ticker.tick(&runtime.engine);
     for (loader, current, span) in listeners {
-        let _span = span.enter();
-        if let Err(e) = loader.move_to(current, runtime.clone()).await {
-            tracing::error!("cannot move to the renewed pool, the current one keeps serving: {e:#}");
+        let moved = loader.move_to(current, runtime.clone()).instrument(span.clone()).await;
+        if let Err(e) = moved {
+            span.in_scope(|| tracing::error!("cannot move to the renewed pool, the current one keeps serving: {e:#}"));
         }
     }
     metrics.pool_renewals.inc();
     // What the burst's connections allocated is free by now, but held by
     // the workers that freed it.
     crate::ops::heap::request();
-    for _ in 0..2 {
+    for _ in 0..tokio::runtime::Handle::current().metrics().num_workers() {
         // A task for each idle worker: it wakes, runs it, parks again and
         // releases then, instead of at its next connection.
         tokio::spawn(async {});
