@@ -291,8 +291,12 @@ fn a_fleet_on_one_redis_counts_exactly_through_a_kill_and_an_outage() {
         // And each host answers directly, with the same process.
         let mut counter = Counter { addr: host.addr, stream: None };
         assert!(matches!(counter.incr("direct"), Incr::Acked));
-        assert_eq!(host.count_log("key-value calls fail until it answers"), 1, "{}", host.log().join("\n"));
-        assert_eq!(host.count_log("answers again"), 1, "{}", host.log().join("\n"));
+        // One outage, each logged once when it starts and once when it
+        // ends. redis-server going down can still answer a reconnect for a
+        // moment after dropping its clients: that is two short outages
+        // (seen once in CI), each logged, never more.
+        let (down, up) = (host.count_log("key-value calls fail until it answers"), host.count_log("answers again"));
+        assert!((1..=2).contains(&down) && down == up, "{down} outages, {up} ends:\n{}", host.log().join("\n"));
         let (_, metrics) = http_request(host.admin(), "GET", "/metrics");
         assert!(metrics.lines().any(|l| l.starts_with("netplug_kv_store_errors_total{") && !l.ends_with(" 0")));
     }

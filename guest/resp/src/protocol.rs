@@ -151,25 +151,34 @@ impl Session {
         let out = &mut Out { bytes: out, resp3: self.resp3 };
         let after = loop {
             match parse(&self.buffer[pos..]) {
-                Parsed::Command(args, used) if is_get(&args) && next_is(&self.buffer[pos + used..], is_get) => {
-                    // A pipelined run of GETs is read in one call.
-                    let mut keys = vec![key_of(&args[1])];
+                Parsed::Command(args, used) if is_get(&args) => {
+                    // A pipelined run of GETs is read in one call; a GET
+                    // alone takes the usual path. Each command is parsed
+                    // once (the one that ends a run, twice).
+                    // Nothing is allocated for a run until it has two.
+                    let mut keys = Vec::new();
                     let mut end = pos + used;
                     while let Parsed::Command(next, used) = parse(&self.buffer[end..]) {
                         if !is_get(&next) {
                             break;
                         }
+                        if keys.is_empty() {
+                            keys.push(key_of(&args[1]));
+                        }
                         keys.push(key_of(&next[1]));
                         end += used;
                     }
-                    get_run(&keys, store, out);
+                    if keys.is_empty() {
+                        execute(&args, store, out);
+                    } else {
+                        get_run(&keys, store, out);
+                    }
                     pos = end;
                 }
-                Parsed::Command(args, used)
-                    if is_plain_set(&args) && next_is(&self.buffer[pos + used..], is_plain_set) =>
-                {
-                    // A pipelined run of plain SETs is written in one call.
-                    let mut run = vec![args];
+                Parsed::Command(args, used) if is_plain_set(&args) => {
+                    // A pipelined run of plain SETs is written in one call;
+                    // a SET alone takes the usual path.
+                    let mut run = Vec::new();
                     let mut end = pos + used;
                     while let Parsed::Command(next, used) = parse(&self.buffer[end..]) {
                         if !is_plain_set(&next) {
@@ -178,7 +187,12 @@ impl Session {
                         run.push(next);
                         end += used;
                     }
-                    set_run(&run, store, out);
+                    if run.is_empty() {
+                        execute(&args, store, out);
+                    } else {
+                        run.insert(0, args);
+                        set_run(&run, store, out);
+                    }
                     pos = end;
                 }
                 Parsed::Command(args, used) => {
@@ -214,12 +228,6 @@ fn key_of<'a>(arg: &Cow<'a, [u8]>) -> Cow<'a, str> {
         Cow::Borrowed(bytes) => store_key(bytes),
         Cow::Owned(bytes) => Cow::Owned(store_key(bytes).into_owned()),
     }
-}
-
-/// Whether the request at the start of `rest` is complete and `kind`: a
-/// run of one command takes the usual path, with nothing more to gather.
-fn next_is(rest: &[u8], kind: fn(&[Cow<'_, [u8]>]) -> bool) -> bool {
-    matches!(parse(rest), Parsed::Command(next, _) if kind(&next))
 }
 
 /// Whether `args` is a `GET` with its one key.
@@ -564,13 +572,13 @@ fn error_bytes(out: &mut Out<'_>, message: &[u8]) {
 
 fn integer(out: &mut Out<'_>, n: i64) {
     out.bytes.push(b':');
-    out.bytes.extend_from_slice(n.to_string().as_bytes());
+    out.bytes.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     out.bytes.extend_from_slice(b"\r\n");
 }
 
 fn bulk(out: &mut Out<'_>, data: &[u8]) {
     out.bytes.push(b'$');
-    out.bytes.extend_from_slice(data.len().to_string().as_bytes());
+    out.bytes.extend_from_slice(itoa::Buffer::new().format(data.len()).as_bytes());
     out.bytes.extend_from_slice(b"\r\n");
     out.bytes.extend_from_slice(data);
     out.bytes.extend_from_slice(b"\r\n");
@@ -585,7 +593,7 @@ fn nil(out: &mut Out<'_>) {
 fn map(out: &mut Out<'_>, len: usize) {
     if out.resp3 {
         out.bytes.push(b'%');
-        out.bytes.extend_from_slice(len.to_string().as_bytes());
+        out.bytes.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
         out.bytes.extend_from_slice(b"\r\n");
     } else {
         array(out, len * 2);
@@ -594,7 +602,7 @@ fn map(out: &mut Out<'_>, len: usize) {
 
 fn array(out: &mut Out<'_>, len: usize) {
     out.bytes.push(b'*');
-    out.bytes.extend_from_slice(len.to_string().as_bytes());
+    out.bytes.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
     out.bytes.extend_from_slice(b"\r\n");
 }
 
