@@ -56,13 +56,15 @@ fn level_enabled(level: Level) -> bool {
     }
 }
 
+/// The line is the event's message as a string value, not a format string:
+/// the text formatter writes it as it is (escaped), without core::fmt.
 fn emit(span: &tracing::Span, level: Level, line: &str) {
     match level {
-        Level::ERROR => tracing::error!(target: TARGET, parent: span, "{line}"),
-        Level::WARN => tracing::warn!(target: TARGET, parent: span, "{line}"),
-        Level::INFO => tracing::info!(target: TARGET, parent: span, "{line}"),
-        Level::DEBUG => tracing::debug!(target: TARGET, parent: span, "{line}"),
-        Level::TRACE => tracing::trace!(target: TARGET, parent: span, "{line}"),
+        Level::ERROR => tracing::error!(target: TARGET, parent: span, message = line),
+        Level::WARN => tracing::warn!(target: TARGET, parent: span, message = line),
+        Level::INFO => tracing::info!(target: TARGET, parent: span, message = line),
+        Level::DEBUG => tracing::debug!(target: TARGET, parent: span, message = line),
+        Level::TRACE => tracing::trace!(target: TARGET, parent: span, message = line),
     }
 }
 

@@ -313,6 +313,7 @@ impl ConnSpan {
     pub fn get(&self) -> &tracing::Span {
         self.span.get_or_init(|| match &self.fields {
             Some((listener, generation, peer)) => {
+                let peer = crate::ops::log_format::Addr(*peer);
                 tracing::error_span!(parent: None, "conn", listener = %listener, generation, %peer)
             }
             None => tracing::Span::none(),

@@ -15,6 +15,7 @@
 
 use crate::ops::log_time::LogTime;
 use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::field::RecordFields;
@@ -82,27 +83,148 @@ struct PlainVisitor<'writer> {
     result: fmt::Result,
 }
 
-impl Visit for PlainVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.record_debug(field, &format_args!("{value}"))
-        } else {
-            self.record_debug(field, &value)
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        // `log` records' metadata, written by the formatter itself.
+impl PlainVisitor<'_> {
+    /// Starts a field: false if it is not written (an earlier write failed,
+    /// or it is a `log` record's metadata, written by the formatter itself).
+    fn start(&mut self, field: &Field) -> bool {
         if self.result.is_err() || field.name().starts_with("log.") {
-            return;
+            return false;
         }
         if !std::mem::take(&mut self.empty) {
             self.result = self.writer.write_char(' ');
         }
-        self.result = self.result.and_then(|()| match field.name() {
+        self.result.is_ok()
+    }
+
+    /// A field whose `Debug` text is `text`, written without core::fmt:
+    /// numbers and flags, which the record has several of per connection.
+    fn record_text(&mut self, field: &Field, text: &str) {
+        if !self.start(field) {
+            return;
+        }
+        self.result = match field.name() {
+            "message" => self.writer.write_str(text),
+            name => self
+                .writer
+                .write_str(name.strip_prefix("r#").unwrap_or(name))
+                .and_then(|()| self.writer.write_char('='))
+                .and_then(|()| self.writer.write_str(text)),
+        };
+    }
+}
+
+impl Visit for PlainVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() != "message" {
+            return self.record_debug(field, &value);
+        }
+        // A message given as a string (a guest's line), escaped as any other.
+        if self.start(field) {
+            self.result = Escaping(&mut self.writer).write_str(value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.record_text(field, itoa::Buffer::new().format(value))
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.record_text(field, itoa::Buffer::new().format(value))
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.record_text(field, if value { "true" } else { "false" })
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        let mut text = [0u8; 24];
+        match thousandths(value, &mut text) {
+            Some(text) => self.record_text(field, text),
+            None => self.record_debug(field, &value),
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if !self.start(field) {
+            return;
+        }
+        self.result = match field.name() {
             "message" => write!(Escaping(&mut self.writer), "{value:?}"),
             name => write!(self.writer, "{}={value:?}", name.strip_prefix("r#").unwrap_or(name)),
-        });
+        };
+    }
+}
+
+/// `value`'s `Debug` text, if it is a whole number of thousandths below
+/// 10^12 (a record's `duration_ms`). `Debug` writes the shortest digits that
+/// read back as the same `f64`: for such a value, the decimal itself, since
+/// every other number of at most three decimals is at least 0.001 away, far
+/// more than the spacing of `f64`s there (under 0.0003).
+fn thousandths(value: f64, text: &mut [u8; 24]) -> Option<&str> {
+    let scaled = (value.abs() * 1000.0).round();
+    // (NaN fails the first test.)
+    if scaled.partial_cmp(&1e15) != Some(std::cmp::Ordering::Less) || scaled as u64 as f64 / 1000.0 != value.abs() {
+        return None;
+    }
+    let scaled = scaled as u64;
+    let (whole, mut fraction) = (scaled / 1000, scaled % 1000);
+    let mut len = 0;
+    let mut put = |part: &[u8]| {
+        text[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
+    };
+    if value.is_sign_negative() {
+        put(b"-");
+    }
+    put(itoa::Buffer::new().format(whole).as_bytes());
+    put(b".");
+    if fraction == 0 {
+        put(b"0");
+    } else {
+        let mut digits = 3;
+        while fraction % 10 == 0 {
+            fraction /= 10;
+            digits -= 1;
+        }
+        let mut decimals = [b'0'; 3];
+        for digit in decimals[..digits].iter_mut().rev() {
+            *digit = b'0' + (fraction % 10) as u8;
+            fraction /= 10;
+        }
+        put(&decimals[..digits]);
+    }
+    // Digits, a sign and a point.
+    std::str::from_utf8(&text[..len]).ok()
+}
+
+/// A socket address that writes as its `Display` does, an IPv4 one without
+/// core::fmt: std's takes about 1,500 instructions, and a connection writes
+/// its peer twice (its span, and the guest's `peer-address` call).
+pub struct Addr(pub SocketAddr);
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let SocketAddr::V4(addr) = self.0 else { return self.0.fmt(f) };
+        if f.width().is_some() || f.precision().is_some() {
+            return self.0.fmt(f);
+        }
+        // "255.255.255.255:65535" is 21 bytes.
+        let mut text = [0u8; 21];
+        let mut len = 0;
+        let mut put = |part: &[u8]| {
+            text[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
+        };
+        for (i, octet) in addr.ip().octets().into_iter().enumerate() {
+            if i > 0 {
+                put(b".");
+            }
+            put(itoa::Buffer::new().format(octet).as_bytes());
+        }
+        put(b":");
+        put(itoa::Buffer::new().format(addr.port()).as_bytes());
+        // Digits, dots and a colon.
+        f.write_str(std::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -168,6 +290,12 @@ mod tests {
             let conn = tracing::info_span!(parent: &listener, "conn", listener = "hello", generation = 1, peer = %"127.0.0.1:1");
             tracing::info!(target: "netplug::record", parent: &conn, duration_ms = 0.42, outcome = %"ok", "closed");
             tracing::warn!(target: "guest", parent: &conn, "a guest's \u{1b}[31mline\u{1b}[0m");
+            tracing::info!(target: "guest", parent: &conn, message = "a string message \u{1b}[31mescaped\u{7f}");
+            let peer = Addr("10.0.255.7:65535".parse().unwrap());
+            let v6 = Addr("[::1]:80".parse().unwrap());
+            let addrs = tracing::info_span!(parent: None, "conn", %peer, %v6);
+            tracing::info!(parent: &addrs, a = 0.42, b = 5.0, c = 1234.567, d = 1e-4, e = 9.9e15, f = 1e16, g = 1e-5, h = -0.0, i = f64::NAN, j = f64::INFINITY, k = -2.5, "floats");
+            tracing::info!(u = u64::MAX, i = i64::MIN, z = 0u64, t = false, "numbers");
             tracing::error!(r#type = "raw", flag = true, n = -3i64, big = 7u64, text = "q\"uoted", "no span");
             tracing::info!(target: "guest", "C1 \u{9b}31m and DEL \u{7f} and a tab\t");
             let empty = tracing::debug_span!("empty");
@@ -186,5 +314,48 @@ mod tests {
         assert_eq!(plain, default);
         assert!(plain.contains("  INFO listener{listener=\"hello\"}:conn{"), "{plain}");
         assert!(!plain.contains('\u{1b}'), "a guest's escape sequence is escaped: {plain}");
+        assert!(plain.contains("conn{peer=10.0.255.7:65535 v6=[::1]:80}"), "{plain}");
+        assert!(
+            plain.contains("a=0.42 b=5.0 c=1234.567 d=0.0001 e=9900000000000000.0 f=1e16 g=1e-5 h=-0.0"),
+            "{plain}"
+        );
+    }
+
+    #[test]
+    fn addresses_and_floats_as_display_and_debug_write_them() {
+        let mut floats = Vec::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..10_000 {
+            let bits = next();
+            let addr = std::net::SocketAddr::from(((bits as u32).to_be_bytes(), (bits >> 32) as u16));
+            assert_eq!(Addr(addr).to_string(), addr.to_string());
+            assert_eq!(format!("{:>30}", Addr(addr)), format!("{addr:>30}"));
+            // Durations in milliseconds as the record computes them, and
+            // arbitrary values.
+            floats.extend([(bits % 10_000_000_000) as f64 / 1000.0, f64::from_bits(bits)]);
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .event_format(PlainText)
+            .fmt_fields(PlainFields)
+            .with_writer(move || writer.clone());
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            for value in &floats {
+                tracing::info!(v = *value);
+            }
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let written: Vec<&str> = text.lines().map(|line| line.rsplit_once(" v=").unwrap().1).collect();
+        assert_eq!(written.len(), floats.len());
+        for (value, written) in floats.iter().zip(written) {
+            assert_eq!(written, format!("{value:?}"), "{value}");
+        }
     }
 }

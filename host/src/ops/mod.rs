@@ -4,7 +4,7 @@
 pub(crate) mod admin;
 pub mod heap;
 pub(crate) mod listen;
-mod log_format;
+pub mod log_format;
 mod log_time;
 pub mod logging;
 pub(crate) mod metrics;

@@ -179,7 +179,10 @@ fn link_addresses(types: &mut LinkerInstance<'_, GuestState>) -> wasmtime::Resul
     types.func_wrap(
         "[method]connection.peer-address",
         |store: StoreContextMut<'_, GuestState>, (conn,): (Resource<Connection>,)| {
-            Ok((store.data().table.get(&conn)?.peer.to_string(),))
+            // Asked for by most guests, once per connection: written
+            // without core::fmt's formatting of each number.
+            let peer = store.data().table.get(&conn)?.peer;
+            Ok((crate::ops::log_format::Addr(peer).to_string(),))
         },
     )?;
     types.func_wrap(
@@ -188,7 +191,7 @@ fn link_addresses(types: &mut LinkerInstance<'_, GuestState>) -> wasmtime::Resul
             // Asked for rarely, so read from the socket on demand rather than
             // paid for on every accept.
             let c = store.data().table.get(&conn)?;
-            Ok((c.stream.local_addr().map(|a| a.to_string()).unwrap_or_default(),))
+            Ok((c.stream.local_addr().map(|a| crate::ops::log_format::Addr(a).to_string()).unwrap_or_default(),))
         },
     )
 }
