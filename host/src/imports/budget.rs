@@ -93,9 +93,13 @@ impl CpuClock {
 
     /// Marks the start of a wait on the peer, which is not charged.
     pub fn begin_wait(&self) -> Instant {
+        // One reading of the clock serves both: a connection brackets every
+        // host call that does I/O.
+        let now = Instant::now();
         let state = &self.shared;
-        state.waiting_since.store(state.now_ns() + 1, Ordering::Relaxed);
-        Instant::now()
+        let since = now.saturating_duration_since(state.started).as_nanos() as u64;
+        state.waiting_since.store(since + 1, Ordering::Relaxed);
+        now
     }
 
     /// Ends the wait that `begin_wait` started.

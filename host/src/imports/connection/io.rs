@@ -256,13 +256,23 @@ impl GuestState {
         let at_boundary = c.answered && c.bytes_in > 0;
         let stream = c.stream.clone();
         let started = self.clock.begin_wait();
-        let waited = match bounded(budget, self.signal(), at_boundary, started, read_when_ready(&stream, want)).await {
-            // A request already queued is served even at shutdown.
-            Waited::ShutDown => match try_read_head(&stream, want) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Waited::ShutDown,
-                read => Waited::Done(read),
-            },
-            waited => waited,
+        // Bytes already queued (a pipelined request, the rest of a message)
+        // are read without arming the wait's timer and interrupt, as the
+        // wait would have read them first. It costs no extra system call:
+        // tokio reads only a socket last seen readable, and the wait's own
+        // first read would have found it empty the same way.
+        let waited = match try_read_head(&stream, want) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match bounded(budget, self.signal(), at_boundary, started, read_when_ready(&stream, want)).await {
+                    // A request already queued is served even at shutdown.
+                    Waited::ShutDown => match try_read_head(&stream, want) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Waited::ShutDown,
+                        read => Waited::Done(read),
+                    },
+                    waited => waited,
+                }
+            }
+            read => Waited::Done(read),
         };
         let received = self.after_wait(conn, waited, started, end, "recv")?;
         if let Ok(received) = &received {
