@@ -159,7 +159,10 @@ async fn accept_until_stopped(
         let span = Arc::new(ConnSpan::new(service.name.clone(), generation.id, peer));
         // Not entered by the task on every poll (that would cost each recv
         // and send): events about the connection name it as their parent.
-        tasks.spawn(connection_task(service.clone(), generation, stream, peer, permit, span));
+        // Boxed: the task's future holds the whole session (store, guest
+        // call, waits), over a kilobyte that tokio would otherwise copy as
+        // it spawns, starts and finishes the task.
+        tasks.spawn(Box::pin(connection_task(service.clone(), generation, stream, peer, permit, span)));
         while let Some(joined) = tasks.try_join_next() {
             reap(service, joined);
         }
