@@ -118,7 +118,7 @@ pub(crate) trait Backend: Sized {
 mod host {
     use super::Backend;
     use crate::bindings::server::netplug::protocol::expiry;
-    use crate::bindings::server::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
+    use crate::bindings::server::wasi::keyvalue0_2_0_draft2::{atomics, store};
     use std::io;
 
     fn error(e: store::Error) -> io::Error {
@@ -141,18 +141,17 @@ mod host {
             store::Bucket::get(self, key).map_err(error)
         }
 
-        // `get-many`: one host call (and, on a Redis store, one `MGET`).
+        // `get-many`: one host call (and, on a Redis store, one `MGET`),
+        // through the raw import (`raw_batch`), which lends the keys
+        // as they are.
         fn get_many(&self, keys: &[&str]) -> io::Result<Vec<Option<Vec<u8>>>> {
-            let keys: Vec<String> = keys.iter().map(|key| key.to_string()).collect();
-            let found = batch::get_many(self, &keys).map_err(error)?;
-            Ok(found.into_iter().map(|entry| entry.map(|(_, value)| value)).collect())
+            super::raw_batch::get_many(self.handle(), keys).map_err(error)
         }
 
-        // `set-many`: one host call (and, on a Redis store, one `MSET`).
+        // `set-many`: one host call (and, on a Redis store, one `MSET`),
+        // lending the keys and values as they are (`raw_batch`).
         fn set_many(&self, entries: &[(&str, &[u8])]) -> io::Result<()> {
-            let entries: Vec<(String, Vec<u8>)> =
-                entries.iter().map(|(key, value)| (key.to_string(), value.to_vec())).collect();
-            batch::set_many(self, &entries).map_err(error)
+            super::raw_batch::set_many(self.handle(), entries).map_err(error)
         }
 
         fn set_until(&self, key: &str, value: &[u8], deadline: u64) -> io::Result<()> {
@@ -196,6 +195,118 @@ mod host {
                 Err(atomics::CasError::StoreError(e)) => Err(error(e)),
             }
         }
+    }
+}
+
+/// `wasi:keyvalue/batch`'s `get-many` and `set-many` called through their
+/// imports directly, by the canonical ABI. The generated bindings take
+/// `&[String]` and `&[(String, Vec<u8>)]`, so a batch would first copy
+/// every key and value into new allocations (and `get-many`'s keys come
+/// back as `String`s the caller drops); here the caller's slices are lent
+/// to the host as they are, and each value read becomes a `Vec` without a
+/// copy. The functions are those of the WIT `batch` the bindings import
+/// (same module and names), so the component imports nothing more.
+#[cfg(target_arch = "wasm32")]
+mod raw_batch {
+    use crate::bindings::server::wasi::keyvalue0_2_0_draft2::store::Error;
+    use std::alloc::{dealloc, Layout};
+
+    #[link(wasm_import_module = "wasi:keyvalue/batch@0.2.0-draft2")]
+    extern "C" {
+        #[link_name = "get-many"]
+        fn import_get_many(bucket: i32, keys: *const u8, len: usize, ret: *mut u8);
+        #[link_name = "set-many"]
+        fn import_set_many(bucket: i32, entries: *const u8, len: usize, ret: *mut u8);
+    }
+
+    /// Where the host writes a `result<_, error>` or a `result<list<..>,
+    /// error>`: the case (byte 0), then the list (pointer at 4, length at
+    /// 8) or the error (its case at byte 4, `other`'s string at 8 and 12).
+    #[repr(C, align(4))]
+    struct Ret([u8; 16]);
+
+    impl Ret {
+        fn word(&self, at: usize) -> usize {
+            u32::from_le_bytes(self.0[at..at + 4].try_into().unwrap()) as usize
+        }
+
+        /// The error of a result whose case is `err`.
+        ///
+        /// # Safety
+        /// The host wrote an `error` at 4.
+        unsafe fn error(&self) -> Error {
+            match self.0[4] {
+                0 => Error::NoSuchStore,
+                1 => Error::AccessDenied,
+                _ => {
+                    let (ptr, len) = (self.word(8) as *mut u8, self.word(12));
+                    // The host allocated the string with `cabi_realloc` and
+                    // hands it over; the canonical ABI checked it is UTF-8.
+                    Error::Other(String::from_utf8_unchecked(Vec::from_raw_parts(ptr, len, len)))
+                }
+            }
+        }
+    }
+
+    pub(super) fn get_many(bucket: u32, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        // `list<string>`: a pointer and a length per key, 32 bits each.
+        let lent: Vec<[u32; 2]> = keys.iter().map(|key| [key.as_ptr() as u32, key.len() as u32]).collect();
+        let mut ret = Ret([0; 16]);
+        // SAFETY: the signature of `get-many` lowered by the canonical ABI
+        // (a borrowed handle, a list, a return area); `lent` and the keys
+        // outlive the call.
+        unsafe { import_get_many(bucket as i32, lent.as_ptr().cast(), lent.len(), ret.0.as_mut_ptr()) };
+        if ret.0[0] != 0 {
+            return Err(unsafe { ret.error() });
+        }
+        let (list, len) = (ret.word(4) as *mut u8, ret.word(8));
+        // `list<option<tuple<string, list<u8>>>>`: 20 bytes an element, the
+        // case at 0, the key's pointer and length at 4 and 8, the value's
+        // at 12 and 16; each list allocated by the host with `cabi_realloc`
+        // (alignment 1 for the bytes, 4 for the list) and handed over.
+        const SIZE: usize = 20;
+        let mut values = Vec::with_capacity(len);
+        for i in 0..len {
+            // SAFETY: the host wrote `len` elements at `list`.
+            let element = unsafe { std::slice::from_raw_parts(list.add(i * SIZE), SIZE) };
+            let word = |at: usize| u32::from_le_bytes(element[at..at + 4].try_into().unwrap()) as usize;
+            if element[0] == 0 {
+                values.push(None);
+                continue;
+            }
+            let (key, key_len) = (word(4) as *mut u8, word(8));
+            let (value, value_len) = (word(12) as *mut u8, word(16));
+            // SAFETY: each is the host's allocation of that many bytes, ours
+            // now: the key is freed unread, the value kept as a `Vec`.
+            unsafe {
+                if key_len != 0 {
+                    dealloc(key, Layout::from_size_align_unchecked(key_len, 1));
+                }
+                values.push(Some(Vec::from_raw_parts(value, value_len, value_len)));
+            }
+        }
+        if len != 0 {
+            // SAFETY: the list's own allocation, as the host made it.
+            unsafe { dealloc(list, Layout::from_size_align_unchecked(len * SIZE, 4)) };
+        }
+        Ok(values)
+    }
+
+    pub(super) fn set_many(bucket: u32, entries: &[(&str, &[u8])]) -> Result<(), Error> {
+        // `list<tuple<string, list<u8>>>`: the key's pointer and length,
+        // then the value's, 32 bits each.
+        let lent: Vec<[u32; 4]> = entries
+            .iter()
+            .map(|(key, value)| [key.as_ptr() as u32, key.len() as u32, value.as_ptr() as u32, value.len() as u32])
+            .collect();
+        let mut ret = Ret([0; 16]);
+        // SAFETY: the signature of `set-many` lowered by the canonical ABI;
+        // `lent` and the entries outlive the call.
+        unsafe { import_set_many(bucket as i32, lent.as_ptr().cast(), lent.len(), ret.0.as_mut_ptr()) };
+        if ret.0[0] != 0 {
+            return Err(unsafe { ret.error() });
+        }
+        Ok(())
     }
 }
 

@@ -36,7 +36,7 @@ pub struct ScanOptions<'a> {
 }
 
 /// Reads `SCAN`'s options (after the cursor), or redis-server's error.
-pub fn scan_options<'a>(options: &'a [std::borrow::Cow<'a, [u8]>]) -> Result<ScanOptions<'a>, String> {
+pub fn scan_options<'a>(options: &[&'a [u8]]) -> Result<ScanOptions<'a>, String> {
     let mut scan = ScanOptions { pattern: None, strings: true };
     let mut rest = options.iter();
     while let Some(option) = rest.next() {

@@ -7,8 +7,14 @@
 //! Database 0 is the bucket `""`, the one other guests of the listener use by
 //! default; `SELECT N` (1 to 15) uses the bucket `dbN`.
 
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+mod alloc;
 mod keyspace;
 mod protocol;
+
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: alloc::Pool = alloc::Pool::new();
 
 use netplug_guest::kv::Bucket;
 use netplug_guest::{Connection, Transport};

@@ -151,7 +151,7 @@ impl Session {
         let out = &mut Out { bytes: out, resp3: self.resp3 };
         let after = loop {
             match parse(&self.buffer[pos..]) {
-                Parsed::Command(args, used) if is_get(&args) => {
+                Parsed::Command(args, used) if args.is_get() => {
                     // A pipelined run of GETs is read in one call; a GET
                     // alone takes the usual path. Each command is parsed
                     // once (the one that ends a run, twice).
@@ -159,45 +159,48 @@ impl Session {
                     let mut keys = Vec::new();
                     let mut end = pos + used;
                     while let Parsed::Command(next, used) = parse(&self.buffer[end..]) {
-                        if !is_get(&next) {
+                        if !next.is_get() {
                             break;
                         }
                         if keys.is_empty() {
-                            keys.push(key_of(&args[1]));
+                            keys.push(args.key());
                         }
-                        keys.push(key_of(&next[1]));
+                        keys.push(next.key());
                         end += used;
                     }
                     if keys.is_empty() {
-                        execute(&args, store, out);
+                        execute(&args.slices(), store, out);
                     } else {
                         get_run(&keys, store, out);
                     }
                     pos = end;
                 }
-                Parsed::Command(args, used) if is_plain_set(&args) => {
+                Parsed::Command(args, used) if args.is_plain_set() => {
                     // A pipelined run of plain SETs is written in one call;
                     // a SET alone takes the usual path.
                     let mut run = Vec::new();
                     let mut end = pos + used;
                     while let Parsed::Command(next, used) = parse(&self.buffer[end..]) {
-                        if !is_plain_set(&next) {
+                        if !next.is_plain_set() {
                             break;
+                        }
+                        if run.is_empty() {
+                            run.reserve(16);
+                            run.push(args.clone());
                         }
                         run.push(next);
                         end += used;
                     }
                     if run.is_empty() {
-                        execute(&args, store, out);
+                        execute(&args.slices(), store, out);
                     } else {
-                        run.insert(0, args);
                         set_run(&run, store, out);
                     }
                     pos = end;
                 }
                 Parsed::Command(args, used) => {
                     pos += used;
-                    if execute(&args, store, out) == After::Close {
+                    if execute(&args.slices(), store, out) == After::Close {
                         break After::Close;
                     }
                 }
@@ -221,20 +224,6 @@ impl Session {
     }
 }
 
-/// [`store_key`] of an argument, borrowing the request's bytes when the
-/// argument does.
-fn key_of<'a>(arg: &Cow<'a, [u8]>) -> Cow<'a, str> {
-    match arg {
-        Cow::Borrowed(bytes) => store_key(bytes),
-        Cow::Owned(bytes) => Cow::Owned(store_key(bytes).into_owned()),
-    }
-}
-
-/// Whether `args` is a `GET` with its one key.
-fn is_get(args: &[Cow<'_, [u8]>]) -> bool {
-    args.len() == 2 && args[0].eq_ignore_ascii_case(b"GET")
-}
-
 /// The replies to a run of `GET`s of `keys`, as `execute` gives them one by
 /// one, from one `get_many`; if that fails, each `GET` on its own, so that
 /// each gets its own reply.
@@ -253,25 +242,20 @@ fn get_run(keys: &[Cow<'_, str>], store: &mut dyn Store, out: &mut Out<'_>) {
     }
 }
 
-/// Whether `args` is a `SET` of a key to a value, with no options.
-fn is_plain_set(args: &[Cow<'_, [u8]>]) -> bool {
-    args.len() == 3 && args[0].eq_ignore_ascii_case(b"SET")
-}
-
 /// The replies to a run of plain `SET`s, as `execute` gives them one by
 /// one, from one `set_many`; if that fails (the store full, say), each
 /// `SET` on its own, so that each gets its own reply (a plain `SET` written
 /// twice is written once).
-fn set_run(run: &[Vec<Cow<'_, [u8]>>], store: &mut dyn Store, out: &mut Out<'_>) {
-    let keys: Vec<Cow<'_, str>> = run.iter().map(|args| store_key(&args[1])).collect();
-    let values: Vec<Cow<'_, [u8]>> = run.iter().map(|args| encode(&args[2], 0)).collect();
+fn set_run(run: &[Args<'_>], store: &mut dyn Store, out: &mut Out<'_>) {
+    let keys: Vec<Cow<'_, str>> = run.iter().map(|args| store_key(args.arg(1))).collect();
+    let values: Vec<Cow<'_, [u8]>> = run.iter().map(|args| encode(args.arg(2), 0)).collect();
     let entries: Vec<(&str, &[u8])> = keys.iter().zip(&values).map(|(key, value)| (&**key, &**value)).collect();
     if store.set_many(&entries).is_ok() {
         run.iter().for_each(|_| ok(out));
         return;
     }
     for args in run {
-        execute(args, store, out);
+        execute(&args.slices(), store, out);
     }
 }
 
@@ -288,13 +272,76 @@ fn reply_get(value: Result<Option<(u64, Vec<u8>)>, Failed>, out: &mut Out<'_>) {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed<'a> {
     /// A command and the bytes it took.
-    Command(Vec<Cow<'a, [u8]>>, usize),
+    Command(Args<'a>, usize),
     /// Bytes that hold no command (an empty line, `*0`, `*-1`).
     Empty(usize),
     /// The request is not complete; at least this many bytes are needed.
     Incomplete(usize),
     /// A protocol error: the text after `Protocol error: `.
     Error(String),
+}
+
+/// The most arguments [`Args::Short`] holds.
+const SHORT_ARGS: usize = 4;
+
+/// A command's arguments, the name first.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub enum Args<'a> {
+    /// Those of a multibulk request of up to [`SHORT_ARGS`] (as `GET`,
+    /// `SET` and `INCR` are): the request's bytes, held without allocating.
+    Short([&'a [u8]; SHORT_ARGS], usize),
+    /// Those of a longer multibulk request: the request's bytes.
+    Long(Vec<&'a [u8]>),
+    /// Those of an inline request, unquoted and unescaped.
+    Inline(Vec<Vec<u8>>),
+}
+
+impl<'a> Args<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Args::Short(_, len) => *len,
+            Args::Long(args) => args.len(),
+            Args::Inline(args) => args.len(),
+        }
+    }
+
+    fn arg(&self, i: usize) -> &[u8] {
+        match self {
+            Args::Short(args, _) => args[i],
+            Args::Long(args) => args[i],
+            Args::Inline(args) => &args[i],
+        }
+    }
+
+    /// All of them, as [`execute`] takes them (only an inline request's
+    /// are collected).
+    fn slices(&self) -> Cow<'_, [&[u8]]> {
+        match self {
+            Args::Short(args, len) => Cow::Borrowed(&args[..*len]),
+            Args::Long(args) => Cow::Borrowed(args),
+            Args::Inline(args) => Cow::Owned(args.iter().map(Vec::as_slice).collect()),
+        }
+    }
+
+    /// Whether this is a `GET` with its one key.
+    fn is_get(&self) -> bool {
+        self.len() == 2 && self.arg(0).eq_ignore_ascii_case(b"GET")
+    }
+
+    /// Whether this is a `SET` of a key to a value, with no options.
+    fn is_plain_set(&self) -> bool {
+        self.len() == 3 && self.arg(0).eq_ignore_ascii_case(b"SET")
+    }
+
+    /// [`store_key`] of the first argument after the name, borrowing the
+    /// request's bytes unless the request was inline.
+    fn key(&self) -> Cow<'a, str> {
+        match self {
+            Args::Short(args, _) => store_key(args[1]),
+            Args::Long(args) => store_key(args[1]),
+            Args::Inline(args) => Cow::Owned(store_key(&args[1]).into_owned()),
+        }
+    }
 }
 
 /// Parses the request at the start of `buf`.
@@ -310,6 +357,19 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
 /// after its `\r\n`, `Ok(None)` if incomplete, `Err` if too long.
 fn header(buf: &[u8], start: usize) -> Result<Option<(Option<i64>, usize)>, ()> {
     let rest = &buf[start..];
+    // Nearly every header is a few digits then `\r\n`: read them in one
+    // pass. Up to 18 digits cannot overflow, and a leading zero (other than
+    // `0` alone) is left to `string2ll`, which refuses it, as is anything
+    // else (a sign, another byte, a line not yet complete).
+    let mut end = 1;
+    let mut value: i64 = 0;
+    while end <= 18 && end < rest.len() && rest[end].is_ascii_digit() {
+        value = value * 10 + i64::from(rest[end] - b'0');
+        end += 1;
+    }
+    if end > 1 && end + 1 < rest.len() && rest[end] == b'\r' && (rest[1] != b'0' || end == 2) {
+        return Ok(Some((Some(value), start + end + 2)));
+    }
     match rest.iter().position(|&b| b == b'\r') {
         // redis-server reads the number up to `\r` and skips `\r\n`.
         Some(cr) if cr + 1 < rest.len() => Ok(Some((string2ll(&rest[1..cr]), start + cr + 2))),
@@ -332,8 +392,13 @@ fn parse_multibulk(buf: &[u8]) -> Parsed<'_> {
     if count <= 0 {
         return Parsed::Empty(pos);
     }
-    let mut args = Vec::with_capacity(count.min(64) as usize);
-    for _ in 0..count {
+    let count = count as usize;
+    let mut short: [&[u8]; SHORT_ARGS] = [&[]; SHORT_ARGS];
+    let mut long = Vec::new();
+    if count > SHORT_ARGS {
+        long.reserve(count.min(64));
+    }
+    for parsed in 0..count {
         match buf.get(pos) {
             None => return Parsed::Incomplete(pos + 1),
             Some(b'$') => {}
@@ -353,9 +418,15 @@ fn parse_multibulk(buf: &[u8]) -> Parsed<'_> {
         if buf.len() < end {
             return Parsed::Incomplete(end);
         }
-        args.push(Cow::Borrowed(&buf[start..start + len]));
+        let arg = &buf[start..start + len];
+        if let Some(slot) = short.get_mut(parsed).filter(|_| count <= SHORT_ARGS) {
+            *slot = arg;
+        } else {
+            long.push(arg);
+        }
         pos = end;
     }
+    let args = if count <= SHORT_ARGS { Args::Short(short, count) } else { Args::Long(long) };
     Parsed::Command(args, pos)
 }
 
@@ -372,7 +443,7 @@ fn parse_inline(buf: &[u8]) -> Parsed<'_> {
     }
     match split_args(line) {
         Some(args) if args.is_empty() => Parsed::Empty(newline + 1),
-        Some(args) => Parsed::Command(args.into_iter().map(Cow::Owned).collect(), newline + 1),
+        Some(args) => Parsed::Command(Args::Inline(args), newline + 1),
         None => Parsed::Error("unbalanced quotes in request".into()),
     }
 }
@@ -482,7 +553,13 @@ pub fn string2ll(s: &[u8]) -> Option<i64> {
         if !d.is_ascii_digit() {
             return None;
         }
-        value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        // Only 20 digits can overflow a `u64`: fewer skip the checked
+        // multiply (a 128-bit one in wasm32, `__multi3`).
+        value = if digits.len() < 20 {
+            value * 10 + u64::from(d - b'0')
+        } else {
+            value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?
+        };
     }
     if negative {
         if value > i64::MAX as u64 + 1 {
@@ -497,6 +574,12 @@ pub fn string2ll(s: &[u8]) -> Option<i64> {
 /// The store's key for a client's key: itself when it is UTF-8 and does not
 /// start with NUL, else NUL and its bytes in hex.
 pub fn store_key(key: &[u8]) -> Cow<'_, str> {
+    // Most keys are short and ASCII: checked as such, they skip the UTF-8
+    // validation's setup.
+    if key.first().is_some_and(|&b| b != 0) && key.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(key) });
+    }
     match std::str::from_utf8(key) {
         Ok(text) if !text.starts_with('\0') => Cow::Borrowed(text),
         _ => {
@@ -530,8 +613,12 @@ pub fn encode(value: &[u8], deadline: u64) -> Cow<'_, [u8]> {
 /// one, or the store's `increment` would read it as a number although
 /// redis-server would not (`+1`, `007`, `-0`).
 fn needs_header(value: &[u8]) -> bool {
-    if value.first() == Some(&TAG) {
-        return true;
+    match value.first() {
+        Some(&TAG) => return true,
+        // The store reads a number only from a sign or a digit on (as
+        // `i64::from_str`): any other value needs no more look.
+        Some(b'+' | b'-' | b'0'..=b'9') => {}
+        _ => return false,
     }
     let store_reads = std::str::from_utf8(value).is_ok_and(|text| text.parse::<i64>().is_ok());
     store_reads && string2ll(value).is_none()
@@ -647,6 +734,43 @@ const COMMANDS: &[(&str, i32)] = &[
     ("hello", -1),
 ];
 
+/// Up to 8 bytes of a name, lower-cased, as one number (the first byte
+/// lowest; 0 past the name): a command name is then found by comparing
+/// numbers, not bytes. No command name is longer, nor holds a NUL.
+const fn word(name: &[u8]) -> Option<u64> {
+    if name.len() > 8 {
+        return None;
+    }
+    let mut word = 0;
+    let mut i = 0;
+    while i < name.len() {
+        word |= (name[i].to_ascii_lowercase() as u64) << (8 * i);
+        i += 1;
+    }
+    Some(word)
+}
+
+/// [`COMMANDS`]' names as [`word`]s, in the same order.
+const WORDS: [u64; COMMANDS.len()] = {
+    let mut words = [0; COMMANDS.len()];
+    let mut i = 0;
+    while i < COMMANDS.len() {
+        words[i] = match word(COMMANDS[i].0.as_bytes()) {
+            Some(word) => word,
+            None => panic!("a command name longer than 8 bytes"),
+        };
+        i += 1;
+    }
+    words
+};
+
+/// The command named `name` (in any case).
+fn lookup(name: &[u8]) -> Option<&'static (&'static str, i32)> {
+    // A name with a NUL would match a shorter one padded with zeros.
+    let word = word(name).filter(|_| !name.contains(&0))?;
+    WORDS.iter().position(|&w| w == word).map(|i| &COMMANDS[i])
+}
+
 /// A failed store operation, replied as an error.
 struct Failed(String);
 
@@ -663,9 +787,8 @@ impl From<String> for Failed {
 }
 
 /// Runs one command, appending its reply to `out`.
-pub fn execute(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> After {
-    let name = &args[0];
-    let Some(&(command, arity)) = COMMANDS.iter().find(|(c, _)| name.eq_ignore_ascii_case(c.as_bytes())) else {
+pub fn execute(args: &[&[u8]], store: &mut dyn Store, out: &mut Out<'_>) -> After {
+    let Some(&(command, arity)) = lookup(args[0]) else {
         unknown_command(args, out);
         return After::Continue;
     };
@@ -692,7 +815,7 @@ pub fn execute(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>)
 /// `unknown command 'NAME', with args beginning with: 'A' 'B' `, as
 /// redis-server builds it: each argument quoted and followed by a space
 /// while the list is under 128 bytes, each cut to what is left of them.
-fn unknown_command(args: &[Cow<'_, [u8]>], out: &mut Out<'_>) {
+fn unknown_command(args: &[&[u8]], out: &mut Out<'_>) {
     // `%.Ns` of C: up to N bytes, stopping at a NUL.
     fn c_str(s: &[u8], max: usize) -> &[u8] {
         let s = &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())];
@@ -708,7 +831,7 @@ fn unknown_command(args: &[Cow<'_, [u8]>], out: &mut Out<'_>) {
         listed.extend_from_slice(b"' ");
     }
     let mut message = b"unknown command '".to_vec();
-    message.extend_from_slice(c_str(&args[0], 128));
+    message.extend_from_slice(c_str(args[0], 128));
     message.extend_from_slice(b"', with args beginning with: ");
     message.extend_from_slice(&listed);
     error_bytes(out, &message);
@@ -808,15 +931,15 @@ fn deadline_of(store: &mut dyn Store, when: i64, unit_ms: i64, relative: bool) -
     Some(ms as u64)
 }
 
-fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Result<After, Failed> {
+fn run(command: &str, args: &[&[u8]], store: &mut dyn Store, out: &mut Out<'_>) -> Result<After, Failed> {
     match command {
-        "get" => match read(store, &store_key(&args[1]))? {
+        "get" => match read(store, &store_key(args[1]))? {
             Some((_, value)) => bulk(out, &value),
             None => nil(out),
         },
         "set" => set(args, store, out)?,
         "setnx" => {
-            let set = update(store, &store_key(&args[1]), |old| {
+            let set = update(store, &store_key(args[1]), |old| {
                 Ok(match old {
                     Some(_) => (None, 0),
                     None => (Some((args[2].to_vec(), 0)), 1),
@@ -825,16 +948,16 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
             integer(out, set);
         }
         "setex" | "psetex" => {
-            let when = int_arg(&args[2])?;
+            let when = int_arg(args[2])?;
             let unit = if command == "setex" { 1000 } else { 1 };
             let Some(deadline) = deadline_of(store, when, unit, true) else {
                 return Err(Failed(format!("invalid expire time in '{command}' command")));
             };
-            write(store, &store_key(&args[1]), &args[3], deadline)?;
+            write(store, &store_key(args[1]), args[3], deadline)?;
             ok(out);
         }
         "getset" => {
-            let old = update(store, &store_key(&args[1]), |old| {
+            let old = update(store, &store_key(args[1]), |old| {
                 Ok((Some((args[2].to_vec(), 0)), old.map(|(_, value)| value.to_vec())))
             })?;
             match old {
@@ -843,16 +966,16 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
             }
         }
         "append" => {
-            let len = update(store, &store_key(&args[1]), |old| {
+            let len = update(store, &store_key(args[1]), |old| {
                 let (deadline, old) = old.unwrap_or((0, b""));
-                let value = [old, &args[2][..]].concat();
+                let value = [old, args[2]].concat();
                 let len = value.len();
                 Ok((Some((value, deadline)), len))
             })?;
             integer(out, len as i64);
         }
         "strlen" => {
-            let len = read(store, &store_key(&args[1]))?.map_or(0, |(_, value)| value.len());
+            let len = read(store, &store_key(args[1]))?.map_or(0, |(_, value)| value.len());
             integer(out, len as i64);
         }
         "del" | "exists" => {
@@ -868,16 +991,16 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
             }
             integer(out, count);
         }
-        "incr" => integer(out, increment(store, &args[1], 1)?),
-        "decr" => integer(out, increment(store, &args[1], -1)?),
+        "incr" => integer(out, increment(store, args[1], 1)?),
+        "decr" => integer(out, increment(store, args[1], -1)?),
         "incrby" => {
-            let delta = int_arg(&args[2])?;
-            integer(out, increment(store, &args[1], delta)?);
+            let delta = int_arg(args[2])?;
+            integer(out, increment(store, args[1], delta)?);
         }
         "decrby" => {
-            let delta = int_arg(&args[2])?;
+            let delta = int_arg(args[2])?;
             let delta = delta.checked_neg().ok_or_else(|| Failed("decrement would overflow".into()))?;
-            integer(out, increment(store, &args[1], delta)?);
+            integer(out, increment(store, args[1], delta)?);
         }
         "mget" => {
             array(out, args.len() - 1);
@@ -893,13 +1016,13 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
                 return Err(Failed("wrong number of arguments for 'mset' command".into()));
             }
             for pair in args[1..].chunks(2) {
-                write(store, &store_key(&pair[0]), &pair[1], 0)?;
+                write(store, &store_key(pair[0]), pair[1], 0)?;
             }
             ok(out);
         }
         "expire" | "pexpire" => expire(command, args, store, out)?,
         "ttl" | "pttl" => {
-            let reply = match read(store, &store_key(&args[1]))? {
+            let reply = match read(store, &store_key(args[1]))? {
                 None => -2,
                 Some((0, _)) => -1,
                 Some((deadline, _)) => {
@@ -914,7 +1037,7 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
             integer(out, reply);
         }
         "persist" => {
-            let persisted = update(store, &store_key(&args[1]), |old| {
+            let persisted = update(store, &store_key(args[1]), |old| {
                 Ok(match old {
                     Some((deadline, value)) if deadline != 0 => (Some((value.to_vec(), 0)), 1),
                     _ => (None, 0),
@@ -925,19 +1048,19 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
         "dbsize" => integer(out, keyspace::all_keys(store)?.len() as i64),
         "keys" => {
             let keys: Vec<Vec<u8>> =
-                keyspace::all_keys(store)?.into_iter().filter(|key| keyspace::glob(&args[1], key)).collect();
+                keyspace::all_keys(store)?.into_iter().filter(|key| keyspace::glob(args[1], key)).collect();
             array(out, keys.len());
             keys.iter().for_each(|key| bulk(out, key));
         }
         "scan" => scan(args, store, out)?,
         "ping" => match args.len() {
             1 => simple(out, "PONG"),
-            2 => bulk(out, &args[1]),
+            2 => bulk(out, args[1]),
             _ => return Err(Failed("wrong number of arguments for 'ping' command".into())),
         },
-        "echo" => bulk(out, &args[1]),
+        "echo" => bulk(out, args[1]),
         "select" => {
-            let db = string2ll(&args[1]).ok_or_else(|| Failed(NOT_INTEGER.into()))?;
+            let db = string2ll(args[1]).ok_or_else(|| Failed(NOT_INTEGER.into()))?;
             if i32::try_from(db).is_err() {
                 return Err(Failed("value is out of range, value must between -2147483648 and 2147483647".into()));
             }
@@ -961,7 +1084,7 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
             Some(sub) => unknown_subcommand(out, sub, "COMMAND"),
         },
         "config" => {
-            if is(&args[1], "get") {
+            if is(args[1], "get") {
                 if args.len() < 3 {
                     return Err(Failed("wrong number of arguments for 'config|get' command".into()));
                 }
@@ -980,16 +1103,16 @@ fn run(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut O
                     bulk(out, value.as_bytes());
                 }
             } else {
-                unknown_subcommand(out, &args[1], "CONFIG");
+                unknown_subcommand(out, args[1], "CONFIG");
             }
         }
         "client" => {
             // Client libraries name themselves at connect (redis-py sends
             // `CLIENT SETINFO`); accepted and forgotten.
-            if is(&args[1], "setinfo") || is(&args[1], "setname") {
+            if is(args[1], "setinfo") || is(args[1], "setname") {
                 ok(out);
             } else {
-                unknown_subcommand(out, &args[1], "CLIENT");
+                unknown_subcommand(out, args[1], "CLIENT");
             }
         }
         "hello" => hello(args, out)?,
@@ -1013,7 +1136,7 @@ fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`: RESP2 or RESP3, and
 /// the server's description. As redis-server's default user, which has no
 /// password, `AUTH` takes any.
-fn hello(args: &[Cow<'_, [u8]>], out: &mut Out<'_>) -> Result<(), Failed> {
+fn hello(args: &[&[u8]], out: &mut Out<'_>) -> Result<(), Failed> {
     let mut resp3 = out.resp3;
     if let Some(version) = args.get(1) {
         let version =
@@ -1026,13 +1149,13 @@ fn hello(args: &[Cow<'_, [u8]>], out: &mut Out<'_>) -> Result<(), Failed> {
         let mut j = 2;
         while j < args.len() {
             let more = args.len() - j - 1;
-            if is(&args[j], "auth") && more >= 2 {
+            if is(args[j], "auth") && more >= 2 {
                 j += 3;
-            } else if is(&args[j], "setname") && more >= 1 {
+            } else if is(args[j], "setname") && more >= 1 {
                 j += 2;
             } else {
                 let mut message = b"Syntax error in HELLO option '".to_vec();
-                message.extend_from_slice(&args[j]);
+                message.extend_from_slice(args[j]);
                 message.push(b'\'');
                 return Err(Failed(String::from_utf8_lossy(&message).into_owned()));
             }
@@ -1058,8 +1181,8 @@ fn hello(args: &[Cow<'_, [u8]>], out: &mut Out<'_>) -> Result<(), Failed> {
 }
 
 /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]` (`keyspace.rs`).
-fn scan(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Result<(), Failed> {
-    let cursor = std::str::from_utf8(&args[1]).ok().filter(|c| c.parse::<u64>().is_ok());
+fn scan(args: &[&[u8]], store: &mut dyn Store, out: &mut Out<'_>) -> Result<(), Failed> {
+    let cursor = std::str::from_utf8(args[1]).ok().filter(|c| c.parse::<u64>().is_ok());
     let Some(cursor) = cursor else { return Err(Failed("invalid cursor".into())) };
     let options = keyspace::scan_options(&args[2..]).map_err(Failed)?;
     let (page, next) = store.list_keys((cursor != "0").then_some(cursor))?;
@@ -1076,13 +1199,13 @@ fn scan(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Res
 }
 
 /// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`.
-fn set(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Result<(), Failed> {
+fn set(args: &[&[u8]], store: &mut dyn Store, out: &mut Out<'_>) -> Result<(), Failed> {
     let (mut nx, mut xx, mut get, mut keep_ttl) = (false, false, false, false);
     // The unit in ms, whether relative, and the argument.
     let mut expire: Option<(i64, bool, &[u8])> = None;
     let mut j = 3;
     while j < args.len() {
-        let opt = &args[j][..];
+        let opt = args[j];
         let next = args.get(j + 1);
         if is(opt, "nx") && !xx {
             nx = true;
@@ -1117,9 +1240,9 @@ fn set(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Resu
         deadline = deadline_of(store, when, unit, relative)
             .ok_or_else(|| Failed("invalid expire time in 'set' command".into()))?;
     }
-    let key = store_key(&args[1]);
+    let key = store_key(args[1]);
     if !(nx || xx || get || keep_ttl) {
-        return write(store, &key, &args[2], deadline).map(|()| ok(out));
+        return write(store, &key, args[2], deadline).map(|()| ok(out));
     }
     // Whether it wrote, and the old value.
     let (written, old) = update(store, &key, |old| {
@@ -1138,7 +1261,7 @@ fn set(args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Resu
 }
 
 /// `EXPIRE key seconds [NX|XX|GT|LT]`, `PEXPIRE` in milliseconds.
-fn expire(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mut Out<'_>) -> Result<(), Failed> {
+fn expire(command: &str, args: &[&[u8]], store: &mut dyn Store, out: &mut Out<'_>) -> Result<(), Failed> {
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for opt in &args[3..] {
         if is(opt, "nx") {
@@ -1161,7 +1284,7 @@ fn expire(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mu
     if gt && lt {
         return Err(Failed("GT and LT options at the same time are not compatible".into()));
     }
-    let when = int_arg(&args[2])?;
+    let when = int_arg(args[2])?;
     let invalid = || Failed(format!("invalid expire time in '{command}' command"));
     let mut ms = when;
     if command == "expire" {
@@ -1175,7 +1298,7 @@ fn expire(command: &str, args: &[Cow<'_, [u8]>], store: &mut dyn Store, out: &mu
         return Err(invalid());
     }
     let deadline = ms + now;
-    let key = store_key(&args[1]);
+    let key = store_key(args[1]);
     let set = update(store, &key, |old| {
         let Some((current, value)) = old else { return Ok((None, 0)) };
         // No expiry counts as an infinite TTL for GT and LT.
@@ -1386,6 +1509,44 @@ mod tests {
             );
             assert_eq!(store.batches, 2, "fail: {fail}");
             assert!(!store.dbs[&0].contains_key("e"), "the expired key is deleted");
+        }
+    }
+
+    /// The digits-only fast path of `header` reads what `string2ll` reads.
+    #[test]
+    fn headers_read_numbers_as_string2ll() {
+        for number in [
+            "0",
+            "1",
+            "12",
+            "01",
+            "007",
+            "-1",
+            "-0",
+            "123456789012345678",
+            "1234567890123456789",
+            "9223372036854775807",
+            "9223372036854775808",
+            "99999999999999999999",
+            "1a",
+            "",
+        ] {
+            let line = format!("${number}\r\nx");
+            let expected = Ok(Some((string2ll(number.as_bytes()), number.len() + 3)));
+            assert_eq!(header(line.as_bytes(), 0), expected, "{number}");
+        }
+        assert_eq!(header(b"$12\r", 0), Ok(None));
+        assert_eq!(header(b"$12", 0), Ok(None));
+    }
+
+    #[test]
+    fn commands_are_found_in_any_case() {
+        for &(name, arity) in COMMANDS {
+            assert_eq!(lookup(name.as_bytes()), Some(&(name, arity)));
+            assert_eq!(lookup(name.to_uppercase().as_bytes()), Some(&(name, arity)));
+        }
+        for name in [&b""[..], b"ge", b"gett", b"get\0", b"\0get", b"incrbyfloat", b"getsetx"] {
+            assert_eq!(lookup(name), None, "{name:?}");
         }
     }
 
