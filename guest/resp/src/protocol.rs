@@ -163,13 +163,15 @@ impl Session {
                             break;
                         }
                         if keys.is_empty() {
+                            // redis-benchmark -P 16 sends runs of 16.
+                            keys.reserve(16);
                             keys.push(args.key());
                         }
                         keys.push(next.key());
                         end += used;
                     }
                     if keys.is_empty() {
-                        execute(&args.slices(), store, out);
+                        execute_args(&args, store, out);
                     } else {
                         get_run(&keys, store, out);
                     }
@@ -192,15 +194,19 @@ impl Session {
                         end += used;
                     }
                     if run.is_empty() {
-                        execute(&args.slices(), store, out);
+                        execute_args(&args, store, out);
                     } else {
                         set_run(&run, store, out);
                     }
                     pos = end;
                 }
+                Parsed::Command(args, used) if args.is_incr() => {
+                    pos += used;
+                    incr(args.arg(1), store, out);
+                }
                 Parsed::Command(args, used) => {
                     pos += used;
-                    if execute(&args.slices(), store, out) == After::Close {
+                    if execute_args(&args, store, out) == After::Close {
                         break After::Close;
                     }
                 }
@@ -234,11 +240,13 @@ fn get_run(keys: &[Cow<'_, str>], store: &mut dyn Store, out: &mut Out<'_>) {
     };
     let mut now = None;
     for (key, stored) in keys.iter().zip(values) {
-        let value = match stored {
-            None => Ok(None),
-            Some(stored) => unexpired(store, key, stored, &mut now),
-        };
-        reply_get(value, out);
+        match stored {
+            None => nil(out),
+            // Stored without a header: no deadline, and the value as it is
+            // (what `unexpired` would find), replied without its detour.
+            Some(stored) if stored.first() != Some(&TAG) => bulk(out, &stored),
+            Some(stored) => reply_get(unexpired(store, key, stored, &mut now), out),
+        }
     }
 }
 
@@ -247,15 +255,27 @@ fn get_run(keys: &[Cow<'_, str>], store: &mut dyn Store, out: &mut Out<'_>) {
 /// `SET` on its own, so that each gets its own reply (a plain `SET` written
 /// twice is written once).
 fn set_run(run: &[Args<'_>], store: &mut dyn Store, out: &mut Out<'_>) {
-    let keys: Vec<Cow<'_, str>> = run.iter().map(|args| store_key(args.arg(1))).collect();
-    let values: Vec<Cow<'_, [u8]>> = run.iter().map(|args| encode(args.arg(2), 0)).collect();
-    let entries: Vec<(&str, &[u8])> = keys.iter().zip(&values).map(|(key, value)| (&**key, &**value)).collect();
+    // Keys and values are nearly always stored as sent: then the entries
+    // borrow them, in one list; else the ones made are kept alongside.
+    let mut entries: Vec<(&str, &[u8])> = Vec::with_capacity(run.len());
+    for args in run {
+        match (store_key(args.arg(1)), encode(args.arg(2), 0)) {
+            (Cow::Borrowed(key), Cow::Borrowed(value)) => entries.push((key, value)),
+            _ => break,
+        }
+    }
+    let (keys, values): (Vec<Cow<'_, str>>, Vec<Cow<'_, [u8]>>);
+    if entries.len() < run.len() {
+        keys = run.iter().map(|args| store_key(args.arg(1))).collect();
+        values = run.iter().map(|args| encode(args.arg(2), 0)).collect();
+        entries = keys.iter().zip(&values).map(|(key, value)| (&**key, &**value)).collect();
+    }
     if store.set_many(&entries).is_ok() {
         run.iter().for_each(|_| ok(out));
         return;
     }
     for args in run {
-        execute(&args.slices(), store, out);
+        execute_args(args, store, out);
     }
 }
 
@@ -313,19 +333,14 @@ impl<'a> Args<'a> {
         }
     }
 
-    /// All of them, as [`execute`] takes them (only an inline request's
-    /// are collected).
-    fn slices(&self) -> Cow<'_, [&[u8]]> {
-        match self {
-            Args::Short(args, len) => Cow::Borrowed(&args[..*len]),
-            Args::Long(args) => Cow::Borrowed(args),
-            Args::Inline(args) => Cow::Owned(args.iter().map(Vec::as_slice).collect()),
-        }
-    }
-
     /// Whether this is a `GET` with its one key.
     fn is_get(&self) -> bool {
         self.len() == 2 && self.arg(0).eq_ignore_ascii_case(b"GET")
+    }
+
+    /// Whether this is an `INCR` with its one key.
+    fn is_incr(&self) -> bool {
+        self.len() == 2 && self.arg(0).eq_ignore_ascii_case(b"INCR")
     }
 
     /// Whether this is a `SET` of a key to a value, with no options.
@@ -346,6 +361,9 @@ impl<'a> Args<'a> {
 
 /// Parses the request at the start of `buf`.
 pub fn parse(buf: &[u8]) -> Parsed<'_> {
+    if let Some((args, used)) = parse_short(buf) {
+        return Parsed::Command(args, used);
+    }
     match buf.first() {
         None => Parsed::Incomplete(1),
         Some(b'*') => parse_multibulk(buf),
@@ -377,6 +395,48 @@ fn header(buf: &[u8], start: usize) -> Result<Option<(Option<i64>, usize)>, ()> 
         None if rest.len() > MAX_INLINE => Err(()),
         None => Ok(None),
     }
+}
+
+/// The usual request read in one pass: a multibulk of 1 to [`SHORT_ARGS`]
+/// arguments whose lengths are plain digits (up to 9), all in `buf`.
+/// `None` for any other (longer, unusual, incomplete or wrong), which
+/// [`parse_multibulk`] reads; what this reads, that reads the same way.
+#[inline]
+fn parse_short(buf: &[u8]) -> Option<(Args<'_>, usize)> {
+    let &[b'*', count, b'\r', _, ..] = buf else { return None };
+    let count = usize::from(count.wrapping_sub(b'0'));
+    if !(1..=SHORT_ARGS).contains(&count) {
+        return None;
+    }
+    let mut args: [&[u8]; SHORT_ARGS] = [&[]; SHORT_ARGS];
+    let mut pos = 4;
+    for arg in &mut args[..count] {
+        if buf.get(pos) != Some(&b'$') {
+            return None;
+        }
+        // Nine digits fit a `usize` of wasm32.
+        let first = pos + 1;
+        let mut end = first;
+        let mut len = 0;
+        while end - first < 9 && end < buf.len() && buf[end].is_ascii_digit() {
+            len = len * 10 + usize::from(buf[end] - b'0');
+            end += 1;
+        }
+        let digits = end - first;
+        // As `string2ll`: no leading zero but in `0`.
+        if digits == 0 || (digits > 1 && buf[first] == b'0') || buf.get(end) != Some(&b'\r') || len > MAX_BULK {
+            return None;
+        }
+        // Past `\r` and the byte after it, the data and the 2 bytes after
+        // it, all unread as redis-server skips them.
+        let start = end + 2;
+        if buf.len() < start + len + 2 {
+            return None;
+        }
+        *arg = &buf[start..start + len];
+        pos = start + len + 2;
+    }
+    Some((Args::Short(args, count), pos))
 }
 
 fn parse_multibulk(buf: &[u8]) -> Parsed<'_> {
@@ -573,13 +633,20 @@ pub fn string2ll(s: &[u8]) -> Option<i64> {
 
 /// The store's key for a client's key: itself when it is UTF-8 and does not
 /// start with NUL, else NUL and its bytes in hex.
+#[inline]
 pub fn store_key(key: &[u8]) -> Cow<'_, str> {
-    // Most keys are short and ASCII: checked as such, they skip the UTF-8
-    // validation's setup.
+    // Most keys are short and ASCII: checked as such, inline, they skip the
+    // UTF-8 validation's setup.
     if key.first().is_some_and(|&b| b != 0) && key.is_ascii() {
         // SAFETY: ASCII is UTF-8.
         return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(key) });
     }
+    store_key_slow(key)
+}
+
+/// [`store_key`] of a key that is not ASCII or starts with NUL.
+#[inline(never)]
+fn store_key_slow(key: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(key) {
         Ok(text) if !text.starts_with('\0') => Cow::Borrowed(text),
         _ => {
@@ -664,9 +731,15 @@ fn integer(out: &mut Out<'_>, n: i64) {
 }
 
 fn bulk(out: &mut Out<'_>, data: &[u8]) {
-    out.bytes.push(b'$');
-    out.bytes.extend_from_slice(itoa::Buffer::new().format(data.len()).as_bytes());
-    out.bytes.extend_from_slice(b"\r\n");
+    if data.len() < 10 {
+        // A one-digit length (redis-benchmark's values have 3 bytes): the
+        // header is one 4-byte write.
+        out.bytes.extend_from_slice(&[b'$', b'0' + data.len() as u8, b'\r', b'\n']);
+    } else {
+        out.bytes.push(b'$');
+        out.bytes.extend_from_slice(itoa::Buffer::new().format(data.len()).as_bytes());
+        out.bytes.extend_from_slice(b"\r\n");
+    }
     out.bytes.extend_from_slice(data);
     out.bytes.extend_from_slice(b"\r\n");
 }
@@ -744,6 +817,10 @@ const fn word(name: &[u8]) -> Option<u64> {
     let mut word = 0;
     let mut i = 0;
     while i < name.len() {
+        // A name with a NUL would match a shorter one padded with zeros.
+        if name[i] == 0 {
+            return None;
+        }
         word |= (name[i].to_ascii_lowercase() as u64) << (8 * i);
         i += 1;
     }
@@ -757,7 +834,7 @@ const WORDS: [u64; COMMANDS.len()] = {
     while i < COMMANDS.len() {
         words[i] = match word(COMMANDS[i].0.as_bytes()) {
             Some(word) => word,
-            None => panic!("a command name longer than 8 bytes"),
+            None => panic!("a command name longer than 8 bytes, or with a NUL"),
         };
         i += 1;
     }
@@ -766,8 +843,7 @@ const WORDS: [u64; COMMANDS.len()] = {
 
 /// The command named `name` (in any case).
 fn lookup(name: &[u8]) -> Option<&'static (&'static str, i32)> {
-    // A name with a NUL would match a shorter one padded with zeros.
-    let word = word(name).filter(|_| !name.contains(&0))?;
+    let word = word(name)?;
     WORDS.iter().position(|&w| w == word).map(|i| &COMMANDS[i])
 }
 
@@ -786,6 +862,16 @@ impl From<String> for Failed {
     }
 }
 
+/// [`execute`] on parsed arguments (only an inline request's are
+/// collected into a new list).
+fn execute_args(args: &Args<'_>, store: &mut dyn Store, out: &mut Out<'_>) -> After {
+    match args {
+        Args::Short(args, len) => execute(&args[..*len], store, out),
+        Args::Long(args) => execute(args, store, out),
+        Args::Inline(args) => execute(&args.iter().map(Vec::as_slice).collect::<Vec<_>>(), store, out),
+    }
+}
+
 /// Runs one command, appending its reply to `out`.
 pub fn execute(args: &[&[u8]], store: &mut dyn Store, out: &mut Out<'_>) -> After {
     let Some(&(command, arity)) = lookup(args[0]) else {
@@ -799,16 +885,31 @@ pub fn execute(args: &[&[u8]], store: &mut dyn Store, out: &mut Out<'_>) -> Afte
     }
     match run(command, args, store, out) {
         Ok(after) => after,
+        Err(failed) => {
+            reply_failed(failed, out);
+            After::Continue
+        }
+    }
+}
+
+/// The reply to a command that failed.
+fn reply_failed(Failed(message): Failed, out: &mut Out<'_>) {
+    if message.starts_with(STORE_FULL) {
         // The store's bound (`--kv-max-bytes`) is redis-server's
         // `maxmemory` under `noeviction`: the same reply.
-        Err(Failed(message)) if message.starts_with(STORE_FULL) => {
-            out.bytes.extend_from_slice(OOM);
-            After::Continue
-        }
-        Err(Failed(message)) => {
-            error(out, &message);
-            After::Continue
-        }
+        out.bytes.extend_from_slice(OOM);
+    } else {
+        error(out, &message);
+    }
+}
+
+/// `INCR key`, as [`execute`] runs it, without looking the name up: the
+/// one command of a pipelined run of `INCR`s that is not batched (each is
+/// its own atomic `increment`).
+fn incr(key: &[u8], store: &mut dyn Store, out: &mut Out<'_>) {
+    match increment(store, key, 1) {
+        Ok(n) => integer(out, n),
+        Err(failed) => reply_failed(failed, out),
     }
 }
 
@@ -1537,6 +1638,42 @@ mod tests {
         }
         assert_eq!(header(b"$12\r", 0), Ok(None));
         assert_eq!(header(b"$12", 0), Ok(None));
+    }
+
+    /// What the one-pass reader of short requests reads, the general
+    /// reader reads the same; what it leaves, the general reader handles.
+    #[test]
+    fn short_requests_read_as_the_general_reader_does() {
+        let read: &[&[u8]] = &[
+            b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n",
+            b"*1\r\n$4\r\nPING\r\n",
+            b"*3\r\n$3\r\nset\r\n$0\r\n\r\n$10\r\n0123456789\r\n*1",
+            b"*4\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n",
+            // The bytes after a header's `\r` and after the data are skipped
+            // unread, as redis-server skips them.
+            b"*2\r\n$3\rxGETxx$1\r\nk\r\n",
+        ];
+        for &request in read {
+            let (args, used) = parse_short(request).expect("short");
+            assert_eq!(parse_multibulk(request), Parsed::Command(args, used), "{request:?}");
+        }
+        let left: &[&[u8]] = &[
+            b"*5\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n$1\r\ne\r\n",
+            b"*0\r\n",
+            b"*-1\r\n",
+            b"*02\r\n$3\r\nGET\r\n$1\r\nk\r\n",
+            b"*2\r\n$03\r\nGET\r\n$1\r\nk\r\n",
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r",
+            b"*2\r\n$3\r\nGET\r\n$-1\r\n",
+            b"*2\r\n$3\r\nGET\r\n+1\r\nk\r\n",
+            b"*2\r\n$3\r\nGET\r\n$1234567890\r\n",
+            b"*2\r\n$3\r\nGET\r\n$9999999\r\n",
+            b"*2\r\n$3\r\nGET\r\n$1",
+            b"*2\r",
+        ];
+        for &request in left {
+            assert_eq!(parse_short(request), None, "{request:?}");
+        }
     }
 
     #[test]
