@@ -9,7 +9,7 @@
 use super::expiry::{is_live, now_ms};
 use super::usage::{entry_cost, Usage};
 use super::{page, BucketOps, Expiry, Page, Updater, MAX_BUCKETS};
-use std::collections::HashMap;
+use std::collections::{hash_map, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, RwLock};
 
@@ -94,12 +94,35 @@ impl Bucket {
     /// to the store's bound first; the old value is returned, to be freed
     /// once the lock is released.
     fn write(&self, shard: &mut ShardMap, key: String, value: Vec<u8>, deadline: u64) -> Result<Option<Entry>, String> {
-        let old_cost = shard.entries.get(&key).map_or(0, |old| entry_cost(key.len(), old.value.len()));
-        self.usage.replace(old_cost, entry_cost(key.len(), value.len()))?;
-        if deadline != 0 && (shard.earliest == 0 || deadline < shard.earliest) {
-            shard.earliest = deadline;
+        self.put(&mut shard.earliest, shard.entries.entry(key), value, deadline)
+    }
+
+    /// `write` into the key's place in its shard (`earliest` being the
+    /// shard's), found once: the key is hashed once for the read and the
+    /// write, not once for each.
+    fn put(
+        &self,
+        earliest: &mut u64,
+        slot: hash_map::Entry<'_, String, Entry>,
+        value: Vec<u8>,
+        deadline: u64,
+    ) -> Result<Option<Entry>, String> {
+        let old_cost = match &slot {
+            hash_map::Entry::Occupied(old) => entry_cost(old.key().len(), old.get().value.len()),
+            hash_map::Entry::Vacant(_) => 0,
+        };
+        self.usage.replace(old_cost, entry_cost(slot.key().len(), value.len()))?;
+        if deadline != 0 && (*earliest == 0 || deadline < *earliest) {
+            *earliest = deadline;
         }
-        Ok(shard.entries.insert(key, Entry { value, deadline }))
+        let entry = Entry { value, deadline };
+        Ok(match slot {
+            hash_map::Entry::Occupied(mut old) => Some(old.insert(entry)),
+            hash_map::Entry::Vacant(place) => {
+                place.insert(entry);
+                None
+            }
+        })
     }
 
     fn sweep(&self, now: u64) -> u64 {
@@ -186,7 +209,12 @@ impl BucketOps for Bucket {
     /// The shard stays write-locked from the read to the write.
     fn update(&self, key: String, expiry: Expiry, f: &mut Updater<'_>) -> Result<(), String> {
         let mut shard = self.shard(&key).write().unwrap();
-        let current = live(shard.entries.get(&key));
+        let ShardMap { entries, earliest } = &mut *shard;
+        let slot = entries.entry(key);
+        let current = match &slot {
+            hash_map::Entry::Occupied(entry) => live(Some(entry.get())),
+            hash_map::Entry::Vacant(_) => None,
+        };
         let kept = current.map_or(0, |entry| entry.deadline);
         let old = match f(current.map(|entry| entry.value.as_slice()))? {
             Some(value) => {
@@ -194,7 +222,7 @@ impl BucketOps for Bucket {
                     Expiry::Keep => kept,
                     Expiry::At(deadline) => deadline,
                 };
-                self.write(&mut shard, key, value, deadline)?
+                self.put(earliest, slot, value, deadline)?
             }
             None => None,
         };
