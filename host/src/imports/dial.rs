@@ -93,7 +93,9 @@ impl dialer::Host for GuestState {
         }
         let (budget, end) = self.wait_budget();
         let started = self.clock.begin_wait();
-        let waited = bounded(budget, self.signal(), false, started, TcpStream::connect(&addrs[..])).await;
+        let signal = self.signal().clone();
+        let waited =
+            bounded(&mut self.wait_timer, budget, &signal, false, started, TcpStream::connect(&addrs[..])).await;
         self.clock.end_wait(started);
         let stream = match waited {
             Waited::Done(Ok(stream)) => stream,

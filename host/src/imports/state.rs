@@ -2,7 +2,7 @@
 
 use crate::config::limits::Limits;
 use crate::imports::budget::{self, CpuClock};
-use crate::imports::connection::Connections;
+use crate::imports::connection::{Connections, WaitTimer};
 use crate::imports::dial::DialPolicy;
 use crate::imports::keyvalue::{KvStore, KvUse};
 use crate::imports::log::{GuestLog, LogStdio};
@@ -75,6 +75,8 @@ pub struct GuestState {
     /// How the listener reaches the connection now served (eviction,
     /// shutdown); a fresh, never-raised one between connections.
     signal: Arc<Signal>,
+    /// The timer of the connection's waits on its peers.
+    pub(crate) wait_timer: WaitTimer,
     /// The connection's span (listener, generation, peer): the parent of
     /// every event about it. Events name it explicitly instead of the task
     /// entering it on every poll, which would cost each `recv` and `send`.
@@ -242,6 +244,7 @@ pub fn new_store(engine: &Engine, policy: &Arc<Policy>, stdout: Stdout) -> Store
         policy: policy.clone(),
         log,
         signal: Arc::default(),
+        wait_timer: WaitTimer::default(),
         span: Arc::default(),
         deadline: limits.max_lifetime.map(|d| Instant::now() + d),
         connections: Connections::default(),

@@ -10,9 +10,11 @@ use crate::imports::state::GuestState;
 use crate::ops::metrics::Outcome;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use wasmtime::component::{Resource, WasmList};
 use wasmtime::StoreContextMut;
 
@@ -32,12 +34,39 @@ pub(crate) enum Waited<T> {
     ShutDown,
 }
 
+/// The timer that bounds a connection's waits on its peers: one per
+/// connection, moved to each wait's deadline. Moving an armed timer later
+/// is one compare-and-swap in tokio's timer (the wheel hears of it only
+/// when the earlier deadline comes), where a new timer per wait was an
+/// insertion and a removal under the timer's lock: about 300 instructions
+/// of every `recv` that waits.
+#[derive(Default)]
+pub(crate) struct WaitTimer(Option<Pin<Box<Sleep>>>);
+
+impl WaitTimer {
+    /// The timer, set to fire `after` from now.
+    fn set(&mut self, after: Duration) -> Pin<&mut Sleep> {
+        let now = tokio::time::Instant::now();
+        // As `tokio::time::sleep` bounds a duration too long to add.
+        let deadline = now.checked_add(after).unwrap_or_else(|| now + FAR_FUTURE);
+        match self.0 {
+            Some(ref mut sleep) => sleep.as_mut().reset(deadline),
+            None => self.0 = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.0.as_mut().expect("set above").as_mut()
+    }
+}
+
+/// A deadline that never comes (about 30 years).
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// Runs `io` until it completes, `budget` runs out, or the listener raises
 /// an interrupt that applies. The connection counts as idle (a candidate
 /// for eviction) meanwhile. The caller brackets the wait with the CPU
 /// clock's `begin_wait` and `end_wait`: a guest waiting on its peer is not
 /// computing.
 pub(crate) async fn bounded<T>(
+    timer: &mut WaitTimer,
     budget: Duration,
     signal: &Signal,
     at_boundary: bool,
@@ -45,8 +74,7 @@ pub(crate) async fn bounded<T>(
     io: impl Future<Output = T>,
 ) -> Waited<T> {
     tokio::pin!(io);
-    let timeout = tokio::time::sleep(budget);
-    tokio::pin!(timeout);
+    let mut timeout = timer.set(budget);
     signal.begin_wait(started);
     let mut listening = true;
     let waited = loop {
@@ -59,7 +87,7 @@ pub(crate) async fn bounded<T>(
                 // Mid-request: let it finish, within the shutdown timeout.
                 Interrupt::Shutdown => listening = false,
             },
-            () = &mut timeout => break Waited::TimedOut,
+            () = timeout.as_mut() => break Waited::TimedOut,
         }
     };
     signal.end_wait();
@@ -263,7 +291,12 @@ impl GuestState {
         // first read would have found it empty the same way.
         let waited = match try_read_head(&stream, want) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match bounded(budget, self.signal(), at_boundary, started, read_when_ready(&stream, want)).await {
+                let mut timer = std::mem::take(&mut self.wait_timer);
+                let waited =
+                    bounded(&mut timer, budget, self.signal(), at_boundary, started, read_when_ready(&stream, want));
+                let waited = waited.await;
+                self.wait_timer = timer;
+                match waited {
                     // A request already queued is served even at shutdown.
                     Waited::ShutDown => match try_read_head(&stream, want) {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Waited::ShutDown,
@@ -312,7 +345,10 @@ pub(super) async fn send_from_guest(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // The budget covers the whole send, not each partial write.
                 let left = budget.saturating_sub(started.elapsed());
-                match bounded(left, &signal, false, started, stream.writable()).await {
+                let mut timer = std::mem::take(&mut store.data_mut().wait_timer);
+                let waited = bounded(&mut timer, left, &signal, false, started, stream.writable()).await;
+                store.data_mut().wait_timer = timer;
+                match waited {
                     Waited::Done(Ok(())) => {}
                     Waited::Done(Err(e)) => break Waited::Done(Err(e)),
                     Waited::TimedOut => break Waited::TimedOut,

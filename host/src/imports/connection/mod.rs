@@ -15,7 +15,7 @@ mod lower;
 mod splice;
 mod wait;
 
-pub(crate) use io::{bounded, report_eviction, report_timeout, Waited};
+pub(crate) use io::{bounded, report_eviction, report_timeout, WaitTimer, Waited};
 
 use crate::imports::bindings::server::netplug::protocol::types::Readiness;
 use crate::imports::bindings::ErrorCode;

@@ -61,7 +61,8 @@ pub(super) async fn wait(
     let (budget, end) = state.wait_budget();
     let started = state.clock.begin_wait();
     let ready = std::future::poll_fn(|cx| poll_watches(&watches, &mut found, cx));
-    let waited = bounded(budget, state.signal(), false, started, ready).await;
+    let signal = state.signal().clone();
+    let waited = bounded(&mut state.wait_timer, budget, &signal, false, started, ready).await;
     state.clock.end_wait(started);
     drop(watches);
     match waited {
