@@ -304,9 +304,12 @@ impl Local {
     ) -> Outcome<T> {
         match self {
             Local::Memory(bucket) => Ok(op(&**bucket).map_err(Failure::Other)),
+            // Boxed, as `awaited`: the memory store's calls (an increment
+            // per pipelined INCR) then do not carry the blocking pool's
+            // wait in their own future, allocated and moved per call.
             Local::Durable(table) => {
                 let table = table.clone();
-                blocking(clock, move || op(&*table)).await
+                Box::pin(blocking(clock, move || op(&*table))).await
             }
         }
     }
